@@ -1,0 +1,94 @@
+"""The ``qcamseg`` command line: one click group, one module per command (``cli/*.py``).
+
+Commands are registered by name → ``"module:function"`` and imported only when used (or when
+``--help`` lists them); command modules import heavy libraries (torch, tiffslide, paquo) inside
+their function bodies, so ``qcamseg --help`` is instant and never starts a JVM.
+
+:func:`main` is callable from Python (``main(["predict", ...]) -> int``). Errors the user can fix
+(:class:`~qupath_camseg.errors.CamsegError`) print one line ``error: ...`` and exit 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+import click
+
+from qupath_camseg import __version__
+
+__all__ = ["cli", "main"]
+
+# name -> "module:attribute" (module relative to qupath_camseg.cli). Keep sorted by flow.
+_COMMANDS: dict[str, str] = {
+    "doctor": "doctor:doctor",
+}
+
+
+class _LazyGroup(click.Group):
+    """A click group that imports a command's module only when the command is needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        module = importlib.import_module(f"qupath_camseg.cli.{module_name}")
+        return getattr(module, attr)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="qcamseg")
+@click.option("--debug", is_flag=True, help="Show full tracebacks and debug logs.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """qupath-camseg: train a tumour segmentation model from QuPath annotations, run it over
+    whole slides, and get the results back into QuPath.
+
+    \b
+    Typical flow:
+      qcamseg synth DEMO_PROJECT            # a QuPath project of synthetic slides
+      qcamseg train PROJECT --out MODEL     # learn from the project's annotations
+      qcamseg predict PROJECT --model MODEL # tumour detections, annotations, heatmaps
+      qcamseg evaluate PROJECT              # Dice, Camelyon16 FROC, slide AUC
+      qcamseg demo                          # all of the above on generated data
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``qcamseg`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    from qupath_camseg.errors import CamsegError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        rv = cli.main(args=args, prog_name="qcamseg", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 130
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    except CamsegError as err:
+        if debug:
+            raise
+        click.echo(f"error: {err}", err=True)
+        return err.exit_code
+    except KeyboardInterrupt:
+        click.echo("Interrupted; finished work is kept and a rerun resumes.", err=True)
+        return 130
+    return rv if isinstance(rv, int) else 0

@@ -1,0 +1,89 @@
+"""The package's error types.
+
+Every error a user can cause derives from :class:`CamsegError` and also from the builtin that
+fits (``FileNotFoundError``, ``ValueError``...), so callers can catch either. The message is one
+line that names the file and says how to fix the problem; the CLI prints it without a traceback
+(``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CamsegError",
+    "SlideNotFoundError",
+    "SlideReadError",
+    "MissingMppError",
+    "InvalidAnnotationError",
+    "InvalidGeoJSONError",
+    "InvalidXMLError",
+    "ProjectError",
+    "ProjectNotFoundError",
+    "ProjectLockedError",
+    "ImageMissingError",
+    "ModelBundleError",
+    "QuPathNotFoundError",
+    "OutputNotWritableError",
+    "TrainingDivergedError",
+]
+
+
+class CamsegError(Exception):
+    """Base class of every error this package raises on purpose (exit code 2 in the CLI)."""
+
+    exit_code = 2
+
+
+class SlideNotFoundError(CamsegError, FileNotFoundError):
+    """A slide file does not exist."""
+
+
+class SlideReadError(CamsegError, OSError):
+    """A slide exists but cannot be read (corrupt, truncated, unsupported)."""
+
+
+class MissingMppError(CamsegError, ValueError):
+    """The slide carries no pixel size; the user must pass ``--mpp``."""
+
+
+class InvalidAnnotationError(CamsegError, ValueError):
+    """An annotation file or geometry cannot be used."""
+
+
+class InvalidGeoJSONError(InvalidAnnotationError):
+    """GeoJSON that QuPath would not read (or that is not GeoJSON)."""
+
+
+class InvalidXMLError(InvalidAnnotationError):
+    """ASAP XML that is malformed or malicious."""
+
+
+class ProjectError(CamsegError, ValueError):
+    """A QuPath project cannot be read or written."""
+
+
+class ProjectNotFoundError(ProjectError, FileNotFoundError):
+    """No ``project.qpproj`` at the given path."""
+
+
+class ProjectLockedError(ProjectError, BlockingIOError):
+    """Another qcamseg command is writing to the same project."""
+
+
+class ImageMissingError(ProjectError, FileNotFoundError):
+    """A project entry's image file is not where the project says it is."""
+
+
+class ModelBundleError(CamsegError, ValueError):
+    """A model folder is missing, incomplete, unsafe (pickles) or incompatible."""
+
+
+class QuPathNotFoundError(CamsegError, RuntimeError):
+    """The paquo door was requested but no QuPath installation was found."""
+
+
+class OutputNotWritableError(CamsegError, PermissionError):
+    """An output location cannot be written (permissions, disk full)."""
+
+
+class TrainingDivergedError(CamsegError, FloatingPointError):
+    """The loss became NaN/inf repeatedly; training stopped with the last good checkpoint kept."""
