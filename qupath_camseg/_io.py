@@ -41,6 +41,18 @@ def _not_writable(path: Path, err: OSError) -> OutputNotWritableError:
     return OutputNotWritableError(f"cannot write {path}: {what}; {fix}")
 
 
+def _final_mode(target: Path) -> int:
+    """The permission bits a plain ``open(target, "w")`` would give: the existing file's mode,
+    else 0o666 minus the umask (``mkstemp`` alone would leave an owner-only 0o600 file, which
+    breaks projects shared between users)."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "w", **open_kwargs: Any) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success rename it onto ``path``.
@@ -64,6 +76,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **open_kwargs: A
         with os.fdopen(fd, mode, **open_kwargs) as fh:
             yield fh
             fh.flush()
+            os.fchmod(fh.fileno(), _final_mode(target))
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except OSError as err:
