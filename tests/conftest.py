@@ -18,3 +18,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real sample data not found at {SHARED_DATA} (set QCAMSEG_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_slide(tmp_path_factory: pytest.TempPathFactory):
+    """A small synthetic slide with tumour, shared by the session: ``(path, truth)``.
+
+    4096 x 3072 px at 0.25 µm/px (1 x 0.77 mm), seed 0, written once (about 2 s).
+    """
+    from qupath_camseg.synthetic import write_synthetic_slide
+
+    path = tmp_path_factory.mktemp("synthetic") / "synthetic_seed0.tif"
+    truth = write_synthetic_slide(path, width=4096, height=3072, seed=0, mpp=0.25)
+    return path, truth
