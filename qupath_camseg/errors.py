@@ -18,12 +18,14 @@ __all__ = [
     "InvalidXMLError",
     "ProjectError",
     "ProjectNotFoundError",
+    "ProjectExistsError",
     "ProjectLockedError",
     "ImageMissingError",
     "ModelBundleError",
     "QuPathNotFoundError",
     "OutputNotWritableError",
     "TrainingDivergedError",
+    "InvalidPixelClassifierError",
 ]
 
 
@@ -65,6 +67,10 @@ class ProjectNotFoundError(ProjectError, FileNotFoundError):
     """No ``project.qpproj`` at the given path."""
 
 
+class ProjectExistsError(ProjectError, FileExistsError):
+    """A project was to be created where one already exists."""
+
+
 class ProjectLockedError(ProjectError, BlockingIOError):
     """Another qcamseg command is writing to the same project."""
 
@@ -87,3 +93,7 @@ class OutputNotWritableError(CamsegError, PermissionError):
 
 class TrainingDivergedError(CamsegError, FloatingPointError):
     """The loss became NaN/inf repeatedly; training stopped with the last good checkpoint kept."""
+
+
+class InvalidPixelClassifierError(CamsegError, ValueError):
+    """A QuPath pixel-classifier JSON that QuPath would reject or misread (names the field)."""
