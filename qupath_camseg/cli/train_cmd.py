@@ -1,0 +1,231 @@
+"""``qcamseg train``: learn a tumour segmentation model from a QuPath project's annotations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from qupath_camseg.cli._options import device_option, images_option, mpp_override_option, seed_option
+
+__all__ = ["train"]
+
+
+def _split_names(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--classes Tumor --classes Stroma`` or ``--classes Tumor,Stroma``."""
+    return tuple(n.strip() for v in values for n in v.split(",") if n.strip())
+
+
+@click.command("train")
+@click.argument("project", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Model folder to write [default: PROJECT/camseg/models/<date-time>; with --resume the newest run there].",
+)
+@click.option(
+    "--mpp",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Pixel size the model works at, µm/px [default: 0.5].",
+)
+@click.option(
+    "--tile",
+    "tile_px",
+    type=click.IntRange(min=16),
+    default=None,
+    help="Tile size in px at --mpp [default: 512; a multiple of 16 for the default U-Net].",
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=None, help="Epochs of --tiles-per-epoch tiles [default: 10]."
+)
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=None, help="Train for this many optimizer steps instead of --epochs."
+)
+@click.option(
+    "--tiles-per-epoch", type=click.IntRange(min=1), default=None, help="Tiles drawn per epoch [default: 2048]."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tiles per step (per GPU under torchrun) [default: 8].",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Peak learning rate (AdamW, cosine decay) [default: 1e-3; scale with the total batch].",
+)
+@click.option(
+    "--classes",
+    "classes",
+    multiple=True,
+    help="Annotation classes to learn, in output order (repeat or comma-separate) [default: Tumor].",
+)
+@click.option(
+    "--val-images",
+    "val_images",
+    multiple=True,
+    help="Images (name or entry ID) held out for validation [default: ~20 % of the slides, by slide].",
+)
+@images_option
+@click.option(
+    "--unannotated",
+    type=click.Choice(["negative", "ignore"]),
+    default=None,
+    help="Tissue outside every annotation: negative (Camelyon: outlines are exhaustive) or ignored "
+    "[default: negative].",
+)
+@click.option(
+    "--include-unannotated",
+    is_flag=True,
+    default=False,
+    help="Also train on images without any annotation, as tumour-free slides.",
+)
+@click.option(
+    "--arch",
+    type=click.Choice(["unet", "smp"]),
+    default=None,
+    help="unet (built in) or smp (segmentation-models-pytorch encoder, see --encoder) [default: unet].",
+)
+@click.option(
+    "--width", type=click.IntRange(min=1), default=None, help="U-Net channels at full resolution [default: 32]."
+)
+@click.option("--depth", type=click.IntRange(min=1, max=7), default=None, help="U-Net levels [default: 4].")
+@click.option(
+    "--encoder",
+    default=None,
+    help="smp encoder, e.g. resnet34 (implies --arch smp; ImageNet weights are downloaded once).",
+)
+@device_option
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="DataLoader worker processes [default: from the CPU count].",
+)
+@click.option(
+    "--amp",
+    type=click.Choice(["auto", "bf16", "fp16", "off"]),
+    default="auto",
+    show_default=True,
+    help="Mixed precision on GPUs (ignored on CPU).",
+)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option(
+    "--checkpoint-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Also save a checkpoint every N steps [default: every 5 minutes and every epoch].",
+)
+@seed_option
+@mpp_override_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def train(
+    project: Path,
+    out_dir: Path | None,
+    mpp: float | None,
+    tile_px: int | None,
+    epochs: int | None,
+    steps: int | None,
+    tiles_per_epoch: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    classes: tuple[str, ...],
+    val_images: tuple[str, ...],
+    images: tuple[str, ...],
+    unannotated: str | None,
+    include_unannotated: bool,
+    arch: str | None,
+    width: int | None,
+    depth: int | None,
+    encoder: str | None,
+    device: str,
+    workers: int | None,
+    amp: str,
+    resume: bool,
+    checkpoint_steps: int | None,
+    seed: int,
+    slide_mpp: float | None,
+    quiet: bool,
+) -> None:
+    """Train a segmentation model on PROJECT's annotations (a QuPath project folder or .qpproj).
+
+    Tiles are drawn at --mpp from every annotated image (tumour and tumour borders oversampled,
+    negatives from tissue only), augmented (flips, rotations, H&E stain jitter, brightness,
+    contrast, blur) and fed to a U-Net. Each epoch is validated on held-out slides (pixel Dice);
+    the best model is kept in the output folder, ready for `qcamseg predict`. Interrupted? Rerun
+    with --resume.
+
+    \b
+    Examples:
+      qcamseg train MyProject --epochs 20
+      qcamseg train MyProject --out models/v1 --val-images Tumor_001.tif --val-images Normal_003.tif
+      qcamseg train MyProject --out models/v1 --resume
+      torchrun --nproc_per_node=4 -m qupath_camseg train MyProject --out models/big
+    """
+    import dataclasses
+    import os
+
+    from qupath_camseg.train import TrainConfig, default_out_dir
+    from qupath_camseg.train import train as run_train
+
+    given: dict[str, Any] = {
+        "mpp": mpp,
+        "tile_px": tile_px,
+        "epochs": epochs,
+        "steps": steps,
+        "tiles_per_epoch": tiles_per_epoch,
+        "batch_size": batch_size,
+        "lr": lr,
+        "unannotated": unannotated,
+        "workers": workers,
+        "checkpoint_every_steps": checkpoint_steps,
+        "slide_mpp": slide_mpp,
+    }
+    kw = {k: v for k, v in given.items() if v is not None}
+    if classes:
+        kw["classes"] = _split_names(classes)
+    if val_images:
+        kw["val_images"] = tuple(val_images)
+    if images:
+        kw["images"] = tuple(images)
+    arch_name = "smp" if encoder else arch
+    if arch_name or width or depth:
+        arch_dict: dict[str, Any] = {"name": arch_name or "unet"}
+        if arch_dict["name"] == "smp":
+            arch_dict["encoder"] = encoder or "resnet34"
+        else:
+            arch_dict.update({k: v for k, v in (("width", width), ("depth", depth)) if v is not None})
+        kw["arch"] = arch_dict
+    if include_unannotated:
+        kw["include_unannotated"] = True
+    config = dataclasses.replace(TrainConfig(), device=device, amp=amp, seed=seed, **kw)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun: rank 0 picks the folder
+    if out_dir is None and not resume and not distributed:
+        out_dir = default_out_dir(project)
+    try:
+        result = run_train(project, out_dir, config, resume=resume, progress=not quiet)
+    except KeyboardInterrupt:
+        where = f" --out {out_dir}" if out_dir is not None else ""
+        click.echo(
+            f"Interrupted. Continue from the last checkpoint with: qcamseg train {project}{where} --resume", err=True
+        )
+        raise click.exceptions.Exit(130) from None
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    out = result["out_dir"]
+    best = result.get("best") or {}
+    if best.get("val_dice") is not None:
+        click.echo(
+            f"best validation Dice {best['val_dice']:.3f} (IoU {best['val_iou']:.3f}) at epoch {best['epoch']}, "
+            f"step {best['step']}; validated on {', '.join(result['val_images'])}"
+        )
+    elif not result["val_images"]:
+        click.echo("no validation images (only one annotated image): the model of the last epoch is kept")
+    click.echo(f"model: {out}  (metrics.json, training_curve.png)")
+    click.echo(f"next: qcamseg predict {project} --model {out}")

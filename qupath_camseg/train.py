@@ -1,0 +1,835 @@
+"""The training loop: AdamW + cosine, CE + Dice, per-epoch validation, checkpoints and resume.
+
+``train(project, out_dir, config)`` learns from a QuPath project's annotations and writes
+``out_dir`` (a model folder, see :mod:`qupath_camseg.bundle`)::
+
+    model.safetensors, model.json   the best model so far (by validation Dice) - usable at once
+    metrics.json                    per-epoch history (loss, Dice, IoU, tiles/s) and the split
+    training_curve.png              loss and validation Dice per epoch
+    train_config.json               the run's settings and versions (provenance)
+    checkpoints/last.pt, last.json  resume state (weights, optimizer, scheduler, RNG, sampler)
+
+Every file is written atomically (temp + rename), so a ``kill -9`` leaves each one whole, and
+``resume=True`` continues from ``checkpoints/last.pt`` exactly where it stopped (the sampler's
+state is just ``(epoch, batch)``; see :mod:`qupath_camseg.data`). The checkpoint holds tensors
+and plain values only and is read with ``torch.load(weights_only=True)`` (no unpickling of code).
+
+_Distributed (``torchrun --nproc_per_node=N -m qupath_camseg train ...``): each rank draws its
+own shard of the tile keys, gradients are averaged by _DistributedDataParallel, metrics are
+summed over ranks, and only rank 0 writes. The effective batch is ``batch_size × N``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import io
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from qupath_camseg import __version__
+from qupath_camseg._io import atomic_write_bytes, atomic_write_json
+from qupath_camseg.augment import AugmentConfig, photometric
+from qupath_camseg.bundle import ModelConfig, save_bundle
+from qupath_camseg.data import (
+    IGNORE_INDEX,
+    SamplingConfig,
+    TileSampler,
+    TrainingData,
+    TrainTileDataset,
+    ValTileDataset,
+    collect_images,
+    val_tiles,
+)
+from qupath_camseg.errors import ModelBundleError, OutputNotWritableError, TrainingDivergedError
+from qupath_camseg.model import build_model, input_multiple, normalize_arch
+
+__all__ = ["TrainConfig", "train", "dice_ce_loss", "default_out_dir", "CHECKPOINT_NAME"]
+
+log = logging.getLogger(__name__)
+CHECKPOINT_NAME = "checkpoints/last.pt"
+_CKPT_FORMAT = "qupath-camseg-checkpoint"
+# Settings that define the data and the model: a resumed run must keep them.
+_FIXED_ON_RESUME = (
+    "classes",
+    "mpp",
+    "tile_px",
+    "batch_size",
+    "tiles_per_epoch",
+    "lr",
+    "weight_decay",
+    "arch",
+    "seed",
+    "unannotated",
+    "include_unannotated",
+    "images",
+    "val_images",
+    "val_fraction",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the project. Units: ``mpp`` µm/px, ``tile_px`` px.
+
+    ``epochs`` × ``tiles_per_epoch`` tiles are drawn, or ``steps`` optimizer steps when given
+    (default 10 epochs). ``unannotated``: ``"negative"`` (Camelyon: outlines are exhaustive) or
+    ``"ignore"``. ``val_images``: names/IDs held out for validation; empty → ``val_fraction``
+    of the annotated images, chosen by slide (never by tile). ``workers=None`` picks a number
+    from the CPU count. ``amp``: ``"auto"`` (bf16 on GPUs that have it, else fp16), ``"bf16"``,
+    ``"fp16"`` or ``"off"`` (always off on CPU).
+    """
+
+    classes: tuple[str, ...] = ("Tumor",)
+    mpp: float = 0.5
+    tile_px: int = 512
+    epochs: int | None = None
+    steps: int | None = None
+    tiles_per_epoch: int = 2048
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    arch: dict[str, Any] = field(default_factory=lambda: {"name": "unet"})
+    seed: int = 0
+    unannotated: str = "negative"
+    include_unannotated: bool = False
+    images: tuple[str, ...] = ()
+    val_images: tuple[str, ...] = ()
+    val_fraction: float = 0.2
+    max_val_tiles: int = 512
+    device: str = "auto"
+    workers: int | None = None
+    amp: str = "auto"
+    slide_mpp: float | None = None
+    checkpoint_every_s: float = 300.0
+    checkpoint_every_steps: int | None = None
+    max_bad_steps: int = 10
+    grad_clip: float = 5.0
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+
+    def validate(self) -> None:
+        """Raise a one-line error naming the option for impossible settings."""
+        arch = normalize_arch({**self.arch, "n_classes": max(1, len(self.classes))})
+        multiple = input_multiple(arch)
+        if self.tile_px < multiple or self.tile_px % multiple:
+            raise ModelBundleError(
+                f"--tile {self.tile_px} must be a multiple of {multiple} for this model; "
+                f"try {max(multiple, round(self.tile_px / multiple) * multiple)}"
+            )
+        for name in ("mpp", "lr"):
+            if not getattr(self, name) > 0:
+                raise ModelBundleError(f"--{name} must be positive, not {getattr(self, name)}")
+        for name in ("batch_size", "tiles_per_epoch"):
+            if getattr(self, name) < 1:
+                raise ModelBundleError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if self.epochs is not None and self.epochs < 1 or self.steps is not None and self.steps < 1:
+            raise ModelBundleError("--epochs and --steps must be at least 1")
+        if self.unannotated not in ("negative", "ignore"):
+            raise ModelBundleError(f"--unannotated must be 'negative' or 'ignore', not {self.unannotated!r}")
+        if not self.classes or len(set(self.classes)) != len(self.classes):
+            raise ModelBundleError(f"--classes must name distinct classes, not {list(self.classes)}")
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_json` (unknown keys are ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in data.items() if k in known}
+        for key in ("classes", "images", "val_images"):
+            if key in kw:
+                kw[key] = tuple(kw[key])
+        if isinstance(kw.get("sampling"), dict):
+            kw["sampling"] = SamplingConfig(**kw["sampling"])
+        if isinstance(kw.get("augment"), dict):
+            aug = dict(kw["augment"])
+            aug["blur_sigma_px"] = tuple(aug.get("blur_sigma_px", (0.3, 1.0)))
+            kw["augment"] = AugmentConfig(**aug)
+        return cls(**kw)
+
+
+def dice_ce_loss(
+    logits: torch.Tensor, target: torch.Tensor, *, eps: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cross-entropy + soft Dice (foreground classes, batch-wise), ignoring label 255.
+
+    ``logits`` ``(N, C, H, W)``; ``target`` long ``(N, H, W)``. Returns ``(loss, ce, dice_loss)``.
+    """
+    logits = logits.float()
+    ce = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    valid = (target != IGNORE_INDEX).unsqueeze(1)
+    probs = torch.softmax(logits, dim=1)[:, 1:] * valid
+    onehot = F.one_hot(target.clamp(max=logits.shape[1] - 1), logits.shape[1]).permute(0, 3, 1, 2)[:, 1:] * valid
+    dims = (0, 2, 3)
+    inter = (probs * onehot).sum(dims)
+    denom = probs.sum(dims) + onehot.sum(dims)
+    dice_loss = 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
+    if not valid.any():  # every pixel ignored: nothing to learn, keep the graph
+        ce = logits.sum() * 0.0
+    return ce + dice_loss, ce, dice_loss
+
+
+def _lr_lambda(total_steps: int) -> Callable[[int], float]:
+    warmup = max(1, min(100, total_steps // 20))
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+def _resolve_device(name: str, dist: _Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelBundleError(
+                "--device cuda was requested but PyTorch sees no GPU; use --device cpu or install a CUDA build of torch"
+            )
+        if dist.world_size > 1 and name == "cuda":
+            return torch.device("cuda", dist.local_rank)
+    return torch.device(name)
+
+
+def _amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or setting == "off":
+        return None
+    if setting == "bf16" or (setting == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def _default_workers(device: torch.device, world_size: int) -> int:
+    cpus = max(1, (os.cpu_count() or 1) // world_size)
+    if device.type == "cuda":
+        return max(1, min(8, cpus - 1))
+    return min(2, cpus // 2)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def train(
+    project_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    config: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train on ``project_path``'s annotations; write the model folder ``out_dir``.
+
+    ``out_dir`` defaults to ``<project>/camseg/models/<timestamp>`` (with ``resume``: the newest
+    run there). ``progress`` shows a tqdm bar on stderr. Returns a summary dict (``out_dir``,
+    ``best`` metrics, ``history``, ``steps``...). Raises :class:`TrainingDivergedError` when the
+    loss stays non-finite, keeping the last good checkpoint.
+    """
+    config = config or TrainConfig()
+    dist = _Dist.from_env(config.device)
+    try:
+        return _train(project_path, out_dir, config, dist, resume=resume, progress=progress)
+    finally:
+        dist.close()
+
+
+def _train(
+    project_path: Any, out_dir: Any, config: TrainConfig, dist: _Dist, *, resume: bool, progress: bool
+) -> dict[str, Any]:
+    out, ckpt_path = _resolve_out_dir(project_path, out_dir, resume=resume, dist=dist)
+    ckpt = _read_checkpoint(ckpt_path) if ckpt_path is not None else None
+    if ckpt is not None:
+        config = _merge_resume_config(out, json.loads(ckpt["config"]), config)
+    config.validate()
+    device = _resolve_device(config.device, dist)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    run = collect_images(
+        project_path,
+        classes=config.classes,
+        mpp=config.mpp,
+        tile_px=config.tile_px,
+        images=config.images,
+        val_images=config.val_images,
+        val_fraction=config.val_fraction,
+        unannotated=config.unannotated,
+        include_unannotated=config.include_unannotated,
+        min_tissue=config.sampling.min_tissue,
+        slide_mpp=config.slide_mpp,
+        seed=config.seed,
+    )
+    if ckpt is None and dist.is_main:
+        _write_run_info(out, config, run, device, dist)
+    dist.barrier()
+
+    n_classes = len(config.classes)
+    arch = normalize_arch({**config.arch, "n_classes": n_classes})
+    torch.manual_seed(config.seed)
+    model = build_model(arch).to(device)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    world_batch = config.batch_size * dist.world_size
+    steps_per_epoch = max(1, math.ceil(config.tiles_per_epoch / world_batch))
+    total_steps = config.steps or (config.epochs or 10) * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total_steps))
+    amp_dtype = _amp_dtype(config.amp, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_score": -math.inf, "bad_steps_total": 0}
+    history: list[dict[str, Any]] = []
+    resumed_from = None
+    if ckpt is not None:
+        state, history = _load_checkpoint(ckpt, model, opt, sched, scaler)
+        resumed_from = state["global_step"]
+    ddp_model = dist.wrap(model, device)
+
+    sampler = TileSampler(steps_per_epoch, config.batch_size, rank=dist.rank, world_size=dist.world_size)
+    train_ds = TrainTileDataset(
+        run.train_images,
+        mpp=config.mpp,
+        tile_px=config.tile_px,
+        seed=config.seed,
+        sampling=config.sampling,
+        augment=config.augment,
+    )
+    workers = config.workers if config.workers is not None else _default_workers(device, dist.world_size)
+    loader_kw: dict[str, Any] = {
+        "num_workers": workers,
+        "pin_memory": device.type == "cuda",
+        "worker_init_fn": _worker_init if workers else None,
+    }
+    if workers:
+        loader_kw.update(persistent_workers=True, prefetch_factor=4)
+    loader = torch.utils.data.DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, **loader_kw)
+    val_loader = None
+    if run.val_images:
+        tiles = val_tiles(run.val_images, max_tiles=config.max_val_tiles, seed=config.seed)
+        val_ds = ValTileDataset(
+            run.val_images, tiles[dist.rank :: dist.world_size], mpp=config.mpp, tile_px=config.tile_px
+        )
+        val_loader = torch.utils.data.DataLoader(
+            val_ds,
+            batch_size=config.batch_size,
+            shuffle=False,
+            **{**loader_kw, "persistent_workers": False, "prefetch_factor": 2 if workers else None},
+        )
+
+    model_config = ModelConfig(arch=arch, mpp=config.mpp, tile_px=config.tile_px, classes=run.classes)
+    bar = None
+    if progress and dist.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=total_steps,
+            initial=state["global_step"],
+            unit="step",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            desc="train",
+        )
+    last_ckpt_time = time.monotonic()
+    bad_in_a_row = 0
+    try:
+        while state["global_step"] < total_steps:
+            sampler.set_epoch(state["epoch"], skip_batches=state["step_in_epoch"])
+            n_steps = min(steps_per_epoch - state["step_in_epoch"], total_steps - state["global_step"])
+            ddp_model.train()
+            # loss sum and good batches of this epoch so far (kept in checkpoints for an exact resume)
+            sums = torch.tensor(
+                [state.get("epoch_loss_sum", 0.0), state.get("epoch_batches", 0.0)], dtype=torch.float64
+            )
+            bad_this_epoch = int(state.get("epoch_bad_steps", 0))
+            t_epoch, tiles, data_wait, t_steady = time.perf_counter(), 0, 0.0, None
+            batches = iter(loader)
+            for _ in range(n_steps):
+                t_wait = time.perf_counter()
+                images, labels, params = next(batches)
+                data_wait += time.perf_counter() - t_wait
+                x = images.to(device, non_blocking=True).float()
+                if config.augment is not None:
+                    x = photometric(x, params.to(device, non_blocking=True))
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = labels.to(device, non_blocking=True).long()
+                loss_value, ok = _step(ddp_model, model, opt, scaler, x, y, amp_dtype, config.grad_clip, dist)
+                sched.step()
+                state["global_step"] += 1
+                state["step_in_epoch"] += 1
+                tiles += x.shape[0] * dist.world_size
+                if t_steady is None:  # after the first step: worker start-up and warm-up are over
+                    t_steady, tiles_steady = time.perf_counter(), tiles
+                if ok:
+                    bad_in_a_row = 0
+                    sums += torch.tensor([loss_value, 1.0], dtype=torch.float64)
+                else:
+                    bad_in_a_row += 1
+                    state["bad_steps_total"] += 1
+                    bad_this_epoch += 1
+                    if bad_in_a_row >= config.max_bad_steps:
+                        raise TrainingDivergedError(
+                            f"loss was NaN/inf in {bad_in_a_row} steps in a row (step {state['global_step']}); "
+                            f"the last good checkpoint is kept in {out / CHECKPOINT_NAME}; "
+                            f"lower --lr (now {config.lr:g}) "
+                            "and start a new --out, or check the annotations"
+                        )
+                state.update(
+                    epoch_loss_sum=float(sums[0]), epoch_batches=float(sums[1]), epoch_bad_steps=bad_this_epoch
+                )
+                rate = tiles / max(1e-9, time.perf_counter() - t_epoch)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(
+                        epoch=state["epoch"] + 1,
+                        loss=f"{loss_value:.3f}" if ok else "nan",
+                        tiles_s=f"{rate:.1f}",
+                        refresh=False,
+                    )
+                due_steps = config.checkpoint_every_steps and state["global_step"] % config.checkpoint_every_steps == 0
+                if state["step_in_epoch"] < steps_per_epoch and (
+                    due_steps or time.monotonic() - last_ckpt_time > config.checkpoint_every_s
+                ):
+                    _save_checkpoint(out, model, opt, sched, scaler, state, history, config, run, dist)
+                    last_ckpt_time = time.monotonic()
+            del batches
+            train_time = time.perf_counter() - t_epoch
+            sums = dist.all_reduce(sums)
+            record: dict[str, Any] = {
+                "epoch": state["epoch"] + 1,
+                "step": state["global_step"],
+                "train_loss": float(sums[0] / sums[1]) if sums[1] else None,
+                "bad_steps": bad_this_epoch,
+                "lr": float(sched.get_last_lr()[0]),
+                "tiles_per_s": tiles / max(1e-9, train_time),
+                "tiles_per_s_steady": (tiles - tiles_steady) / max(1e-9, t_epoch + train_time - t_steady)
+                if n_steps > 1
+                else None,
+                "data_wait_s": data_wait,
+                "train_time_s": train_time,
+            }
+            if val_loader is not None:
+                record.update(
+                    _validate(ddp_model, val_loader, device, amp_dtype, n_classes, channels_last, dist, run.classes)
+                )
+            score = record.get("val_dice")
+            score = -record["val_loss"] if score is None and record.get("val_loss") is not None else score
+            score = state["global_step"] if score is None else score  # no validation: the latest is best
+            improved = score > state["best_score"]
+            record["best"] = improved
+            history.append(record)
+            state.update(
+                epoch=state["epoch"] + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_batches=0.0, epoch_bad_steps=0
+            )
+            if improved:
+                state["best_score"] = score
+                if dist.is_main:
+                    model_config.training = _training_summary(config, run, record, state)
+                    save_bundle(out, model, model_config)
+            _save_checkpoint(out, model, opt, sched, scaler, state, history, config, run, dist)
+            last_ckpt_time = time.monotonic()
+            if dist.is_main:
+                _write_metrics(out, history, config, run, state)
+            log.info("epoch %d: %s", record["epoch"], {k: v for k, v in record.items() if k != "per_class"})
+    finally:
+        if bar is not None:
+            bar.close()
+        for ds in (train_ds, val_loader.dataset if val_loader is not None else None):
+            if ds is not None:
+                ds.reader.close()
+    best = max((r for r in history if r.get("best")), key=lambda r: r["step"], default=None)
+    return {
+        "out_dir": str(out),
+        "steps": state["global_step"],
+        "epochs": state["epoch"],
+        "best": best,
+        "history": history,
+        "resumed_from_step": resumed_from,
+        "train_images": [i.name for i in run.train_images],
+        "val_images": [i.name for i in run.val_images],
+    }
+
+
+def _step(
+    ddp_model: torch.nn.Module,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    amp_dtype: torch.dtype | None,
+    grad_clip: float,
+    dist: _Dist,
+) -> tuple[float, bool]:
+    """One optimizer step; returns ``(loss, ok)``. A non-finite loss or gradient skips the step
+    (and restores BatchNorm statistics the bad batch touched); the decision is the same on every rank."""
+    buffers = [b.detach().clone() for b in model.buffers()]
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        logits = ddp_model(x)
+    loss, _, _ = dice_ce_loss(logits, y)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    flag = torch.tensor([0.0 if torch.isfinite(loss) and (scaler.is_enabled() or torch.isfinite(norm)) else 1.0])
+    ok = float(dist.all_reduce(flag)[0]) == 0.0
+    if ok:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for b, saved in zip(model.buffers(), buffers):
+                b.copy_(saved)
+        if scaler.is_enabled():
+            scaler.update()
+    return float(loss.detach()), ok
+
+
+@torch.no_grad()
+def _validate(
+    model: torch.nn.Module,
+    loader: Any,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    n_classes: int,
+    channels_last: bool,
+    dist: _Dist,
+    classes: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
+    """Pixel Dice/IoU per class and mean over classes (labels 255 excluded), and the loss."""
+    model.eval()
+    counts = torch.zeros(n_classes, 3, dtype=torch.float64)  # tp, fp, fn
+    loss_sum = torch.zeros(2, dtype=torch.float64)  # loss · tiles, tiles
+    for images, labels in loader:
+        x = images.to(device, non_blocking=True).float()
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = labels.to(device, non_blocking=True).long()
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(x)
+        loss, _, _ = dice_ce_loss(logits, y)
+        loss_sum += torch.tensor([float(loss) * x.shape[0], x.shape[0]], dtype=torch.float64)
+        pred = logits.argmax(1)
+        valid = y != IGNORE_INDEX
+        for c in range(1, n_classes + 1):
+            p, t = (pred == c) & valid, (y == c) & valid
+            counts[c - 1] += torch.stack([(p & t).sum(), (p & ~t).sum(), (~p & t).sum()]).double().cpu()
+    counts = dist.all_reduce(counts)
+    loss_sum = dist.all_reduce(loss_sum)
+    per_class: dict[str, dict[str, float | None]] = {}
+    for i, cls in enumerate(classes):
+        tp, fp, fn = (float(v) for v in counts[i])
+        has = tp + fp + fn > 0
+        per_class[cls["name"]] = {
+            "dice": 2 * tp / (2 * tp + fp + fn) if has else None,
+            "iou": tp / (tp + fp + fn) if has else None,
+            "tp_px": tp,
+            "fp_px": fp,
+            "fn_px": fn,
+        }
+    dices = [v["dice"] for v in per_class.values() if v["dice"] is not None]
+    ious = [v["iou"] for v in per_class.values() if v["iou"] is not None]
+    return {
+        "val_loss": float(loss_sum[0] / loss_sum[1]) if loss_sum[1] else None,
+        "val_dice": sum(dices) / len(dices) if dices else None,
+        "val_iou": sum(ious) / len(ious) if ious else None,
+        "val_tiles": int(loss_sum[1]),
+        "per_class": per_class,
+    }
+
+
+# ------------------------------------------------------------------------------ distributed
+class _Dist:
+    """torch.distributed as set up by ``torchrun`` (``WORLD_SIZE``/``RANK``/``LOCAL_RANK``), or a
+    single process. NCCL on GPUs, gloo on CPU."""
+
+    def __init__(
+        self, rank: int = 0, world_size: int = 1, local_rank: int = 0, *, owned: bool = False, comm: str = "cpu"
+    ) -> None:
+        self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
+        self.is_main = rank == 0
+        self._owned, self._comm = owned, comm
+
+    @classmethod
+    def from_env(cls, device: str) -> _Dist:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as tdist
+
+        use_gpu = device != "cpu" and torch.cuda.is_available()
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        owned = False
+        if not tdist.is_initialized():
+            if use_gpu:
+                torch.cuda.set_device(local)
+            tdist.init_process_group(backend="nccl" if use_gpu else "gloo")
+            owned = True
+        comm = f"cuda:{local}" if tdist.get_backend() == "nccl" else "cpu"
+        return cls(tdist.get_rank(), tdist.get_world_size(), local, owned=owned, comm=comm)
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over ranks (returns a CPU tensor)."""
+        if self.world_size == 1:
+            return tensor
+        import torch.distributed as tdist
+
+        t = tensor.to(self._comm)
+        tdist.all_reduce(t)
+        return t.cpu()
+
+    def broadcast_str(self, value: str) -> str:
+        """Rank 0's ``value`` on every rank."""
+        if self.world_size == 1:
+            return value
+        import torch.distributed as tdist
+
+        box = [value]
+        tdist.broadcast_object_list(box, src=0, device=torch.device(self._comm))
+        return str(box[0])
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as tdist
+
+            tdist.barrier()
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        if self.world_size == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def close(self) -> None:
+        if self._owned:
+            import torch.distributed as tdist
+
+            tdist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------ run folder
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def default_out_dir(project_path: str | os.PathLike[str]) -> Path:
+    """``<project folder>/camseg/models/<local date-time>`` for a project folder or ``.qpproj``."""
+    folder = Path(project_path)
+    folder = folder.parent if folder.suffix == ".qpproj" else folder
+    return folder / "camseg" / "models" / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _resolve_out_dir(project_path: Any, out_dir: Any, *, resume: bool, dist: _Dist) -> tuple[Path, Path | None]:
+    """The model folder and, when resuming, its checkpoint. Fresh runs refuse a used folder."""
+    if out_dir is None:
+        out = default_out_dir(project_path)
+        if resume:
+            models = out.parent
+            runs = sorted(
+                (p.parent.parent for p in models.glob(f"*/{CHECKPOINT_NAME}")), key=lambda p: p.stat().st_mtime
+            )
+            if not runs:
+                raise ModelBundleError(
+                    f"nothing to resume in {models}: no run has a {CHECKPOINT_NAME}; run without --resume"
+                )
+            out = runs[-1]
+        out = Path(dist.broadcast_str(str(out)))
+    else:
+        out = Path(out_dir)
+    ckpt = out / CHECKPOINT_NAME
+    if resume:
+        if not ckpt.is_file():
+            raise ModelBundleError(
+                f"nothing to resume in {out}: no {CHECKPOINT_NAME}; run without --resume to start training there"
+            )
+        return out, ckpt
+    if ckpt.is_file() or (out / "model.json").is_file():
+        raise ModelBundleError(
+            f"{out} already holds a training run; pass --resume to continue it, or choose another --out"
+        )
+    if dist.is_main:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputNotWritableError(
+                f"cannot create model folder {out}: {err.strerror}; choose a folder you can write to (--out)"
+            ) from err
+        if not os.access(out, os.W_OK):
+            raise OutputNotWritableError(
+                f"cannot write to model folder {out}; choose a folder you can write to (--out) or fix its permissions"
+            )
+    return out, None
+
+
+def _merge_resume_config(out: Path, saved_json: dict[str, Any], given: TrainConfig) -> TrainConfig:
+    """The saved run's settings; ``given`` may change only the length and runtime settings."""
+    saved = TrainConfig.from_json(saved_json)
+    defaults = TrainConfig()
+    for name in _FIXED_ON_RESUME:
+        value = getattr(given, name)
+        if value != getattr(defaults, name) and value != getattr(saved, name):
+            flag = "--" + name.replace("_", "-")
+            raise ModelBundleError(
+                f"{out} was trained with {flag} {getattr(saved, name)!r}; --resume cannot change it to {value!r}: "
+                "drop the option, or start a new --out"
+            )
+    changes: dict[str, Any] = {
+        k: getattr(given, k)
+        for k in ("device", "workers", "amp", "checkpoint_every_s", "checkpoint_every_steps", "max_bad_steps")
+    }
+    if given.steps is not None:
+        changes.update(steps=given.steps, epochs=None)
+    elif given.epochs is not None:
+        changes.update(epochs=given.epochs, steps=None)
+    if given.slide_mpp is not None:
+        changes["slide_mpp"] = given.slide_mpp
+    return dataclasses.replace(saved, **changes)
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+
+    return {
+        "qupath_camseg": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
+def _write_run_info(out: Path, config: TrainConfig, run: TrainingData, device: torch.device, dist: _Dist) -> None:
+    atomic_write_json(
+        out / "train_config.json",
+        {
+            "config": config.to_json(),
+            "project": run.project,
+            "started": _now(),
+            "device": str(device),
+            "world_size": dist.world_size,
+            "effective_batch_size": config.batch_size * dist.world_size,
+            "versions": _versions(),
+            "data": run.summary,
+        },
+    )
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure means the same thing to the user
+        raise ModelBundleError(
+            f"cannot read checkpoint {path} ({type(err).__name__}); delete the folder's checkpoints/ to start over"
+        ) from err
+    if not isinstance(payload, dict) or payload.get("format") != _CKPT_FORMAT:
+        raise ModelBundleError(f"{path} is not a qupath-camseg training checkpoint; start a new --out")
+    return payload
+
+
+def _load_checkpoint(
+    payload: dict[str, Any],
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    scaler: torch.amp.GradScaler,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    model.load_state_dict(payload["model"])
+    opt.load_state_dict(payload["optimizer"])
+    sched.load_state_dict(payload["scheduler"])
+    if payload.get("scaler"):
+        scaler.load_state_dict(payload["scaler"])
+    torch.set_rng_state(payload["rng_torch"])
+    if torch.cuda.is_available() and payload.get("rng_cuda"):
+        torch.cuda.set_rng_state_all(list(payload["rng_cuda"]))
+    return dict(payload["state"]), json.loads(payload["history"])
+
+
+def _save_checkpoint(
+    out: Path,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    scaler: torch.amp.GradScaler,
+    state: dict[str, Any],
+    history: list[dict[str, Any]],
+    config: TrainConfig,
+    run: TrainingData,
+    dist: _Dist,
+) -> None:
+    """Rank 0 writes ``checkpoints/last.pt`` (tensors and plain values only) and ``last.json``."""
+    if not dist.is_main:
+        return
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        log.warning("weights are not finite at step %d; keeping the previous checkpoint", state["global_step"])
+        return
+    payload = {
+        "format": _CKPT_FORMAT,
+        "format_version": 1,
+        "version": __version__,
+        "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng_torch": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "state": dict(state),
+        "history": json.dumps(history),
+        "config": json.dumps(config.to_json()),
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(out / CHECKPOINT_NAME, buf.getvalue())
+    atomic_write_json(
+        out / "checkpoints" / "last.json",
+        {**{k: state[k] for k in ("epoch", "step_in_epoch", "global_step")}, "saved": _now()},
+    )
+
+
+def _training_summary(
+    config: TrainConfig, run: TrainingData, record: dict[str, Any], state: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "project": run.project,
+        "epoch": record["epoch"],
+        "step": record["step"],
+        "tiles_seen": record["step"] * config.batch_size,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "seed": config.seed,
+        "val_dice": record.get("val_dice"),
+        "val_iou": record.get("val_iou"),
+        "val_loss": record.get("val_loss"),
+        "per_class": record.get("per_class"),
+        "data": run.summary,
+        "augment": dataclasses.asdict(config.augment) if config.augment is not None else None,
+        "saved": _now(),
+    }
+
+
+def _write_metrics(
+    out: Path, history: list[dict[str, Any]], config: TrainConfig, run: TrainingData, state: dict[str, Any]
+) -> None:
+    from qupath_camseg.figures import save_figure, training_curve_figure
+
+    best = max((r for r in history if r.get("best")), key=lambda r: r["step"], default=None)
+    split = {"train": [i.name for i in run.train_images], "val": [i.name for i in run.val_images]}
+    atomic_write_json(out / "metrics.json", {"history": history, "best": best, "split": split, "updated": _now()})
+    save_figure(training_curve_figure(history, title=f"Training {out.name}"), out / "training_curve.png")
