@@ -1,0 +1,158 @@
+"""``qcamseg predict``: run a model over whole slides and write the results for QuPath.
+
+Progress on stdout with ``--progress jsonl`` (for the Groovy bridge): one JSON object per line,
+UTF-8, flushed after each line; every object has ``"event"`` and, except for a global error,
+``"image"`` (the image name)::
+
+    {"event": "start",    "image": str, "tiles": int, "resumed": bool}     tiles to compute now
+    {"event": "progress", "image": str, "done": int, "total": int, "tiles_per_s": float}
+    {"event": "note",     "image": str, "message": str}                     e.g. resampling, resume
+    {"event": "skip",     "image": str, "reason": str, "outputs": {...}}    already finished
+    {"event": "done",     "image": str, "outputs": {"geojson": path, "heatmap": path, "report": path}}
+    {"event": "error",    "message": str[, "image": str]}                   one line, then exit 2
+                                                                            (or after all images)
+
+Progress events come at most twice a second and always for the last tile. ``--progress bar``
+(default) shows a tqdm bar per slide on stderr (tiles/s, ETA); ``none`` is silent. In every mode
+the exit code is 0 on success and 2 for an error the user can fix.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from qupath_camseg.cli._options import (
+    device_option,
+    images_option,
+    mpp_override_option,
+    overwrite_option,
+)
+
+__all__ = ["predict"]
+
+
+def _is_project(path: Path) -> bool:
+    return path.suffix == ".qpproj" or (path.is_dir() and (path / "project.qpproj").is_file())
+
+
+class _Reporter:
+    """Turns library progress events into a tqdm bar (stderr), JSON lines (stdout) or nothing."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.bar: Any = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.mode == "jsonl":
+            click.echo(json.dumps(event, ensure_ascii=False, default=str))
+            sys.stdout.flush()
+            return
+        if self.mode == "none":
+            return
+        kind = event.get("event")
+        if kind == "start":
+            from tqdm.auto import tqdm
+
+            self._close()
+            self.bar = tqdm(total=event["tiles"], desc=str(event["image"]), unit="tile", file=sys.stderr,
+                            dynamic_ncols=True, leave=True)
+        elif kind == "progress" and self.bar is not None:
+            self.bar.update(event["done"] - self.bar.n)
+        elif kind == "done":
+            self._close()
+            click.echo(f"{event['image']}: wrote {event['outputs']['geojson']}", err=True)
+        elif kind in ("note", "skip", "error"):
+            text = event.get("message") or event.get("reason")
+            line = f"{event.get('image', '')}: {text}" if event.get("image") else str(text)
+            if self.bar is not None:
+                self.bar.write(line, file=sys.stderr)
+            else:
+                click.echo(("error: " if kind == "error" else "") + line, err=True)
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@click.command("predict")
+@click.argument("target", metavar="PROJECT_OR_SLIDE", type=click.Path(path_type=Path))
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
+              help="Model folder (model.json + model.safetensors), as written by qcamseg train.")
+@images_option
+@click.option("--roi", type=click.Path(path_type=Path), default=None,
+              help="Predict only inside the polygons of this GeoJSON or ASAP XML file (level-0 px).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Output folder for a bare slide [default: camseg/ beside the slide]; projects use <project>/camseg/.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="Probability at or above which a pixel counts as tumour in the annotations.")
+@device_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Tiles per forward pass.")
+@click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True, help="Tile-reading threads.")
+@overwrite_option
+@click.option("--progress", "progress_mode", type=click.Choice(["bar", "jsonl", "none"]), default="bar",
+              show_default=True, help="bar: tqdm on stderr; jsonl: one JSON event per line on stdout.")
+@mpp_override_option
+@click.option("--overlap", type=click.FloatRange(0, 0.5, max_open=True), default=0.25, show_default=True,
+              help="Fraction by which neighbouring tiles overlap (blended with a smooth window).")
+@click.option("--no-project-write", is_flag=True,
+              help="Do not write objects into the QuPath project hierarchy (files under camseg/ only).")
+@click.option("--chunk-px", type=click.IntRange(min=16), default=512, hidden=True)
+def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | None, out_dir: Path | None,
+            threshold: float, device: str, batch_size: int, workers: int, overwrite: bool, progress_mode: str,
+            slide_mpp: float | None, overlap: float, no_project_write: bool, chunk_px: int) -> None:
+    """Tumour probability maps, tile measurements and tumour outlines for whole slides.
+
+    PROJECT_OR_SLIDE is a QuPath project (folder or project.qpproj) or one slide file. Results go
+    to <project>/camseg/ (predictions/*.geojson, heatmaps/*.tif, reports/*.json) and, when QuPath
+    is installed, into the project's images as objects (your own annotations are never touched).
+    A rerun skips finished images and resumes interrupted ones; --overwrite starts afresh.
+    """
+    from qupath_camseg.errors import CamsegError, SlideNotFoundError
+    from qupath_camseg.predict import (
+        PredictOptions,
+        load_model,
+        predict_project,
+        predict_slide,
+    )
+
+    report = _Reporter(progress_mode)
+    try:
+        if not target.exists():
+            raise SlideNotFoundError(f"{target} does not exist; pass a QuPath project folder or a slide file")
+        if chunk_px % 16:
+            raise click.BadParameter("must be a multiple of 16", param_hint="--chunk-px")
+        opts = PredictOptions(threshold=threshold, overlap=overlap, batch_size=batch_size, workers=workers,
+                              device=device, slide_mpp=slide_mpp, roi=str(roi) if roi else None,
+                              overwrite=overwrite, chunk_px=chunk_px)
+        model = load_model(model_dir, device=device)
+        if _is_project(target):
+            if out_dir is not None:
+                raise click.BadParameter("is for bare slides; a project's results go to <project>/camseg/",
+                                         param_hint="--out")
+            results = predict_project(target, model, images=images, options=opts,
+                                      project_write=not no_project_write, progress=report)
+        else:
+            if images:
+                raise click.BadParameter("selects images of a project, but the target is a slide file",
+                                         param_hint="--images")
+            out = out_dir if out_dir is not None else target.parent / "camseg"
+            results = [predict_slide(target, model, out, options=opts, progress=report)]
+    except CamsegError as err:
+        report._close()
+        if progress_mode == "jsonl":
+            report({"event": "error", "message": str(err)})
+        raise
+    finally:
+        report._close()
+    if progress_mode == "bar":
+        for r in results:
+            rep = r.report
+            click.echo(f"{r.image}: {rep.get('tumor_regions', 0)} tumour regions, "
+                       f"{rep.get('tumor_area_mm2', 0):.3f} mm² of {rep.get('tissue_area_mm2', 0):.2f} mm² tissue"
+                       f"{' (already done)' if r.skipped else ''} -> {r.outputs['report'].parent.parent}")

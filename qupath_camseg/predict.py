@@ -1,0 +1,524 @@
+"""Whole-slide inference: tiles over tissue (or a ROI) → blended probability map → QuPath objects.
+
+For one slide, :func:`predict_slide` reads overlapping tiles at the model's pixel size on a pool of
+reader threads (each with its own slide handle; JPEG decoding releases the GIL), runs the model in
+batches (bf16 autocast and channels-last on CUDA), blends the softmax outputs with a smooth window
+and writes the map in chunks (see :mod:`qupath_camseg.blending`), so memory does not grow with the
+slide. From the finished chunks it then writes, under ``out_dir``:
+
+* ``predictions/<id>.geojson`` - QuPath GeoJSON: one ``tile`` object per cell of a regular grid
+  over tissue (size: the model's tile, clipped to the ROI), classified as the class with the
+  highest mean probability (background is called ``Other``, QuPath's catch-all class), with
+  measurements ``"<class> probability (mean)"`` and ``"<class> area fraction"`` (share of the tile
+  at or above ``threshold``) per class; and one annotation per connected region at or above
+  ``threshold`` (holes kept, outlines simplified, specks removed), named ``Predicted <class>``.
+  All objects carry :data:`~qupath_camseg.geojson.CAMSEG_METADATA`.
+* ``heatmaps/<id>.tif`` - the tumour probability as a pyramidal TIFF (:mod:`qupath_camseg.heatmap`).
+* ``reports/<id>.json`` - model, pixel sizes, tiles, tissue and tumour area (mm²), timings,
+  versions, device, settings. Written last: its presence means the image is finished.
+* ``probability/<id>/`` - the chunk store; a rerun resumes from it, or reuses it when only the
+  post-processing settings (threshold, speck size) changed.
+
+:func:`predict_project` runs every image of a QuPath project into ``<project>/camseg/`` and,
+through the paquo door when QuPath is installed, replaces our objects in the project hierarchy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.base import BaseGeometry
+
+from qupath_camseg import __version__
+from qupath_camseg._io import atomic_write_json, file_lock
+from qupath_camseg.blending import ChunkStore, TilePlan, run_inference
+from qupath_camseg.errors import (
+    CamsegError,
+    InvalidAnnotationError,
+    ModelBundleError,
+    SlideNotFoundError,
+)
+from qupath_camseg.geojson import CAMSEG_METADATA, QPObject, write_geojson
+
+__all__ = [
+    "BACKGROUND_CLASS",
+    "LoadedModel",
+    "PredictOptions",
+    "PredictResult",
+    "load_model",
+    "predict_project",
+    "predict_slide",
+    "read_roi",
+]
+
+log = logging.getLogger(__name__)
+
+#: Name given to tiles whose most probable class is the background.
+BACKGROUND_CLASS = "Other"
+_TUMOR_NAMES = ("tumor", "tumour", "metastasis", "metastases", "cancer", "carcinoma")
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Settings of a prediction (the defaults suit Camelyon-style lymph-node slides).
+
+    ``overlap`` is the tile overlap fraction; ``min_tissue`` the tissue fraction a tile needs to be
+    computed (``min_tile_tissue`` for a measurement tile object); ``min_area_um2`` and
+    ``min_hole_um2`` drop specks and fill pinholes; ``simplify_um`` is the outline tolerance.
+    The tissue mask is computed at ``tissue_mask_mpp`` µm/px, coarser for slides whose mask would
+    exceed ``tissue_mask_max_px`` pixels (so memory does not grow with the slide: a 15 mm slide
+    gets a ≈ 15 µm/px mask, a Camelyon slide a ≈ 36 µm/px one).
+    """
+
+    threshold: float = 0.5
+    overlap: float = 0.25
+    batch_size: int = 16
+    workers: int = 4
+    device: str = "auto"
+    slide_mpp: float | None = None
+    roi: str | None = None
+    overwrite: bool = False
+    min_tissue: float = 0.01
+    min_tile_tissue: float = 0.05
+    tissue_mask_mpp: float = 8.0
+    tissue_mask_max_px: int = 1 << 20
+    min_area_um2: float = 2000.0
+    min_hole_um2: float = 2000.0
+    simplify_um: float | None = None
+    chunk_px: int = 512
+    stripe_chunks: int = 16
+    tile_px: int | None = None
+
+
+@dataclass
+class PredictResult:
+    """What :func:`predict_slide` did: ``outputs`` maps ``geojson``/``heatmap``/``report`` to paths."""
+
+    image: str
+    entry_id: str
+    outputs: dict[str, Path]
+    report: dict[str, Any]
+    skipped: bool = False
+    objects: list[QPObject] = field(default_factory=list)
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode on ``device`` with its bundle config and weights' SHA-256."""
+
+    model: Any
+    config: Any
+    path: Path | None
+    sha256: str
+    device: str
+
+
+def _pick_device(device: str) -> str:
+    import torch
+
+    if device in ("auto", "", None):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CamsegError(f"--device {device} was asked for but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    return device
+
+
+def load_model(model_dir: str | Path, *, device: str = "auto") -> LoadedModel:
+    """Load a model folder for inference (``MODEL_DIR`` with ``model.json`` + ``model.safetensors``)."""
+    import torch
+
+    from qupath_camseg.bundle import WEIGHTS_NAME, load_bundle
+
+    dev = _pick_device(device)
+    model, config = load_bundle(model_dir, device=dev)
+    folder = Path(model_dir)
+    folder = folder.parent if folder.is_file() else folder
+    digest = hashlib.sha256((folder / WEIGHTS_NAME).read_bytes()).hexdigest()
+    if dev.startswith("cuda"):
+        model = model.to(memory_format=torch.channels_last)
+    if config.tile_px % config.input_multiple:
+        raise ModelBundleError(f"{folder}: tile_px {config.tile_px} is not a multiple of {config.input_multiple}; retrain or fix model.json")
+    return LoadedModel(model, config, folder, digest, dev)
+
+
+def read_roi(path: str | Path) -> BaseGeometry:
+    """The union of the polygons in a GeoJSON or ASAP XML file (level-0 px)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidAnnotationError(f"ROI file {p} does not exist; pass a GeoJSON or ASAP XML polygon file")
+    if p.suffix.lower() == ".xml":
+        from qupath_camseg.asap import read_asap_xml
+
+        objs = read_asap_xml(p)
+    else:
+        from qupath_camseg.geojson import read_geojson
+
+        objs = read_geojson(p)
+    polys = [o.geometry for o in objs if isinstance(o.geometry, (Polygon, MultiPolygon)) and o.geometry.area > 0]
+    if not polys:
+        raise InvalidAnnotationError(f"ROI file {p} holds no polygon; draw an area annotation and export it")
+    return shapely.union_all(polys)
+
+
+def _tumor_index(names: Sequence[str]) -> int:
+    for i, n in enumerate(names):
+        if n.casefold() in _TUMOR_NAMES:
+            return i
+    return 0
+
+
+def _key(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"qupath-camseg": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "numpy", "tiffslide", "tifffile", "shapely", "openslide-python"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def predict_slide(
+    slide_path: str | Path, model: LoadedModel | str | Path, out_dir: str | Path, *,
+    entry_id: str | None = None, image_name: str | None = None, options: PredictOptions | None = None,
+    progress: Progress | None = None,
+) -> PredictResult:
+    """Predict one slide into ``out_dir`` (see the module docstring for the files written).
+
+    ``model`` is a :class:`LoadedModel` or a model folder; ``entry_id`` names the outputs
+    (default: the slide's file stem). A finished image with the same settings is skipped unless
+    ``options.overwrite``; an interrupted one resumes from its finished chunks. ``progress``
+    receives event dicts (``start``, ``note``, ``progress``, ``done``, ``skip``).
+    """
+    from qupath_camseg.slides import open_slide
+    from qupath_camseg.tissue import detect_tissue
+
+    opts = options or PredictOptions()
+    emit = progress or (lambda event: None)
+    slide_path = Path(slide_path)
+    if not slide_path.exists():
+        raise SlideNotFoundError(f"slide {slide_path} does not exist; check the path")
+    lm = model if isinstance(model, LoadedModel) else load_model(model, device=opts.device)
+    cfg = lm.config
+    entry_id = entry_id or slide_path.stem
+    image = image_name or slide_path.name
+    out = Path(out_dir)
+    paths = {"geojson": out / "predictions" / f"{entry_id}.geojson", "heatmap": out / "heatmaps" / f"{entry_id}.tif",
+             "report": out / "reports" / f"{entry_id}.json"}
+    store_dir = out / "probability" / entry_id
+    t_start = time.perf_counter()
+    roi = read_roi(opts.roi) if opts.roi else None
+    tile_px = opts.tile_px or cfg.tile_px
+    if tile_px % cfg.input_multiple:
+        raise CamsegError(f"tile size {tile_px} px must be a multiple of {cfg.input_multiple} for model {lm.path}")
+    with open_slide(slide_path, mpp=opts.slide_mpp) as slide:
+        slide_mpp = float(slide.mpp)
+        dims = tuple(int(v) for v in slide.dimensions)
+        _check_mpp(slide_path, slide_mpp, cfg.mpp, lm.path, emit, image)
+        plan = TilePlan.create(dims, slide_mpp, cfg.mpp, tile_px=tile_px, overlap=opts.overlap,
+                               chunk_px=opts.chunk_px, stripe_chunks=opts.stripe_chunks)
+        stat = slide_path.stat()
+        store_key = {"model": lm.sha256, "slide": [str(slide_path.resolve()), stat.st_size, int(stat.st_mtime)],
+                     "slide_mpp": slide_mpp, "roi": roi.wkb_hex if roi is not None else None,
+                     "min_tissue": opts.min_tissue, "tissue_mask_mpp": opts.tissue_mask_mpp,
+                     "tissue_mask_max_px": opts.tissue_mask_max_px}
+        post_key = {**store_key, **{k: getattr(opts, k) for k in ("threshold", "min_tile_tissue", "min_area_um2",
+                                                                  "min_hole_um2", "simplify_um")}}
+        settings_key = _key([store_key, post_key, plan.to_dict()])
+        if not opts.overwrite and paths["report"].is_file():
+            try:
+                old = json.loads(paths["report"].read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                old = {}
+            if old.get("status") == "done" and old.get("settings_key") == settings_key:
+                emit({"event": "skip", "image": image, "reason": "already predicted with these settings",
+                      "outputs": {k: str(v) for k, v in paths.items()}})
+                return PredictResult(image, entry_id, paths, old, skipped=True)
+        with file_lock(out / "probability" / f".{entry_id}.lock", what=f"prediction of {image}"):
+            t0 = time.perf_counter()
+            mask_mpp = max(opts.tissue_mask_mpp, slide_mpp * math.sqrt(dims[0] * dims[1] / opts.tissue_mask_max_px))
+            tissue = detect_tissue(slide, mask_mpp=mask_mpp)
+            fractions = _TissueFractions(tissue)
+            active = _active_tiles(plan, fractions, roi, opts.min_tissue)
+            t_tissue = time.perf_counter() - t0
+            store = ChunkStore(store_dir, plan, len(cfg.classes), store_key, overwrite=opts.overwrite)
+            t0 = time.perf_counter()
+            stats = run_inference(slide_path, opts.slide_mpp, plan, active, store, lm, roi,
+                                  batch_size=opts.batch_size, workers=opts.workers, image=image, emit=emit)
+            t_infer = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            objs, tumor_area_l0 = _objects(store, plan, fractions, roi, cfg, opts, slide_mpp)
+            write_geojson(paths["geojson"], objs)
+            ti = _tumor_index(cfg.class_names)
+            from qupath_camseg.heatmap import write_heatmap
+
+            write_heatmap(paths["heatmap"], lambda r, c: store.read(r, c)[ti], cfg.mpp, size=plan.map_size,
+                          tile_px=plan.chunk_px,
+                          description=f"qupath-camseg {cfg.class_names[ti]} probability, 255 = 1, mpp={cfg.mpp}")
+            t_out = time.perf_counter() - t0
+    tissue_area = _tissue_area_mm2(tissue, roi, slide_mpp)
+    report = {
+        "status": "done", "settings_key": settings_key, "image": image, "entry_id": entry_id,
+        "slide": str(slide_path), "slide_size_px": list(dims), "slide_mpp": slide_mpp,
+        "model": {"path": str(lm.path) if lm.path else None, "sha256": lm.sha256, "mpp": cfg.mpp,
+                  "tile_px": cfg.tile_px, "classes": cfg.class_names, "arch": cfg.arch, "version": cfg.version},
+        "heatmap_class": cfg.class_names[ti], "map_size_px": list(plan.map_size), "map_mpp": cfg.mpp,
+        "tiles": {"inference_tile_px": tile_px, "stride_px": plan.stride_px, "active": int(active.sum()),
+                  "computed_this_run": stats["tiles"], "resumed": store.resumed,
+                  "tile_objects": sum(o.object_type == "tile" for o in objs)},
+        "tissue_area_mm2": tissue_area, "tissue_mask_mpp": mask_mpp, "tumor_area_mm2": tumor_area_l0 * slide_mpp**2 / 1e6,
+        "tumor_regions": sum(o.object_type == "annotation" for o in objs),
+        "timings_s": {"tissue": t_tissue, "inference": t_infer, "outputs": t_out,
+                      "total": time.perf_counter() - t_start, **stats["timings"]},
+        "tiles_per_s": stats["tiles"] / t_infer if t_infer > 0 else None,
+        "device": _device_name(lm.device), "versions": _versions(),
+        "settings": {k: v for k, v in asdict(opts).items()},
+        "outputs": {k: str(v) for k, v in paths.items()},
+    }
+    atomic_write_json(paths["report"], report)
+    emit({"event": "done", "image": image, "outputs": {k: str(v) for k, v in paths.items()}})
+    return PredictResult(image, entry_id, paths, report, objects=objs)
+
+
+def _device_name(dev: str) -> str:
+    import torch
+
+    if dev.startswith("cuda"):
+        return f"{dev} ({torch.cuda.get_device_name(torch.device(dev))})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _check_mpp(slide_path: Path, slide_mpp: float, model_mpp: float, model_path: Path | None,
+               emit: Progress, image: str) -> None:
+    ratio = model_mpp / slide_mpp
+    if ratio < 0.5:
+        raise CamsegError(
+            f"model {model_path} works at {model_mpp:g} µm/px but slide {slide_path} has only {slide_mpp:g} µm/px "
+            f"(it would be upsampled {1 / ratio:.1f}×); use a model trained at ≥ {slide_mpp:g} µm/px, "
+            "or pass --slide-mpp if the slide's pixel size is recorded wrongly")
+    if abs(ratio - 1) > 0.05:
+        emit({"event": "note", "image": image,
+              "message": f"slide is {slide_mpp:g} µm/px, model {model_mpp:g} µm/px: tiles are resampled by {ratio:.3g}×"})
+
+
+class _TissueFractions:
+    """Tissue fraction of level-0 boxes from one int32 summed-area table of the mask (built once;
+    same convention as :func:`qupath_camseg.tiling.tissue_fractions`)."""
+
+    def __init__(self, tissue: Any) -> None:
+        mask = np.asarray(tissue.mask, dtype=bool)
+        self.ds = float(tissue.downsample)
+        self.h, self.w = mask.shape
+        self.table = np.zeros((self.h + 1, self.w + 1), dtype=np.int32)
+        np.cumsum(mask, axis=0, dtype=np.int32, out=self.table[1:, 1:])
+        np.cumsum(self.table[1:, 1:], axis=1, out=self.table[1:, 1:])
+
+    def __call__(self, boxes: np.ndarray) -> np.ndarray:
+        """``boxes`` float ``(n, 4)`` level-0 ``(x, y, w, h)`` → fractions ``(n,)``."""
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        x0, y0 = np.round(b[:, 0] / self.ds), np.round(b[:, 1] / self.ds)
+        x1 = np.maximum(np.round((b[:, 0] + b[:, 2]) / self.ds), x0 + 1)
+        y1 = np.maximum(np.round((b[:, 1] + b[:, 3]) / self.ds), y0 + 1)
+        cx0, cx1 = (np.clip(v, 0, self.w).astype(np.intp) for v in (x0, x1))
+        cy0, cy1 = (np.clip(v, 0, self.h).astype(np.intp) for v in (y0, y1))
+        t = self.table
+        inside = t[cy1, cx1].astype(np.int64) - t[cy0, cx1] - t[cy1, cx0] + t[cy0, cx0]
+        return inside / ((x1 - x0) * (y1 - y0))
+
+
+def _active_tiles(plan: TilePlan, fractions: Any, roi: BaseGeometry | None, min_tissue: float) -> np.ndarray:
+    """``bool (ny, nx)``: tiles to compute - on enough tissue and, if given, touching the ROI.
+    ``fractions`` is a :class:`_TissueFractions` (or a tissue mask)."""
+    if not callable(fractions):
+        fractions = _TissueFractions(fractions)
+    ny, nx = plan.grid_shape
+    flat = plan.tile_boxes_level0().reshape(-1, 4)
+    active = fractions(flat) >= max(min_tissue, 1e-9)
+    if roi is not None:
+        geoms = shapely.box(flat[:, 0], flat[:, 1], flat[:, 0] + flat[:, 2], flat[:, 1] + flat[:, 3])
+        shapely.prepare(roi)
+        active &= shapely.intersects(roi, geoms)
+    return active.reshape(ny, nx)
+
+
+def _tissue_area_mm2(tissue: Any, roi: BaseGeometry | None, slide_mpp: float) -> float:
+    if roi is None:
+        px = float(np.count_nonzero(tissue.mask)) * float(tissue.downsample) ** 2
+    else:
+        px = float(tissue.to_polygons().intersection(roi).area)
+    return px * slide_mpp**2 / 1e6
+
+
+def _objects(store: ChunkStore, plan: TilePlan, fractions: _TissueFractions, roi: BaseGeometry | None, cfg: Any,
+             opts: PredictOptions, slide_mpp: float) -> tuple[list[QPObject], float]:
+    """Tile objects and region annotations from the stored chunks (one pass, chunk by chunk)."""
+    from qupath_camseg.masks import vectorize
+
+    ds, cp = plan.ds, plan.chunk_px
+    m = cfg.tile_px if cp % cfg.tile_px == 0 else cp  # measurement tile, map px
+    names, colors = cfg.class_names, [tuple(c["color"]) for c in cfg.classes]
+    n = len(names)
+    thr_q = math.ceil(opts.threshold * 255 - 1e-9)
+    pieces: list[list[Polygon]] = [[] for _ in range(n)]
+    means: dict[tuple[int, int], np.ndarray] = {}
+    for r, c, data in store.iter_chunks():
+        cx, cy, w, h = plan.chunk_box(r, c)
+        for k in range(n):
+            fg = data[k] >= thr_q
+            if fg.any():
+                pieces[k] += vectorize(fg, origin_px=(cx * ds, cy * ds), downsample=ds)
+        for ty in range(0, h, m):
+            for tx in range(0, w, m):
+                block = data[:, ty:ty + m, tx:tx + m].reshape(n, -1)
+                means[((cy + ty) // m, (cx + tx) // m)] = np.concatenate(
+                    [block.mean(axis=1) / 255.0, (block >= thr_q).mean(axis=1)])
+    objs: list[QPObject] = []
+    # tile objects on the measurement grid over tissue (and the ROI)
+    mh, mw = math.ceil(plan.map_size[1] / m), math.ceil(plan.map_size[0] / m)
+    ii, jj = np.meshgrid(np.arange(mh), np.arange(mw), indexing="ij")
+    x0, y0 = jj.ravel() * m * ds, ii.ravel() * m * ds
+    x1 = np.minimum((jj.ravel() + 1) * m * ds, plan.map_size[0] * ds)
+    y1 = np.minimum((ii.ravel() + 1) * m * ds, plan.map_size[1] * ds)
+    frac = fractions(np.column_stack([x0, y0, x1 - x0, y1 - y0]))
+    geoms = shapely.box(x0, y0, x1, y1)
+    keep = frac >= opts.min_tile_tissue
+    if roi is not None:
+        shapely.prepare(roi)
+        keep &= shapely.intersects(roi, geoms)
+    zero = np.zeros(2 * n)
+    for idx in np.flatnonzero(keep):
+        key = (int(ii.ravel()[idx]), int(jj.ravel()[idx]))
+        v = means.get(key, zero)
+        probs = np.concatenate([[max(0.0, 1.0 - v[:n].sum())], v[:n]])
+        best = int(np.argmax(probs))
+        geom = geoms[idx] if roi is None or roi.contains(geoms[idx]) else roi.intersection(geoms[idx])
+        from qupath_camseg.geojson import polygonal_part
+
+        geom = polygonal_part(geom)
+        if geom is None:
+            continue
+        meas = {}
+        for k in range(n):
+            meas[f"{names[k]} probability (mean)"] = round(float(v[k]), 4)
+            meas[f"{names[k]} area fraction"] = round(float(v[n + k]), 4)
+        cls = BACKGROUND_CLASS if best == 0 else names[best - 1]
+        color = colors[best - 1] if best else (180, 180, 180)
+        objs.append(QPObject(geom, object_type="tile", classification=cls, color=color,
+                             name="Prediction tile", measurements=meas, metadata=dict(CAMSEG_METADATA)))
+    # region annotations: union of chunk pieces, closed over chunk seams, simplified, specks dropped
+    um2_px = 1 / slide_mpp**2
+    simplify = (opts.simplify_um / slide_mpp) if opts.simplify_um is not None else 0.5 * ds
+    tumor_area = 0.0
+    ti = _tumor_index(names)
+    for k in range(n):
+        regions = _regions(pieces[k], close_px=0.3 * ds, simplify_px=simplify,
+                           min_area_px=opts.min_area_um2 * um2_px, min_hole_px=opts.min_hole_um2 * um2_px, roi=roi)
+        if k == ti:
+            tumor_area = float(sum(p.area for p in regions))
+        for p in regions:
+            objs.append(QPObject(p, object_type="annotation", classification=names[k], color=colors[k],
+                                 name=f"Predicted {names[k]}", metadata=dict(CAMSEG_METADATA)))
+    return objs, tumor_area
+
+
+def _regions(pieces: list[Polygon], *, close_px: float, simplify_px: float, min_area_px: float,
+             min_hole_px: float, roi: BaseGeometry | None) -> list[Polygon]:
+    """Merge per-chunk polygons into regions: union, morphological closing by ``close_px``
+    (joins the pieces across chunk seams), ROI clip, simplify, drop specks and fill small holes."""
+    if not pieces:
+        return []
+    merged = shapely.union_all([p.buffer(close_px, join_style="mitre") for p in pieces])
+    merged = merged.buffer(-close_px, join_style="mitre")
+    if roi is not None:
+        merged = merged.intersection(roi)
+    if simplify_px > 0:
+        merged = merged.simplify(simplify_px, preserve_topology=True)
+    out = []
+    for p in getattr(merged, "geoms", [merged]):
+        if not isinstance(p, Polygon) or p.is_empty:
+            continue
+        holes = [h for h in p.interiors if Polygon(h).area >= min_hole_px]
+        p = Polygon(p.exterior, holes)
+        if p.area >= min_area_px and p.is_valid:
+            out.append(p)
+    out.sort(key=lambda p: (p.bounds[1], p.bounds[0]))
+    return out
+
+
+def predict_project(
+    project_path: str | Path, model: LoadedModel | str | Path, *, images: Sequence[str] = (),
+    options: PredictOptions | None = None, project_write: bool = True, progress: Progress | None = None,
+) -> list[PredictResult]:
+    """Predict the images of a QuPath project (all, or ``images`` by name or entry ID).
+
+    Outputs go to ``<project>/camseg/``. With ``project_write`` and a QuPath installation, our
+    objects are also written into each image's hierarchy through the paquo door (backup first,
+    the user's own objects untouched). An image that fails is reported by an ``error`` event and
+    the others continue; a :class:`CamsegError` naming the failed images is raised at the end.
+    """
+    from qupath_camseg.project import open_project
+
+    opts = options or PredictOptions()
+    emit = progress or (lambda event: None)
+    with open_project(project_path, "r", door="files") as proj:
+        entries = [proj.entry(n) for n in images] if images else list(proj.entries)
+        out_dir = proj.camseg_dir
+        jobs = [(e, proj) for e in entries]
+        resolved = []
+        for e, p in jobs:
+            try:
+                resolved.append((e, p.image_path(e)))
+            except CamsegError as err:
+                resolved.append((e, err))
+    lm = model if isinstance(model, LoadedModel) else load_model(model, device=opts.device)
+    results, failed = [], []
+    for e, img in resolved:
+        try:
+            if isinstance(img, CamsegError):
+                raise img
+            res = predict_slide(img, lm, out_dir, entry_id=e.entry_id, image_name=e.image_name,
+                                options=opts, progress=emit)
+            if project_write and not res.skipped:
+                _write_back(Path(project_path), e.entry_id, res.objects, emit, e.image_name)
+            results.append(res)
+        except CamsegError as err:
+            failed.append(e.image_name)
+            emit({"event": "error", "image": e.image_name, "message": str(err)})
+    if failed:
+        raise CamsegError(f"{len(failed)} of {len(resolved)} images failed ({', '.join(failed[:5])}); see the messages above")
+    return results
+
+
+def _write_back(project_path: Path, entry_id: str, objs: list[QPObject], emit: Progress, image: str) -> None:
+    """Our objects into the QuPath hierarchy through the paquo door, if QuPath is installed."""
+    from qupath_camseg.paquo_door import find_qupath_installation
+
+    folder, reason = find_qupath_installation()
+    if folder is None:
+        emit({"event": "note", "image": image,
+              "message": f"results not written into the QuPath project hierarchy ({reason}); "
+                         "import predictions/*.geojson in QuPath or run the Groovy bridge"})
+        return
+    from qupath_camseg.project import open_project
+
+    with open_project(project_path, "r+", door="paquo") as proj:
+        backup = proj.write_objects(entry_id, objs)
+    emit({"event": "note", "image": image, "message": f"objects written into the QuPath project (backup in {backup})"})
