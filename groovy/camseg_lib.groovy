@@ -1,0 +1,477 @@
+/*
+ * camseg_lib.groovy: shared helper for the camseg_*.groovy scripts of qupath-camseg.
+ *
+ * This is not a command. The other camseg scripts load it with evaluate(...) from the folder
+ * they sit in (`qcamseg install-scripts` puts all of them together). Keeping one copy of the
+ * process, progress and import code here means a fix reaches every script at once.
+ *
+ * Works with QuPath 0.4, 0.5 and 0.6. Loaded scripts get no default imports, so everything is
+ * imported explicitly; Dialogs moved package in 0.5, so the calling script passes its own
+ * (default-imported) Dialogs class in.
+ */
+
+import qupath.lib.gui.prefs.PathPrefs
+import qupath.lib.io.GsonTools
+import qupath.lib.io.PathIO
+import qupath.lib.projects.Projects
+import qupath.lib.scripting.QP
+
+import java.nio.file.Files
+import java.nio.file.StandardCopyOption
+import java.text.SimpleDateFormat
+import java.util.concurrent.LinkedBlockingQueue
+import java.util.concurrent.TimeUnit
+
+/** A problem the user can fix; its message says how. */
+class CamsegProblem extends RuntimeException {
+    CamsegProblem(String message) { super(message) }
+}
+
+class Camseg {
+    static final String PREF_PYTHON = 'camseg.python'
+    static final String PREF_MODEL = 'camseg.model'
+    static final String ENV_PYTHON = 'QCAMSEG_PYTHON'
+    static final String CREATED_BY = 'qupath-camseg'
+    static final int TAIL_LINES = 30
+
+    final Class dialogs
+    final Script script
+
+    Camseg(Class dialogs, Script script) {
+        this.dialogs = dialogs
+        this.script = script
+    }
+
+    /** Print to the script editor's output pane. */
+    void log(Object message) { script.println(message) }
+
+    // ------------------------------------------------------------------ preferences, Python
+
+    static Object preference(String name) {
+        // (String) null picks the String overload (there are also boolean/int/double ones).
+        return PathPrefs.createPersistentPreference(name, (String) null)
+    }
+
+    static String preferenceValue(String name) {
+        String value = preference(name).get()
+        return value?.trim() ?: null
+    }
+
+    static void setPreference(String name, String value) { preference(name).set(value) }
+
+    /** The Python chosen in 'camseg Configure Python', else $QCAMSEG_PYTHON. */
+    static File python() {
+        String path = preferenceValue(PREF_PYTHON) ?: System.getenv(ENV_PYTHON)?.trim()
+        if (!path)
+            throw new CamsegProblem('No Python is set for camseg.\nRun "camseg Configure Python" first ' +
+                    '(or set the environment variable ' + ENV_PYTHON + ' to the absolute path of the Python ' +
+                    'that has qupath-camseg installed).')
+        return checkPython(path)
+    }
+
+    static File checkPython(String path) {
+        File file = new File(path.trim())
+        if (!file.isAbsolute())
+            throw new CamsegProblem('The Python path must be absolute (QuPath started from the desktop does ' +
+                    'not see your shell\'s PATH): ' + path + '\nRun "camseg Configure Python" again.')
+        if (!file.isFile())
+            throw new CamsegProblem('Python not found at ' + file + '\nRun "camseg Configure Python" again.')
+        return file
+    }
+
+    /** The full command for `python -m qupath_camseg ARGS` (UTF-8 mode, unbuffered output). */
+    static List<String> command(List args) {
+        return [python().absolutePath, '-X', 'utf8', '-u', '-m', 'qupath_camseg'] + args.collect { it.toString() }
+    }
+
+    // ------------------------------------------------------------------ running qcamseg
+
+    /**
+     * Run `python -m qupath_camseg ARGS`, streaming its output; return [exitCode: 0, tail: [...]].
+     * stdout and stderr are read on their own threads; lines are handled here, on the script thread.
+     * Lines of stdout that are JSON objects go to onEvent (a Map); everything else is printed.
+     * "Kill running script" interrupts this thread: the process and its children are stopped.
+     * A non-zero exit raises CamsegProblem with the process's last lines.
+     */
+    Map run(List args, String title, Closure onEvent = null) {
+        List<String> cmd = command(args)
+        log('Running: ' + cmd.collect { it.contains(' ') ? '"' + it + '"' : it }.join(' '))
+        def builder = new ProcessBuilder(cmd)
+        builder.environment().put('PYTHONIOENCODING', 'utf-8')
+        // A conda env on Windows keeps DLLs in <env>\Library\bin, which `conda activate` puts on PATH.
+        File envDir = new File(cmd[0]).parentFile
+        def dllDirs = ['Library/bin', 'Library/usr/bin', 'Scripts'].collect { new File(envDir, it) }.findAll { it.isDirectory() }
+        if (dllDirs && System.getProperty('os.name', '').toLowerCase().contains('win')) {
+            String pathKey = builder.environment().keySet().find { it.equalsIgnoreCase('PATH') } ?: 'PATH'
+            builder.environment().put(pathKey, (dllDirs*.absolutePath + [builder.environment().get(pathKey) ?: '']).join(File.pathSeparator))
+        }
+        Process process = builder.start()
+        log('  (process ' + process.pid() + '; stop it with Run > Kill running script)')
+        process.outputStream.close()
+        def queue = new LinkedBlockingQueue<List>()
+        [process.inputStream, process.errorStream].eachWithIndex { stream, i ->
+            Thread.startDaemon("camseg-" + (i == 0 ? 'stdout' : 'stderr')) {
+                try {
+                    stream.withReader('UTF-8') { reader ->
+                        String line
+                        while ((line = reader.readLine()) != null)
+                            queue.put([i, line])
+                    }
+                } catch (IOException ignored) {
+                    // The process was stopped.
+                } finally {
+                    queue.put([i, null])
+                }
+            }
+        }
+        def tail = new ArrayDeque<String>()
+        Closure remember = { String text ->
+            tail.addLast(text)
+            if (tail.size() > TAIL_LINES)
+                tail.removeFirst()
+        }
+        List<String> errors = []
+        long lastPrinted = 0
+        int open = 2
+        try {
+            while (open > 0) {
+                List item = queue.poll(200, TimeUnit.MILLISECONDS)
+                if (Thread.currentThread().isInterrupted())
+                    throw new InterruptedException()
+                if (item == null)
+                    continue
+                String line = item[1]
+                if (line == null) {
+                    open--
+                    continue
+                }
+                Map event = item[0] == 0 ? parseEvent(line) : null
+                if (event != null) {
+                    if (event.event == 'error') {
+                        String message = (event.image ? event.image.toString() + ': ' : '') + event.message
+                        errors << message
+                        remember('error: ' + message)
+                    } else if (event.event == 'note') {
+                        remember(String.valueOf(event.message))
+                    }
+                    if (onEvent != null)
+                        onEvent(event)
+                } else if (line.trim()) {
+                    remember(line)
+                    // Progress bars redraw many times a second: print at most one per second.
+                    long now = System.currentTimeMillis()
+                    if (!line.contains('%|') || now - lastPrinted > 1000) {
+                        log('  ' + line)
+                        lastPrinted = now
+                    }
+                }
+            }
+            int exitCode = process.waitFor()
+            if (exitCode != 0) {
+                String message = title + ' failed (exit code ' + exitCode + ').'
+                if (errors)
+                    message += '\n' + errors.unique().join('\n')
+                message += '\n\nLast lines from qcamseg:\n' + tail.join('\n')
+                throw new CamsegProblem(message)
+            }
+            return [exitCode: exitCode, tail: new ArrayList<String>(tail)]
+        } catch (InterruptedException e) {
+            log('Stopping ' + title + ' (script killed)')
+            throw new InterruptedException(title + ' was cancelled (Run > Kill running script).')
+        } finally {
+            if (process.isAlive())
+                stop(process)
+        }
+    }
+
+    static void stop(Process process) {
+        def children = process.descendants().toArray()
+        children.each { it.destroy() }
+        process.destroy()
+        if (!process.waitFor(5, TimeUnit.SECONDS)) {
+            children.each { it.destroyForcibly() }
+            process.destroyForcibly()
+            process.waitFor(5, TimeUnit.SECONDS)
+        }
+    }
+
+    static Map parseEvent(String line) {
+        String text = line.trim()
+        if (!text.startsWith('{') || !text.endsWith('}'))
+            return null
+        try {
+            def value = GsonTools.getInstance().fromJson(text, Map)
+            return value instanceof Map ? value : null
+        } catch (Exception ignored) {
+            return null
+        }
+    }
+
+    /** An onEvent closure that prints start/progress (every 10 % or 5 s)/done lines. */
+    Closure progressPrinter(String what) {
+        long lastTime = 0
+        int lastDecile = -1
+        return { Map event ->
+            if (event.event == 'start') {
+                log(what + ' ' + event.image + ': ' + asInt(event.tiles) + ' tiles')
+            } else if (event.event == 'progress') {
+                int done = asInt(event.done), total = Math.max(asInt(event.total), 1)
+                int decile = (int) (10 * done / total)
+                long now = System.currentTimeMillis()
+                if (decile != lastDecile || now - lastTime > 5000) {
+                    double rate = event.tiles_per_s instanceof Number ? event.tiles_per_s as double : 0d
+                    String eta = rate > 0 ? ', about ' + Math.round((total - done) / rate) + ' s left' : ''
+                    log(String.format('  %3d%%  %d/%d tiles, %.1f tiles/s%s', (int) (100 * done / total), done, total, rate, eta))
+                    lastDecile = decile
+                    lastTime = now
+                }
+            } else if (event.event == 'done') {
+                log(what + ' ' + event.image + ': done')
+            } else if (event.event == 'skip') {
+                log(what + ' ' + event.image + ': ' + (event.reason ?: 'skipped') + '; using the saved result')
+            } else if (event.event == 'note') {
+                log('Note: ' + event.message)
+            } else if (event.event == 'error') {
+                log('Error: ' + event.message)
+            }
+        }
+    }
+
+    static int asInt(Object value) { value instanceof Number ? ((Number) value).intValue() : 0 }
+
+    // ------------------------------------------------------------------ project helpers
+
+    static Object requireProject() {
+        def project = QP.getProject()
+        if (project == null)
+            throw new CamsegProblem('Open a QuPath project first (File > Open project).')
+        return project
+    }
+
+    static File projectDir(project) { Projects.getBaseDirectory(project) }
+
+    static File camsegDir(project) { new File(projectDir(project), 'camseg') }
+
+    /**
+     * Objects this tool created: metadata created_by = qupath-camseg, else (no such metadata) a name
+     * starting with "camseg". QuPath 0.5+ has getMetadata(); 0.4 keeps object metadata behind
+     * retrieveMetadataValue (protected in Java, callable from Groovy).
+     */
+    static boolean isOurs(pathObject) {
+        String createdBy = null
+        try {
+            createdBy = pathObject.getMetadata()?.get('created_by')
+        } catch (MissingMethodException ignored) {
+            try {
+                createdBy = pathObject.retrieveMetadataValue('created_by')
+            } catch (MissingMethodException ignored2) {
+                // No object metadata at all: the name decides.
+            }
+        }
+        if (createdBy != null)
+            return createdBy == CREATED_BY
+        String name = pathObject.getName()
+        return name != null && name.startsWith('camseg')
+    }
+
+    static List ourObjects(hierarchy) {
+        return (hierarchy.getAnnotationObjects() + hierarchy.getDetectionObjects()).findAll { isOurs(it) }
+    }
+
+    /** Export the user's annotations (not ours) of every project entry for training. */
+    Map exportTrainingAnnotations() {
+        def project = requireProject()
+        File dir = new File(camsegDir(project), 'annotations')
+        dir.mkdirs()
+        def current = QP.getProjectEntry()
+        int images = 0, annotations = 0
+        List<String> skipped = []
+        for (entry in project.getImageList()) {
+            String id = entry.getID()
+            def hierarchy
+            try {
+                // The open image may have unsaved changes: use what is on screen.
+                hierarchy = (current != null && current.getID() == id) ? QP.getCurrentHierarchy() : entry.readHierarchy()
+            } catch (IOException e) {
+                skipped << entry.getImageName() + ' (' + e.getMessage() + ')'
+                continue
+            }
+            def objects = hierarchy.getAnnotationObjects().findAll { !isOurs(it) }
+            File target = new File(dir, id + '.geojson')
+            File temp = new File(dir, '.' + id + '.geojson.tmp')
+            QP.exportObjectsToGeoJson(objects, temp.absolutePath, 'FEATURE_COLLECTION')
+            Files.move(temp.toPath(), target.toPath(), StandardCopyOption.REPLACE_EXISTING)
+            log(String.format('  %-40s %4d annotation(s) -> %s', entry.getImageName(), objects.size(), target.name))
+            images++
+            annotations += objects.size()
+        }
+        if (skipped)
+            log('Skipped (could not read): ' + skipped.join(', '))
+        return [images: images, annotations: annotations, folder: dir, skipped: skipped]
+    }
+
+    // ------------------------------------------------------------------ models
+
+    /** setting (a folder) > newest model in <project>/camseg/models > the last one trained/chosen. */
+    static File resolveModel(String setting) {
+        if (setting?.trim())
+            return checkModel(new File(setting.trim()))
+        def project = QP.getProject()
+        if (project != null) {
+            File models = new File(camsegDir(project), 'models')
+            def found = (models.listFiles() ?: []).findAll { new File(it, 'model.json').isFile() }
+            if (found)
+                return found.max { new File(it, 'model.json').lastModified() }
+        }
+        String remembered = preferenceValue(PREF_MODEL)
+        if (remembered && new File(remembered, 'model.json').isFile())
+            return new File(remembered)
+        throw new CamsegProblem('No camseg model found.\nTrain one with "camseg Train on this project", put a ' +
+                'model folder (with model.json) into <project>/camseg/models/, or set MODEL_DIR at the top of this script.')
+    }
+
+    static File checkModel(File folder) {
+        if (!new File(folder, 'model.json').isFile())
+            throw new CamsegProblem('Not a camseg model folder (no model.json): ' + folder +
+                    '\nSet MODEL_DIR at the top of this script to a folder made by "qcamseg train".')
+        return folder
+    }
+
+    static String timestamp() { new SimpleDateFormat('yyyyMMdd-HHmmss').format(new Date()) }
+
+    /** Export, then `train PROJECT --out <project>/camseg/models/model-<time> [--epochs N]`. */
+    File train(Integer epochs) {
+        def project = requireProject()
+        log('Exporting annotations for training...')
+        def exported = exportTrainingAnnotations()
+        if (exported.annotations == 0)
+            throw new CamsegProblem('No annotations to learn from. Outline tumour regions (and other classes) ' +
+                    'in some images of this project, then run this script again.')
+        File out = new File(new File(camsegDir(project), 'models'), 'model-' + timestamp())
+        List args = ['train', projectDir(project).absolutePath, '--out', out.absolutePath]
+        if (epochs != null)
+            args += ['--epochs', epochs]
+        run(args, 'camseg training')
+        checkModel(out)
+        setPreference(PREF_MODEL, out.absolutePath)
+        return out
+    }
+
+    // ------------------------------------------------------------------ predict and import
+
+    /** The image file behind the current image, for predicting outside a project. */
+    static File imageFile(imageData) {
+        def uris = imageData.getServer().getURIs()
+        def uri = uris ? uris.iterator().next() : null
+        if (uri == null || uri.scheme != 'file')
+            throw new CamsegProblem('camseg can only read local image files; this image comes from ' + uri)
+        return new File(uri)
+    }
+
+    /**
+     * Predict the current image (inside `roiObjects` when given), then replace this tool's objects.
+     * In a project: `predict PROJECT --model M --images ENTRY_ID --no-project-write`; else `predict SLIDE --model M`.
+     */
+    Map predictCurrentImage(String modelSetting, Collection roiObjects) {
+        def imageData = QP.getCurrentImageData()
+        if (imageData == null)
+            throw new CamsegProblem('Open an image first.')
+        File model = resolveModel(modelSetting)
+        def project = QP.getProject()
+        def entry = QP.getProjectEntry()
+        List args
+        File expected
+        if (project != null && entry != null) {
+            File base = projectDir(project)
+            // --no-project-write: the objects go into the open image here, not behind QuPath's back.
+            args = ['predict', base.absolutePath, '--model', model.absolutePath, '--images', entry.getID(),
+                    '--no-project-write']
+            expected = new File(base, 'camseg/predictions/' + entry.getID() + '.geojson')
+        } else {
+            // No project: the results go to camseg/ beside the slide (predict's default).
+            File slide = imageFile(imageData)
+            args = ['predict', slide.absolutePath, '--model', model.absolutePath]
+            expected = null
+        }
+        File roiFile = null
+        if (roiObjects) {
+            roiFile = File.createTempFile('camseg-roi-', '.geojson')
+            QP.exportObjectsToGeoJson(roiObjects, roiFile.absolutePath, 'FEATURE_COLLECTION')
+            args += ['--roi', roiFile.absolutePath]
+            log('Predicting inside ' + roiObjects.size() + ' selected annotation(s)')
+        }
+        args += ['--progress', 'jsonl']
+        Map done = null
+        Closure printer = progressPrinter('Predicting')
+        try {
+            run(args, 'camseg prediction') { Map event ->
+                printer(event)
+                if (event.event in ['done', 'skip'])
+                    done = event
+            }
+        } finally {
+            roiFile?.delete()
+        }
+        String reported = done?.outputs instanceof Map ? done.outputs.geojson : null
+        File geojson = reported ? new File(reported) : expected
+        Map imported = importPredictions(geojson)
+        return imported + [model: model, geojson: geojson, outputs: done?.outputs]
+    }
+
+    /** Replace this tool's objects in the current image by those in `geojson`; never touch others. */
+    Map importPredictions(File geojson) {
+        if (geojson == null || !geojson.isFile())
+            throw new CamsegProblem('No predictions found at ' + geojson + '\nRun "camseg Predict current image" ' +
+                    'first, or copy <entryID>.geojson from the machine that ran qcamseg into <project>/camseg/predictions/.')
+        def objects = PathIO.readObjects(geojson)
+        def hierarchy = QP.getCurrentHierarchy()
+        if (hierarchy == null)
+            throw new CamsegProblem('Open an image first.')
+        def previous = ourObjects(hierarchy)
+        QP.removeObjects(previous, true)
+        QP.addObjects(objects)
+        QP.fireHierarchyUpdate()
+        log('Removed ' + previous.size() + ' previous camseg object(s); added ' + objects.size() + ' from ' + geojson)
+        return [removed: previous.size(), added: objects.size()]
+    }
+
+    // ------------------------------------------------------------------ reporting
+
+    boolean inBatch() {
+        try {
+            def size = script.getProperty('qupath.script.batchSize')
+            return size instanceof Number && size.intValue() > 1
+        } catch (MissingPropertyException ignored) {
+            return false
+        }
+    }
+
+    /** Show a problem to the user (a dialog; a notification when running for a whole project). */
+    void report(String title, Throwable problem) {
+        String message = problem instanceof CamsegProblem ? problem.message : problem.toString()
+        log('ERROR: ' + message)
+        if (problem instanceof InterruptedException)
+            dialogs.showWarningNotification(title, problem.message)
+        else if (inBatch())
+            dialogs.showErrorNotification(title, message)
+        else
+            dialogs.showErrorMessage(title, message)
+    }
+
+    /** Run `body`; report problems to the user, then rethrow so QuPath marks the script as failed. */
+    def guard(String title, Closure body) {
+        try {
+            return body()
+        } catch (Throwable problem) {
+            report(title, problem)
+            throw problem
+        }
+    }
+}
+
+// Opened on its own (it is listed in the scripts menu), this file only explains itself.
+def running = binding.hasVariable('qupath.script.file') ? binding.getVariable('qupath.script.file') : null
+if (running != null && running.toString().endsWith('camseg_lib.groovy'))
+    println 'camseg_lib.groovy is a helper for the other camseg scripts; run one of those instead.'
+
+return Camseg

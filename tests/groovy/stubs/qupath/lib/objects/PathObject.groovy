@@ -1,0 +1,58 @@
+package qupath.lib.objects
+
+import qupath.lib.objects.classes.PathClass
+import testdoubles.World
+
+/**
+ * TEST DOUBLE (for tests/test_groovy.py, never shipped): stands in for QuPath's qupath.lib.objects.PathObject.
+ * Keeps the GeoJSON geometry as given (no ROI maths). getMetadata() is QuPath 0.5+'s.
+ */
+abstract class PathObject {
+    private UUID id = UUID.randomUUID()
+    private String name
+    private PathClass pathClass
+    private PathObject parent
+    private final Map<String, String> metadata = new LinkedHashMap<>()
+    /** Test-double only: the GeoJSON geometry. */
+    Map geometry
+
+    UUID getID() { id }
+
+    void setID(UUID id) { this.id = id }
+
+    String getName() { name }
+
+    void setName(String name) { this.name = name }
+
+    PathClass getPathClass() { pathClass }
+
+    void setPathClass(PathClass pathClass) { this.pathClass = pathClass }
+
+    PathObject getParent() { parent }
+
+    void setParent(PathObject parent) { this.parent = parent }
+
+    /** QuPath 0.5+. The World's 'qupath-0.4' flavour has no such method (MissingMethodException). */
+    Map<String, String> getMetadata() {
+        if (World.flavour == 'qupath-0.4')
+            throw new MissingMethodException('getMetadata', getClass(), [] as Object[])
+        return metadata
+    }
+
+    /** QuPath 0.4+ (protected there). */
+    protected Object retrieveMetadataValue(String key) { metadata.get(key) }
+
+    /** Test-double only: the metadata map whatever the flavour. */
+    Map<String, String> metadataForTest() { metadata }
+
+    boolean isAnnotation() { false }
+
+    boolean isDetection() { false }
+
+    boolean isRootObject() { false }
+
+    boolean hasROI() { geometry != null }
+
+    @Override
+    String toString() { (name ?: getClass().simpleName) + (pathClass ? ' (' + pathClass + ')' : '') }
+}

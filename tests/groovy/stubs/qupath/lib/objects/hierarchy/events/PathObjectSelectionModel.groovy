@@ -1,0 +1,19 @@
+package qupath.lib.objects.hierarchy.events
+
+import qupath.lib.objects.PathObject
+
+/** TEST DOUBLE (for tests/test_groovy.py, never shipped): stands in for QuPath's qupath.lib.objects.hierarchy.events.PathObjectSelectionModel. */
+class PathObjectSelectionModel {
+    private final Set<PathObject> selected = new LinkedHashSet<>()
+
+    Set<PathObject> getSelectedObjects() { Collections.unmodifiableSet(selected) }
+
+    PathObject getSelectedObject() { selected ? selected.last() : null }
+
+    void setSelectedObjects(Collection<? extends PathObject> objects, PathObject primary = null) {
+        selected.clear()
+        selected.addAll(objects)
+    }
+
+    void clearSelection() { selected.clear() }
+}

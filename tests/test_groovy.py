@@ -1,0 +1,461 @@
+"""The Groovy bridge (``groovy/*.groovy``), tested outside QuPath with the real Groovy 4.0.26
+(QuPath 0.6's), all in one JVM run of ``tests/groovy/Harness.groovy``:
+
+(a) every script parses (``CompilationUnit`` to ``Phases.CONVERSION``), a broken one does not;
+(b) every script compiles to ``Phases.CLASS_GENERATION`` against test doubles of QuPath's API
+    (``tests/groovy/stubs``), with QuPath 0.4's and 0.5+'s default imports prepended;
+(c) the export, predict and import scripts run against those doubles on a project made by
+    ``qcamseg synth``: predict really launches ``python -m qupath_camseg predict`` and the doubles
+    record the objects the script adds and removes.
+
+Needs Java (skipped without ``java``) and npm the first time: ``scripts/fetch_groovy.sh`` puts the
+Groovy jars into ``.tools/`` (idempotent; a failed fetch fails the tests, it does not skip them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from qupath_camseg.cli import _COMMANDS, cli, main
+from qupath_camseg.geojson import CAMSEG_METADATA, QPObject, is_ours, read_geojson, write_geojson
+
+REPO = Path(__file__).resolve().parents[1]
+GROOVY = REPO / "groovy"
+HARNESS = REPO / "tests" / "groovy" / "Harness.groovy"
+STUBS = REPO / "tests" / "groovy" / "stubs"
+SCRIPTS = sorted(GROOVY.glob("*.groovy"))
+OWN = [
+    "camseg_Configure_Python.groovy",
+    "camseg_Export_annotations_for_training.groovy",
+    "camseg_Import_predictions.groovy",
+    "camseg_Predict_current_image.groovy",
+    "camseg_Predict_for_project.groovy",
+    "camseg_Train_on_this_project.groovy",
+    "camseg_lib.groovy",
+]
+PYTHON = str(Path(sys.executable).absolute())
+# The same environment's Python under another name: tells the preference from $QCAMSEG_PYTHON.
+PYTHON_ALT = next((str(p) for p in (Path(PYTHON).with_name(n) for n in ("python3", "python", "python3.11"))
+                   if p.name != Path(PYTHON).name and p.exists()), PYTHON)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def groovy_jar() -> Path:
+    if shutil.which("java") is None:
+        pytest.skip("Java not found: install a JDK (17+) to run the Groovy bridge tests")
+    out = subprocess.run(["bash", str(REPO / "scripts" / "fetch_groovy.sh")], check=True,
+                         capture_output=True, text=True, timeout=300)
+    jar = Path(out.stdout.strip().splitlines()[-1]) / "groovy-4.0.26.jar"
+    assert jar.is_file(), out.stderr
+    return jar
+
+
+def _feature(name: str, cls: str | None, box: tuple[float, float, float, float], *,
+             object_type: str = "annotation", metadata: dict[str, str] | None = None) -> dict:
+    """A QuPath GeoJSON feature: a rectangle ``box`` = (x, y, width, height), level-0 px."""
+    x, y, w, h = box
+    props: dict = {"objectType": object_type, "name": name}
+    if cls:
+        props["classification"] = {"name": cls, "color": [0, 128, 0]}
+    if metadata:
+        props["metadata"] = metadata
+    import uuid
+
+    ring = [[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]
+    return {"type": "Feature", "id": str(uuid.uuid4()), "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": props}
+
+
+def _truth(project: Path, entry: str) -> list[dict]:
+    """The tumour outlines synth wrote for ``entry`` (QuPath GeoJSON features), as user annotations."""
+    data = json.loads((project / "camseg" / "annotations" / f"{entry}.geojson").read_text(encoding="utf-8"))
+    return data["features"]
+
+
+@pytest.fixture(scope="session")
+def bridge(groovy_jar: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Make the project and model, run every harness job in one JVM, return the report + context."""
+    tmp = tmp_path_factory.mktemp("groovy")
+    project = tmp / "proj"
+    assert main(["synth", str(project), "--slides", "3", "--width", "1024", "--height", "1024",
+                 "--tile-px", "256", "--door", "files"]) == 0
+    entries = {str(img["entryID"]): img["imageName"]
+               for img in json.loads((project / "project.qpproj").read_text(encoding="utf-8"))["images"]}
+    assert sorted(entries) == ["1", "2", "3"]
+    truth = {e: _truth(project, e) for e in entries}
+
+    # A tiny untrained U-Net whose head says "Tumor" everywhere: enough for the mechanics.
+    import torch
+
+    from qupath_camseg.bundle import ModelConfig, save_bundle
+    from qupath_camseg.model import build_model
+
+    torch.set_num_threads(1)
+    cfg = ModelConfig(arch={"name": "unet", "width": 4, "depth": 2, "norm": "batch"}, mpp=2.0, tile_px=128,
+                      classes=[{"name": "Tumor", "color": [200, 0, 0]}])
+    net = build_model(cfg.arch, pretrained=False)
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.copy_(torch.tensor([0.0, 5.0]))
+    save_bundle(project / "camseg" / "models" / "tiny", net, cfg)
+
+    # User objects and objects of an earlier camseg run, per entry.
+    stroma = _feature("Stroma 1", "Stroma", (50, 50, 200, 100), metadata={"created_by": "someone-else"})
+    roi = _feature("ROI 1", None, (0, 0, 512, 1024))
+    stale_named = _feature("camseg old outline", "Tumor", (600, 600, 50, 50))  # QuPath 0.4: name only
+    stale_meta = _feature("Prediction tile", "Tumor", (700, 700, 64, 64), object_type="detection",
+                          metadata=dict(CAMSEG_METADATA))
+    ours_written = [
+        QPObject(geometry=_box(100, 100, 300, 200), classification="Tumor", name="camseg Tumor",
+                 metadata=dict(CAMSEG_METADATA)),
+        QPObject(geometry=_box(500, 500, 100, 100), classification="Tumor", name="camseg Tumor",
+                 metadata=dict(CAMSEG_METADATA)),
+        QPObject(geometry=_box(0, 0, 64, 64), object_type="detection", classification="Tumor",
+                 name="camseg tile", metadata=dict(CAMSEG_METADATA)),
+    ]
+    write_geojson(project / "camseg" / "predictions" / "3.geojson", ours_written)
+
+    broken = tmp / "broken" / "camseg_Broken.groovy"
+    broken.parent.mkdir()
+    text = (GROOVY / "camseg_Predict_for_project.groovy").read_text(encoding="utf-8")
+    broken.write_text(text.replace("camseg.guard(title) {", "camseg.guard(title) {{", 1), encoding="utf-8")
+    alone = tmp / "alone" / "camseg_Predict_for_project.groovy"
+    alone.parent.mkdir()
+    shutil.copy(GROOVY / alone.name, alone)
+    failing = tmp / "proj_missing_image"
+    shutil.copytree(project, failing, ignore=shutil.ignore_patterns("predictions", "probability", "heatmaps",
+                                                                    "reports", "*.lock"))
+    (failing / "images" / entries["1"]).unlink()
+    # synth wrote absolute URIs into the copy's project.qpproj: point them at the copy.
+    qpproj = failing / "project.qpproj"
+    text = qpproj.read_text(encoding="utf-8")
+    for old, new in ((project.as_uri(), failing.as_uri()), (f"file:{project.as_posix()}/", f"file:{failing.as_posix()}/")):
+        text = text.replace(old, new)
+    qpproj.write_text(text, encoding="utf-8")
+
+    script = {n: str(GROOVY / n) for n in OWN}
+    runs = [
+        {"name": "export", "script": script["camseg_Export_annotations_for_training.groovy"],
+         "project": str(project), "currentEntry": "1",
+         "entryObjects": {"1": truth["1"] + [stroma, stale_named, stale_meta], "2": truth["2"], "3": truth["3"]}},
+        {"name": "cancel", "script": script["camseg_Predict_for_project.groovy"],
+         "project": str(project), "currentEntry": "2", "entryObjects": {"2": truth["2"]},
+         "interruptWhenOutputContains": "(process ", "interruptAfterMs": 300},
+        {"name": "predict_project", "script": script["camseg_Predict_for_project.groovy"], "flavour": "qupath-0.4",
+         "batchSize": 3, "project": str(project), "currentEntry": "1",
+         "entryObjects": {"1": truth["1"] + [stroma, stale_named, stale_meta]}},
+        {"name": "predict_roi", "script": script["camseg_Predict_current_image.groovy"],
+         "prefs": {"camseg.python": PYTHON_ALT}, "project": str(project), "currentEntry": "2",
+         "entryObjects": {"2": truth["2"] + [roi]}, "selected": ["ROI 1"]},
+        {"name": "import", "script": script["camseg_Import_predictions.groovy"],
+         "project": str(project), "currentEntry": "3", "entryObjects": {"3": truth["3"] + [stale_named]}},
+        {"name": "configure", "script": script["camseg_Configure_Python.groovy"], "dialogAnswers": [f'"{PYTHON}"']},
+        {"name": "failure", "script": script["camseg_Predict_current_image.groovy"],
+         "project": str(failing), "currentEntry": "1", "entryObjects": {"1": truth["1"]}},
+        {"name": "lib_missing", "script": str(alone), "project": str(project), "currentEntry": "1"},
+        {"name": "predict_slide", "script": script["camseg_Predict_current_image.groovy"],
+         "image": str(project / "images" / entries["3"]), "entryObjects": {"image": [stroma]},
+         "prefs": {"camseg.model": str(project / "camseg" / "models" / "tiny")}},
+    ]
+    if "train" in _COMMANDS:  # last: it leaves an unfinished model folder behind
+        runs.append({"name": "train", "script": script["camseg_Train_on_this_project.groovy"],
+                     "settings": {"EPOCHS": "1"}, "project": str(project), "currentEntry": "1",
+                     "entryObjects": runs[0]["entryObjects"],  # same as the export job: same files
+                     "interruptWhenOutputContains": "(process ", "interruptAfterMs": 5000})
+    jobs = {"parse": [str(p) for p in SCRIPTS] + [str(broken)], "compile": [str(p) for p in SCRIPTS], "runs": runs}
+    jobs_file, report_file = tmp / "jobs.json", tmp / "report.json"
+    jobs_file.write_text(json.dumps(jobs), encoding="utf-8")
+    env = {**os.environ, "QCAMSEG_PYTHON": PYTHON, "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("QCAMSEG_GROOVY_DIR", None)
+    classpath = os.pathsep.join([str(groovy_jar), str(groovy_jar.with_name("groovy-xml-4.0.26.jar"))])
+    proc = subprocess.run(
+        ["java", "-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp", classpath, "groovy.ui.GroovyMain",
+         str(HARNESS), str(STUBS), str(tmp / "classes"), str(jobs_file), str(report_file)],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp,
+    )
+    assert proc.returncode == 0 and report_file.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(report_file.read_text(encoding="utf-8"))
+    return {"report": report, "runs": {r["name"]: r for r in report["runs"]}, "project": project,
+            "failing": failing, "truth": truth, "entries": entries, "broken": broken.name,
+            "stroma": stroma, "roi": roi, "stale": [stale_named, stale_meta], "ours_written": ours_written}
+
+
+def _box(x: float, y: float, w: float, h: float):
+    from shapely.geometry import box
+
+    return box(x, y, x + w, y + h)
+
+
+def _ids(objects: list[dict]) -> set[str]:
+    return {o["id"] for o in objects}
+
+
+def _commands(output: str) -> list[list[str]]:
+    return [shlex.split(line.split("Running: ", 1)[1]) for line in output.splitlines() if "Running: " in line]
+
+
+def _ok(run: dict) -> dict:
+    assert run["ok"], f"{run['name']}: {run.get('errorClass')}: {run.get('error')}\n{run['output']}"
+    return run
+
+
+# ----------------------------------------------------------------------------- (a) and (b)
+
+
+def test_every_script_parses(bridge: dict) -> None:
+    parsed = bridge["report"]["parse"]
+    assert set(parsed) >= {p.name for p in SCRIPTS}
+    assert {name: err for name, err in parsed.items() if name in {p.name for p in SCRIPTS} and err} == {}
+
+
+def test_a_broken_script_fails_to_parse(bridge: dict) -> None:
+    error = bridge["report"]["parse"][bridge["broken"]]
+    assert error and "camseg_Broken.groovy" in error
+
+
+def test_every_script_compiles_against_the_qupath_doubles(bridge: dict) -> None:
+    compiled = bridge["report"]["compile"]
+    assert set(compiled) == {p.name for p in SCRIPTS}
+    for name, flavours in compiled.items():
+        expected = {"evaluate()"} if name == "camseg_lib.groovy" else {"qupath-0.4", "qupath-0.5+"}
+        assert set(flavours) == expected
+        assert {f: e for f, e in flavours.items() if e} == {}, name
+
+
+def test_own_scripts_share_one_loader_block() -> None:
+    """The only duplicated code: each script's `camsegLib()` locator, identical everywhere."""
+    blocks = set()
+    for name in OWN[:-1]:
+        text = (GROOVY / name).read_text(encoding="utf-8")
+        start = text.index("/** The shared helper camseg_lib.groovy")
+        blocks.add(text[start:])
+        assert "evaluate(camsegLib()).newInstance(Dialogs, this)" in text
+    assert len(blocks) == 1
+
+
+# ----------------------------------------------------------------------------- (c) runs
+
+
+def test_export_writes_each_entrys_user_annotations_only(bridge: dict) -> None:
+    run = _ok(bridge["runs"]["export"])
+    folder = bridge["project"] / "camseg" / "annotations"
+    for entry, truth in bridge["truth"].items():
+        objs = read_geojson(folder / f"{entry}.geojson")
+        extra = 1 if entry == "1" else 0  # Stroma 1 on entry 1; the two camseg objects are left out
+        assert len(objs) == len(truth) + extra
+        assert not any(is_ours(o) for o in objs)
+        assert Counter(o.classification for o in objs) == Counter({"Tumor": len(truth), **({"Stroma": 1} if extra else {})})
+    assert not list(folder.glob(".*.tmp"))
+    assert run["world"]["dialogs"][-1]["kind"] == "infoNotification"
+
+
+def test_predict_for_project_replaces_only_its_own_objects(bridge: dict) -> None:
+    run = _ok(bridge["runs"]["predict_project"])  # QuPath 0.4 flavour: no PathObject.getMetadata()
+    world = run["world"]
+    predicted = json.loads((bridge["project"] / "camseg" / "predictions" / "1.geojson").read_text(encoding="utf-8"))
+    features = predicted["features"]
+    assert features, "the all-tumour model should predict something"
+    assert len(world["added"]) == len(features)
+    assert Counter(o["classification"] for o in world["added"]) == Counter(
+        f["properties"]["classification"]["name"] for f in features)
+    assert Counter(o["type"] for o in world["added"]) == Counter(
+        "annotation" if f["properties"]["objectType"] == "annotation" else "detection" for f in features)
+    user = _ids(bridge["truth"]["1"]) | {bridge["stroma"]["id"]}
+    after = _ids(world["objects"])
+    assert user <= after, "a user annotation was removed"
+    assert _ids(world["removed"]) == {s["id"] for s in bridge["stale"]}
+    assert after == user | _ids(world["added"])
+    assert world["hierarchyUpdates"] >= 1
+    assert "%" in run["output"] and "tiles" in run["output"]  # progress from --progress jsonl
+
+
+def test_predict_current_image_uses_the_selection_as_roi(bridge: dict) -> None:
+    run = _ok(bridge["runs"]["predict_roi"])
+    (cmd,) = _commands(run["output"])
+    assert cmd[0] == PYTHON_ALT  # the preference wins over $QCAMSEG_PYTHON
+    assert "--roi" in cmd
+    world = run["world"]
+    assert bridge["roi"]["id"] in _ids(world["objects"])
+    assert _ids(bridge["truth"]["2"]) <= _ids(world["objects"])
+    features = json.loads((bridge["project"] / "camseg" / "predictions" / "2.geojson").read_text())["features"]
+    assert len(world["added"]) == len(features) > 0
+    from shapely.geometry import shape
+
+    roi = shape(bridge["roi"]["geometry"])
+    for f in features:
+        if f["properties"]["objectType"] == "annotation":
+            assert shape(f["geometry"]).difference(roi).area <= 0.01 * shape(f["geometry"]).area
+    assert world["dialogs"][-1]["kind"] == "infoNotification"
+
+
+def test_import_predictions_replaces_only_its_own_objects(bridge: dict) -> None:
+    run = _ok(bridge["runs"]["import"])
+    world = run["world"]
+    assert [o["name"] for o in world["added"]] == [o.name for o in bridge["ours_written"]]
+    assert [o["type"] for o in world["added"]] == ["annotation", "annotation", "detection"]
+    assert _ids(world["removed"]) == {bridge["stale"][0]["id"]}
+    assert _ids(bridge["truth"]["3"]) <= _ids(world["objects"])
+    assert _commands(run["output"]) == []  # no Python needed
+
+
+def test_configure_saves_python_and_runs_doctor(bridge: dict) -> None:
+    run = _ok(bridge["runs"]["configure"])
+    world = run["world"]
+    assert world["prefs"]["camseg.python"] == PYTHON  # quotes around the pasted path are dropped
+    (cmd,) = _commands(run["output"])
+    assert cmd == [PYTHON, "-X", "utf8", "-u", "-m", "qupath_camseg", "doctor"]
+    kinds = [d["kind"] for d in world["dialogs"]]
+    assert kinds == ["input", "message"]
+    assert PYTHON in world["dialogs"][1]["message"] and "torch" in world["dialogs"][1]["message"]
+
+
+def test_kill_running_script_stops_python(bridge: dict) -> None:
+    run = bridge["runs"]["cancel"]
+    assert run["interrupted"], "the run ended before it could be interrupted"
+    assert not run["ok"] and run["errorClass"] == "java.lang.InterruptedException"
+    pid = int(run["output"].split("(process ", 1)[1].split(";", 1)[0])
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert run["world"]["dialogs"][-1]["kind"] == "warningNotification"
+    assert run["world"]["added"] == []
+
+
+def test_failure_shows_the_process_last_lines(bridge: dict) -> None:
+    run = bridge["runs"]["failure"]
+    assert not run["ok"] and run["errorClass"] == "CamsegProblem"
+    (dialog,) = [d for d in run["world"]["dialogs"] if d["kind"] == "error"]
+    assert "exit code 2" in dialog["message"] and "Last lines from qcamseg" in dialog["message"]
+    assert "error:" in dialog["message"]  # the CLI's own one-line error
+    assert "not found at" in dialog["message"]  # the per-image reason, from the jsonl error event
+    assert run["world"]["added"] == [] and run["world"]["removed"] == []
+
+
+def test_missing_helper_says_how_to_install(bridge: dict) -> None:
+    run = bridge["runs"]["lib_missing"]
+    assert not run["ok"] and run["errorClass"] == "java.io.FileNotFoundException"
+    assert "qcamseg install-scripts" in run["error"]
+
+
+def test_predict_a_slide_outside_a_project(bridge: dict) -> None:
+    run = _ok(bridge["runs"]["predict_slide"])
+    (cmd,) = _commands(run["output"])
+    slide = bridge["project"] / "images" / bridge["entries"]["3"]
+    tiny = bridge["project"] / "camseg" / "models" / "tiny"
+    assert cmd[6:] == ["predict", str(slide), "--model", str(tiny), "--progress", "jsonl"]
+    (written,) = (slide.parent / "camseg" / "predictions").glob("*.geojson")
+    features = json.loads(written.read_text(encoding="utf-8"))["features"]
+    world = run["world"]
+    assert len(world["added"]) == len(features) > 0
+    assert bridge["stroma"]["id"] in _ids(world["objects"])
+
+
+def test_train_exports_then_runs_train(bridge: dict) -> None:
+    assert "train" in _COMMANDS, "the Train script calls `qcamseg train`, which the CLI does not have yet"
+    run = bridge["runs"]["train"]
+    (cmd,) = _commands(run["output"])
+    assert cmd[6:8] == ["train", str(bridge["project"])]
+    assert cmd[8] == "--out" and Path(cmd[9]).parent == bridge["project"] / "camseg" / "models"
+    assert cmd[10:] == ["--epochs", "1"]
+    # Still training when killed (a wrong option would have ended it with a usage error first).
+    assert run["interrupted"] and run["errorClass"] == "java.lang.InterruptedException", run["output"]
+    pid = int(run["output"].split("(process ", 1)[1].split(";", 1)[0])
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert "annotation(s) -> 1.geojson" in run["output"]
+
+
+def test_every_command_line_is_one_the_cli_accepts(bridge: dict) -> None:
+    """Each command a script ran, re-parsed by the real click CLI (options, types, paths)."""
+    seen = set()
+    for run in bridge["runs"].values():
+        for cmd in _commands(run["output"]):
+            assert cmd[0] in (PYTHON, PYTHON_ALT)
+            assert cmd[1:6] == ["-X", "utf8", "-u", "-m", "qupath_camseg"]
+            name, args = cmd[6], cmd[7:]
+            if run["name"] == "failure":
+                continue  # its project lost an image on purpose; the command itself ran (exit 2)
+            command = cli.get_command(None, name)  # type: ignore[arg-type]
+            assert command is not None, name
+            command.make_context(name, list(args))
+            seen.add(name)
+    assert seen >= {"predict", "doctor"} | ({"train"} if "train" in _COMMANDS else set())
+
+
+# ----------------------------------------------------------------------------- install-scripts (no Java)
+
+
+def test_scripts_ship_with_the_package() -> None:
+    from qupath_camseg.scripts import script_files, scripts_source_dir
+
+    assert (scripts_source_dir() / "camseg_lib.groovy").is_file()
+    assert {p.name for p in script_files()} == {p.name for p in SCRIPTS} >= set(OWN)
+
+
+def test_install_scripts_copies_backs_up_edits_and_keeps_other_files(tmp_path: Path) -> None:
+    from qupath_camseg.scripts import install_scripts
+
+    target = tmp_path / "QuPath scripts"
+    (target).mkdir()
+    (target / "my_own.groovy").write_text("println 'mine'", encoding="utf-8")
+    first = install_scripts(target)
+    assert sorted(p.name for p in first.copied) == sorted(p.name for p in SCRIPTS)
+    for src in SCRIPTS:
+        assert (target / src.name).read_bytes() == src.read_bytes()
+    edited = target / "camseg_Predict_current_image.groovy"
+    edited.write_text(edited.read_text(encoding="utf-8").replace("MODEL_DIR = ''", "MODEL_DIR = '/m'"), encoding="utf-8")
+    second = install_scripts(target)
+    assert [p.name for p in second.copied] == [edited.name]
+    assert len(second.unchanged) == len(SCRIPTS) - 1
+    (backup,) = second.backups
+    assert "MODEL_DIR = '/m'" in backup.read_text(encoding="utf-8")
+    assert edited.read_bytes() == (GROOVY / edited.name).read_bytes()
+    assert (target / "my_own.groovy").read_text(encoding="utf-8") == "println 'mine'"
+
+
+def test_default_scripts_dir_is_the_newest_qupath_user_directory(tmp_path: Path) -> None:
+    from qupath_camseg.errors import CamsegError
+    from qupath_camseg.scripts import default_scripts_dir
+
+    with pytest.raises(CamsegError, match="--dir"):
+        default_scripts_dir(tmp_path)
+    for name in ("v0.4", "v0.10", "v0.6", "backup-v0.9"):
+        (tmp_path / "QuPath" / name).mkdir(parents=True)
+    assert default_scripts_dir(tmp_path) == tmp_path / "QuPath" / "v0.10" / "scripts"
+
+
+def test_install_scripts_cli_says_where_and_what_next(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli, ["install-scripts", "--dir", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert str((tmp_path / "s").resolve()) in result.output
+    assert f"{len(SCRIPTS)} camseg scripts" in result.output
+    assert '"camseg Configure Python"' in result.output and PYTHON in result.output
+    assert sorted(p.name for p in (tmp_path / "s").glob("*.groovy")) == sorted(p.name for p in SCRIPTS)
+
+
+def test_script_names_in_messages_exist() -> None:
+    """Messages send users to other scripts by their menu name ("camseg Train on this project"):
+    each must be a real script, and each qcamseg command named must exist."""
+    import re
+
+    menu = {p.stem.replace("_", " ") for p in SCRIPTS}
+    texts = [(GROOVY / n).read_text(encoding="utf-8") for n in OWN]
+    texts.append((REPO / "qupath_camseg" / "cli" / "scripts_cmd.py").read_text(encoding="utf-8"))
+    named = {m for t in texts for m in re.findall(r'"(camseg [A-Z][A-Za-z ]+)"', t)}
+    assert named and named <= menu, named - menu
+    commands = {m for t in texts for m in re.findall(r"(?:`|: )qcamseg ([a-z][a-z-]+)", t)}
+    # (train: see test_train_exports_then_runs_train)
+    assert commands and commands <= set(_COMMANDS) | {"train"}, commands - set(_COMMANDS)
