@@ -36,7 +36,7 @@ def _not_writable(path: Path, err: OSError) -> OutputNotWritableError:
         fix = "free disk space or choose another output folder"
         what = "disk full"
     else:
-        fix = "choose a folder you can write to (--out) or fix its permissions"
+        fix = "choose a folder you can write to or fix its permissions"
         what = err.strerror or type(err).__name__
     return OutputNotWritableError(f"cannot write {path}: {what}; {fix}")
 
@@ -107,7 +107,8 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | N
 def backup_file(path: str | os.PathLike[str], *, backup_dir: str | os.PathLike[str] | None = None) -> Path:
     """Copy ``path`` to ``<backup_dir or path's folder>/<name>.<UTC timestamp>.bak`` and return it.
 
-    Called before any change to a file the user owns (e.g. ``project.qpproj``).
+    Called before any change to a file the user owns (e.g. ``project.qpproj``). The copy is made
+    under a temporary name and renamed, so a backup file is always complete.
     """
     src = Path(path)
     folder = Path(backup_dir) if backup_dir is not None else src.parent
@@ -117,10 +118,14 @@ def backup_file(path: str | os.PathLike[str], *, backup_dir: str | os.PathLike[s
     while dst.exists():
         dst = folder / f"{src.name}.{stamp}-{n}.bak"
         n += 1
-    try:
+    tmp = folder / f".{dst.name}.tmp"
+    try:  # copy, then rename: a crash never leaves a truncated file that looks like a backup
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
     except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise _not_writable(dst, err) from err
     return dst
 

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qupath_camseg.detections import Detection, detect_lesions
-from qupath_camseg.errors import CamsegError
+from qupath_camseg.errors import CamsegError, InvalidGeoJSONError, ProjectError
 from qupath_camseg.metrics import (
     FROCResult,
     PixelCounts,
@@ -87,6 +87,7 @@ class ProjectEvaluation:
     auc: float
     settings: dict[str, Any]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def mean_dice(self) -> float:
@@ -95,13 +96,14 @@ class ProjectEvaluation:
         return float(np.mean(vals)) if vals else math.nan
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary: ``overall``, ``froc`` (curve + score), ``slides``, ``skipped``."""
+        """JSON-ready summary: ``overall``, ``froc`` (curve + score), ``slides``, ``skipped``, ``warnings``."""
         overall = {f"pooled_{k}": _num(v) for k, v in self.pooled.scores().items()}
         overall.update(mean_dice=_num(self.mean_dice), froc_score=_num(self.froc.score),
                        slide_auc=_num(self.auc), n_slides=len(self.slides),
                        n_tumor_slides=sum(s.has_tumor for s in self.slides), n_lesions=self.froc.n_lesions)
         return {"overall": overall, "froc": self.froc.to_dict(), "slides": [s.to_dict() for s in self.slides],
-                "skipped": [{"image": n, "reason": r} for n, r in self.skipped], "settings": self.settings}
+                "skipped": [{"image": n, "reason": r} for n, r in self.skipped], "warnings": list(self.warnings),
+                "settings": self.settings}
 
 
 def _num(v: float | None) -> float | None:
@@ -126,6 +128,22 @@ def _tumor_geoms(objs: Sequence[Any], wanted: Sequence[str], *, ours: bool | Non
         if g is not None:
             out.append(g)
     return out
+
+
+def _class_warning(objs: Sequence[Any], found: Sequence[Any], what: str, wanted: Sequence[str],
+                   consequence: str, *, ours: bool | None) -> list[str]:
+    """A warning when ``objs`` hold area annotations (ours or not, as for :func:`_tumor_geoms`)
+    but none of a tumour class (``found`` empty): a class-name mismatch would pass silently."""
+    from qupath_camseg.geojson import is_ours, iter_objects
+
+    if found:
+        return []
+    classes = sorted({o.classification or "(unclassified)" for o in iter_objects(objs)
+                      if o.object_type == "annotation" and o.is_area and (ours is None or is_ours(o) == ours)})
+    if not classes:
+        return []
+    return [f"{what} has annotations of class {', '.join(classes)} but none of a tumour class "
+            f"({', '.join(wanted)}); {consequence}"]
 
 
 def read_heatmap(path: str | os.PathLike[str], slide_size_px: tuple[int, int], slide_mpp: float, *,
@@ -187,9 +205,15 @@ def evaluate_project(
     try:
         pred_dir = Path(predictions_dir) if predictions_dir else project.camseg_dir / "predictions"
         heat_dir = Path(heatmaps_dir) if heatmaps_dir else project.camseg_dir / "heatmaps"
+        if not project.entries:
+            raise ProjectError(
+                f"{getattr(project, 'qpproj', project_path)} has no images; add images in QuPath "
+                "(File > Project > Add images), then annotate, train and predict"
+            )
         entries = [project.entry(i) for i in images] if images else list(project.entries)
         slides: list[SlideEvaluation] = []
         skipped: list[tuple[str, str]] = []
+        warnings: list[str] = []
         for entry in entries:
             pred_file = pred_dir / f"{entry.entry_id}.geojson"
             heat_file = heat_dir / f"{entry.entry_id}.tif"
@@ -198,12 +222,25 @@ def evaluate_project(
                 continue
             with open_slide(project.image_path(entry), mpp=slide_mpp) as slide:
                 size, mpp = (int(slide.dimensions[0]), int(slide.dimensions[1])), float(slide.mpp)
-            truth = _tumor_geoms(project.read_annotations(entry), wanted, ours=False)
+            user_objs = project.read_annotations(entry)
+            truth = _tumor_geoms(user_objs, wanted, ours=False)
+            warnings += _class_warning(user_objs, truth, f"image {entry.image_name!r}", wanted,
+                                       "it counts as a normal slide - name the tumour class Tumor in QuPath",
+                                       ours=False)
             sources: list[str] = []
             pred_geoms: list[Any] = []
             if pred_file.is_file():
-                pred_geoms = _tumor_geoms(read_geojson(pred_file), wanted, ours=None)
+                try:
+                    pred_objs = read_geojson(pred_file)
+                except InvalidGeoJSONError as err:
+                    raise InvalidGeoJSONError(
+                        f"{str(err).split('; ')[0]}; rerun qcamseg predict with --overwrite to write it again"
+                    ) from err
+                pred_geoms = _tumor_geoms(pred_objs, wanted, ours=None)
                 sources.append(str(pred_file))
+                warnings += _class_warning(pred_objs, pred_geoms, str(pred_file), wanted,
+                                           "no tumour is predicted - was the model trained for other classes?",
+                                           ours=None)
             prob, heat_ds = None, 1.0
             if heat_file.is_file():
                 prob, heat_ds = read_heatmap(heat_file, size, mpp)
@@ -249,7 +286,7 @@ def evaluate_project(
         "eval_downsample_default": eval_downsample is None,
     }
     return ProjectEvaluation(slides, froc([s.lesions for s in slides]), pooled_counts(s.pixels for s in slides),
-                             auc, settings, skipped)
+                             auc, settings, skipped, warnings)
 
 
 def project_seed_figure(

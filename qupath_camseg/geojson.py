@@ -463,6 +463,10 @@ def _collect(el: Any, where: str, notes: list[str], out: list[QPObject], depth: 
         geom = _clean(_geometry(el, where, notes), where, notes)
         if geom is not None:
             out.append(QPObject(geometry=geom))
+    elif depth == 0:  # QuPath would read nothing: say so rather than return an empty list
+        raise InvalidGeoJSONError(f"{where}: not GeoJSON (top-level 'type' is {str(kind)[:40]!r}, not "
+                                  "FeatureCollection, Feature or a geometry); export the objects from "
+                                  "QuPath (File > Export objects as GeoJSON)")
     else:
         notes.append(f"{where}: skipped (not a Feature, FeatureCollection or geometry)")
 

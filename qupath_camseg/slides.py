@@ -17,6 +17,10 @@ inch); otherwise :attr:`Slide.mpp` raises :class:`MissingMppError`, whose messag
 treated as missing: they are file-format defaults (72 dpi = 352.8 µm/px), not microscope
 calibrations.
 
+**Pixel types.** 8-bit RGB(A) and 8-bit grey (shown as grey RGB) are read; a TIFF with other
+pixels (16-bit or float, more than 4 channels: fluorescence, multiplex) is refused with
+:class:`SlideReadError` rather than clipped into plausible-looking garbage.
+
 **Coordinates = QuPath's.** QuPath's OpenSlide server (``OpenslideImageServer``) reads
 ``openslide.bounds-x/-y/-width/-height``; when all four are present it reports the image as
 ``bounds-width × bounds-height`` and adds ``(bounds-x, bounds-y)`` to every tile request, i.e. its
@@ -93,6 +97,23 @@ def _mpp_from_tiff_tags(path: Path) -> float | None:
     if um_per_unit is None or px_per_unit <= 0:
         return None
     return um_per_unit / px_per_unit
+
+
+def _tiff_pixel_problem(path: Path) -> str | None:
+    """Why the first TIFF page cannot be read as 8-bit RGB / grey (e.g. ``"16-bit (uint16) pixels
+    with 1 channel"``), or None (fine, or not a TIFF: the readers decide). Both readers would
+    otherwise turn such pixels into plausible-looking garbage (clipped, black or white)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            dtype, samples = np.dtype(page.dtype), int(page.samplesperpixel)
+    except Exception:  # noqa: BLE001 - not a TIFF (or unreadable): the readers report it
+        return None
+    if dtype == np.uint8 and 1 <= samples <= 4:
+        return None
+    return f"{dtype.itemsize * 8}-bit ({dtype.name}) pixels with {samples} channel{'s' * (samples != 1)}"
 
 
 class Slide:
@@ -282,6 +303,11 @@ def open_slide(path: str | os.PathLike[str], *, mpp: float | None = None, backen
         raise SlideNotFoundError(f"{p}: no such slide file; check the path (and the project's image URIs)")
     if p.is_dir() and p.suffix.lower() != ".mrxs":
         raise SlideReadError(f"{p}: is a folder, not a slide file; give the slide file itself")
+    if p.is_file() and (problem := _tiff_pixel_problem(p)) is not None:
+        raise SlideReadError(
+            f"{p}: {problem}; qcamseg reads 8-bit RGB brightfield (H&E) slides; convert it to "
+            "8-bit RGB (e.g. with Fiji, vips or QuPath) or use the scanner's original file"
+        )
     order = [backend] if backend != "auto" else (
         ["openslide"] if p.suffix.lower() in _OPENSLIDE_ONLY else ["tiffslide", "openslide"]
     )

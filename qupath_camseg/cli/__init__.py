@@ -5,8 +5,9 @@ Commands are registered by name → ``"module:function"`` and imported only when
 their function bodies, so ``qcamseg --help`` is instant and never starts a JVM.
 
 :func:`main` is callable from Python (``main(["predict", ...]) -> int``). Errors the user can fix
-(:class:`~qupath_camseg.errors.CamsegError`) print one line ``error: ...`` and exit 2;
-``--debug`` shows the traceback instead.
+(:class:`~qupath_camseg.errors.CamsegError`), usage errors and operating-system errors
+(unreadable files, full disk) print one line ``error: ...`` on stderr and exit 2; ``--debug``
+shows the traceback instead. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ __all__ = ["cli", "main"]
 
 # name -> "module:attribute" (module relative to qupath_camseg.cli). Keep sorted by flow.
 _COMMANDS: dict[str, str] = {
+    "synth": "project_cmds:synth",
+    "import-annotations": "project_cmds:import_annotations",
+    "train": "train_cmd:train",
+    "predict": "predict_cmd:predict",
+    "convert": "convert:convert",
+    "evaluate": "evaluate_cmd:evaluate",
+    "figure": "evaluate_cmd:figure",
+    "export-qupath": "export_cmd:export_qupath",
+    "install-scripts": "scripts_cmd:install_scripts",
+    "demo": "demo:demo",
     "doctor": "doctor:doctor",
 }
 
@@ -67,6 +78,32 @@ def cli(ctx: click.Context, debug: bool) -> None:
     )
 
 
+def _click_message(err: click.ClickException) -> str:
+    """A click error as one line, pointing at the command's ``--help`` for usage errors."""
+    msg = " ".join(err.format_message().split())
+    ctx = getattr(err, "ctx", None)
+    if isinstance(err, click.UsageError) and ctx is not None:
+        msg = f"{msg.rstrip('.')}; see '{ctx.command_path} --help'"
+    return msg
+
+
+def _os_message(err: OSError) -> str:
+    """An operating-system error (not one of ours) as one line naming the file and the fix."""
+    import errno
+
+    what = err.strerror or type(err).__name__
+    where = f"{err.filename}: " if err.filename is not None else ""
+    if err.errno == errno.ENOSPC:
+        fix = "free disk space or write somewhere else"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "check the file's permissions or choose another location"
+    elif err.errno == errno.ENOENT:
+        fix = "check the path"
+    else:
+        fix = "check the path, its permissions and free disk space"
+    return f"{where}{what}; {fix} (--debug shows the traceback)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``qcamseg`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     from qupath_camseg.errors import CamsegError
@@ -78,8 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 130
-    except click.ClickException as err:
-        err.show()
+    except click.ClickException as err:  # usage errors: one line, like ours
+        click.echo(f"error: {_click_message(err)}", err=True)
         return err.exit_code
     except click.exceptions.Exit as err:
         return err.exit_code
@@ -91,4 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("Interrupted; finished work is kept and a rerun resumes.", err=True)
         return 130
+    except OSError as err:  # the machine, not a bug: unreadable input, full disk, permissions
+        if debug:
+            raise
+        click.echo(f"error: {_os_message(err)}", err=True)
+        return 2
     return rv if isinstance(rv, int) else 0

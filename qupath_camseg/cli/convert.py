@@ -79,6 +79,10 @@ def convert(src: Path, dst: Path, qupath_version: str, class_map: tuple[str, ...
     mapping = _parse_class_map(class_map)
     report: list[str] = []
     objs = read_asap_xml(src, report=report) if in_kind == "xml" else read_geojson(src, report=report)
+    if not objs and report:  # everything was skipped or dropped: say why instead of writing nothing
+        why = report[-1].removeprefix(f"{src}: ")
+        raise InvalidAnnotationError(f"{src}: nothing to convert ({why}); check it is the right file "
+                                     "(QuPath: File > Export objects as GeoJSON; ASAP: Save annotations)")
     if mapping:
         objs = [copy_object(o) for o in objs]
         for o in iter_objects(objs):

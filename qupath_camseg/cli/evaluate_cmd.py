@@ -97,6 +97,8 @@ def evaluate(project: Path, predictions_dir: Path | None, heatmaps_dir: Path | N
     )
     for name, reason in ev.skipped:
         click.echo(f"skipped {name}: {reason}", err=True)
+    for note in ev.warnings:
+        click.echo(f"warning: {note}", err=True)
     click.echo(_report_text(ev))
     reports = _reports_dir(project)
     json_path = json_out or reports / "evaluation.json"

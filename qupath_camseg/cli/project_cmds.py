@@ -46,7 +46,7 @@ def write_synthetic_project(out_dir: str | os.PathLike[str], *, slides: int, wid
     ``"auto"``/``"paquo"``), into the QuPath hierarchy too. Atomic: built in a temporary sibling
     folder and renamed into place. A non-empty ``out_dir`` is refused unless ``overwrite``.
     """
-    from qupath_camseg.errors import ProjectExistsError, QuPathNotFoundError
+    from qupath_camseg.errors import OutputNotWritableError, ProjectExistsError, QuPathNotFoundError
     from qupath_camseg.geojson import QPObject
     from qupath_camseg.paquo_door import PaquoProject, find_qupath_installation
     from qupath_camseg.project import ImageInfo, create_project
@@ -102,6 +102,9 @@ def write_synthetic_project(out_dir: str | os.PathLike[str], *, slides: int, wid
 
             atomic_write_json(project.camseg_dir / "synth.json", params)
         _move_into_place(tmp, out)
+    except OutputNotWritableError as err:  # name the folder the user asked for, not our temporary one
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputNotWritableError(str(err).replace(str(tmp), str(out))) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -170,6 +173,40 @@ def synth(out_dir: Path, slides: int, width: int, height: int, seed: int, mpp: f
     click.echo(result.paquo_note)
 
 
+def _check_on_image(file: Path, objs: list[Any], entry: Any) -> list[str]:
+    """Warnings for annotations that lie wholly or partly outside the entry's image (another
+    image's annotations, or coordinates that are not level-0 px). They are imported as drawn: the
+    user's objects are never changed. No check when the image cannot be opened here."""
+    import shapely
+
+    from qupath_camseg.errors import CamsegError
+    from qupath_camseg.slides import open_slide
+
+    if entry.path is None:
+        return []
+    try:
+        with open_slide(entry.path) as slide:
+            w, h = slide.dimensions
+    except (CamsegError, OSError):
+        return []
+    frame = shapely.box(0, 0, w, h)
+    outside = [o for o in objs if not o.geometry.intersects(frame)]
+    partly = sum(1 for o in objs if o.geometry.intersects(frame) and not frame.contains(o.geometry))
+    notes = []
+    if outside:
+        x0, y0, x1, y1 = shapely.union_all([o.geometry for o in outside]).bounds
+        what = f"all {len(objs)}" if len(outside) == len(objs) else f"{len(outside)} of {len(objs)}"
+        notes.append(
+            f"{what} annotation(s) of {file} lie outside image {entry.image_name!r} ({w}x{h} px; they span "
+            f"x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}); imported as drawn - check they belong to this "
+            "image and are in level-0 (full-resolution) pixels"
+        )
+    if partly:
+        notes.append(f"{partly} annotation(s) of {file.name} extend beyond {entry.image_name!r} ({w}x{h} px); "
+                     "imported as drawn")
+    return notes
+
+
 @click.command("import-annotations")
 @click.argument("project", type=click.Path(path_type=Path))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -189,7 +226,7 @@ def import_annotations(project: Path, file: Path, image: str, replace: bool, doo
     if file.suffix.lower() == ".xml":
         from qupath_camseg.asap import read_asap_xml
 
-        objs = read_asap_xml(file)
+        objs = read_asap_xml(file, report=report)
     else:
         from qupath_camseg.geojson import read_geojson
 
@@ -197,9 +234,13 @@ def import_annotations(project: Path, file: Path, image: str, replace: bool, doo
     for note in report:
         click.echo(f"warning: {note}", err=True)
     if not objs:
-        raise InvalidAnnotationError(f"{file} holds no annotations; check it is the right file")
+        why = f" ({report[-1].removeprefix(f'{file}: ')})" if report else ""
+        raise InvalidAnnotationError(f"{file} holds no annotations{why}; check it is the right file "
+                                     "(in QuPath: File > Export objects as GeoJSON)")
     with open_project(project, "r+", door=door) as p:
         entry = p.entry(image)
+        for note in _check_on_image(file, objs, entry):
+            click.echo(f"warning: {note}", err=True)
         if replace:
             backup = p.write_annotations(entry, objs, keep_user=False)
         else:
