@@ -21,6 +21,8 @@ setup: $(VENV)/bin/python
 setup-test: $(VENV)/bin/python
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[test]"
+	bash scripts/opencv_envs.sh $(PY)   # QuPath's OpenCV builds (4.6/4.10/4.11) for the export parity tests
+	bash scripts/fetch_groovy.sh        # Groovy 4.0.26 (QuPath 0.6's) for the Groovy-bridge tests
 
 demo: setup
 	$(VENV)/bin/qcamseg demo --out demo-out
