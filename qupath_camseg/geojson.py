@@ -26,8 +26,8 @@ Every rule here comes from QuPath's own sources (qupath-core, package ``qupath.l
   form at all, but every version reads them in the list form (``getAsDouble`` parses the string),
   so write ``qupath_version="0.3"`` for QuPath 0.4.x when measurements may be NaN.
 
-Coordinates are level-0 pixels. Objects we create carry ``metadata == CAMSEG_METADATA`` so a rerun
-replaces only its own objects (:func:`is_ours`).
+Coordinates are level-0 pixels. Objects we create carry ``metadata == CAMSEG_METADATA`` and a name
+starting with ``"camseg"`` so a rerun replaces only its own objects (:func:`is_ours`).
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ from qupath_camseg.errors import InvalidGeoJSONError
 
 __all__ = [
     "CAMSEG_METADATA",
+    "OUR_NAME_PREFIX",
     "OBJECT_TYPES",
     "QPObject",
     "read_geojson",
@@ -79,6 +80,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CAMSEG_METADATA: dict[str, str] = {"created_by": "qupath-camseg"}
+#: Our objects' names start with this too: QuPath 0.4 keeps metadata only on annotations, and
+#: paquo cannot write it at all, so the name is the marker that survives (see :func:`is_ours`).
+OUR_NAME_PREFIX = "camseg"
 OBJECT_TYPES = ("annotation", "detection", "tile", "cell", "tmaCore", "root")
 #: every spelling QuPath accepts (``PathObjectTypeAdapter.read`` switch) → our canonical name.
 _TYPE_ALIASES = {
@@ -133,8 +137,12 @@ class QPObject:
 
 
 def is_ours(obj: QPObject) -> bool:
-    """True when ``obj`` was created by qupath-camseg (its metadata carries CAMSEG_METADATA)."""
-    return all(obj.metadata.get(k) == v for k, v in CAMSEG_METADATA.items())
+    """True when ``obj`` was created by qupath-camseg. The one rule, shared with the Groovy bridge
+    (``Camseg.isOurs``) and the paquo door: metadata ``created_by`` decides when present (it must be
+    ``qupath-camseg``); without it, a name starting with :data:`OUR_NAME_PREFIX` marks ours."""
+    if "created_by" in obj.metadata:
+        return all(obj.metadata.get(k) == v for k, v in CAMSEG_METADATA.items())
+    return bool(obj.name) and str(obj.name).startswith(OUR_NAME_PREFIX)
 
 
 def iter_objects(objs: Iterable[QPObject]) -> Iterator[QPObject]:

@@ -7,8 +7,10 @@ asks paquo's own finder (``paquo.jpype_backend.find_qupath`` with paquo's settin
 
 :class:`PaquoProject` has the interface of :class:`~qupath_camseg.project.FileProject`, but reads
 annotations from, and writes objects into, the QuPath object hierarchy (``data/<id>/data.qpdata``)
-so they show in QuPath as soon as the project is reopened. Objects we create carry the name
-suffix :data:`OUR_NAME_SUFFIX`; rewriting removes only those. The project file and the entry's
+so they show in QuPath as soon as the project is reopened. paquo exposes no per-object metadata,
+so here the name alone marks our objects: they are written with a name starting with
+:data:`~qupath_camseg.geojson.OUR_NAME_PREFIX` (``camseg Tumor``, ``camseg tile``), the same rule
+as :func:`~qupath_camseg.geojson.is_ours` and the Groovy bridge; rewriting removes only those. The project file and the entry's
 data file are backed up to ``<project>/camseg/backups/`` before each write.
 """
 
@@ -38,11 +40,8 @@ from qupath_camseg.project import (
     uri_to_path,
 )
 
-__all__ = ["find_qupath_installation", "PaquoProject", "OUR_NAME_SUFFIX", "PAQUO_API"]
+__all__ = ["find_qupath_installation", "PaquoProject", "PAQUO_API"]
 
-#: Appended to the name of every object we write into a QuPath hierarchy (paquo 0.9 exposes no
-#: per-object metadata), so a rewrite removes ours and never the user's.
-OUR_NAME_SUFFIX = " [qcamseg]"
 
 #: Every paquo callable this module calls, by the name used at the call site → "module:qualname"
 #: in paquo. ``tests/test_paquo_door.py`` parses this file, finds each call by that name and
@@ -102,7 +101,9 @@ def find_qupath_installation() -> tuple[Path | None, str]:
 
 
 def _is_ours_name(name: str | None) -> bool:
-    return bool(name) and str(name).endswith(OUR_NAME_SUFFIX)
+    from qupath_camseg.geojson import OUR_NAME_PREFIX
+
+    return bool(name) and str(name).startswith(OUR_NAME_PREFIX)
 
 
 class PaquoProject:
@@ -296,8 +297,12 @@ class PaquoProject:
             new = h.add_detection(obj.geometry, path_class=pc, measurements=meas)
         else:
             raise ProjectError(f"cannot write a {kind!r} object into QuPath; use annotation, detection or tile")
-        base = obj.name or obj.classification or kind
-        new.name = f"{base}{OUR_NAME_SUFFIX}" if mark else obj.name
+        if mark and not _is_ours_name(obj.name):
+            from qupath_camseg.geojson import OUR_NAME_PREFIX
+
+            new.name = f"{OUR_NAME_PREFIX} {obj.name or obj.classification or kind}"
+        else:
+            new.name = obj.name
 
 
 def _to_qpobject(obj: Any, object_type: str) -> Any:
@@ -307,8 +312,6 @@ def _to_qpobject(obj: Any, object_type: str) -> Any:
     pc = obj.path_class
     name = obj.name
     ours = _is_ours_name(name)
-    if ours:
-        name = str(name)[: -len(OUR_NAME_SUFFIX)] or None
     meas = {}
     for k, v in dict(obj.measurements).items():
         with contextlib.suppress(TypeError, ValueError):

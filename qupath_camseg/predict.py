@@ -11,8 +11,10 @@ slide. From the finished chunks it then writes, under ``out_dir``:
   highest mean probability (background is called ``Other``, QuPath's catch-all class), with
   measurements ``"<class> probability (mean)"`` and ``"<class> area fraction"`` (share of the tile
   at or above ``threshold``) per class; and one annotation per connected region at or above
-  ``threshold`` (holes kept, outlines simplified, specks removed), named ``Predicted <class>``.
-  All objects carry :data:`~qupath_camseg.geojson.CAMSEG_METADATA`.
+  ``threshold`` (holes kept, outlines simplified, specks removed), named ``camseg <class>``
+  (tiles: ``camseg tile``). All objects carry :data:`~qupath_camseg.geojson.CAMSEG_METADATA` and
+  a name starting with :data:`~qupath_camseg.geojson.OUR_NAME_PREFIX` (QuPath 0.4 keeps object
+  metadata only on annotations), see :func:`~qupath_camseg.geojson.is_ours`.
 * ``heatmaps/<id>.tif`` - the tumour probability as a pyramidal TIFF (:mod:`qupath_camseg.heatmap`).
 * ``reports/<id>.json`` - model, pixel sizes, tiles, tissue and tumour area (mm²), timings,
   versions, device, settings. Written last: its presence means the image is finished.
@@ -25,6 +27,7 @@ through the paquo door when QuPath is installed, replaces our objects in the pro
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
@@ -42,15 +45,17 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg import __version__
+from qupath_camseg._dist import Dist, env_rank, shard_by_weight
 from qupath_camseg._io import atomic_write_json, file_lock
 from qupath_camseg.blending import ChunkStore, TilePlan, run_inference
 from qupath_camseg.errors import (
     CamsegError,
     InvalidAnnotationError,
     ModelBundleError,
+    ProjectError,
     SlideNotFoundError,
 )
-from qupath_camseg.geojson import CAMSEG_METADATA, QPObject, write_geojson
+from qupath_camseg.geojson import CAMSEG_METADATA, OUR_NAME_PREFIX, QPObject, read_geojson, write_geojson
 
 __all__ = [
     "BACKGROUND_CLASS",
@@ -127,12 +132,21 @@ class LoadedModel:
 
 
 def _pick_device(device: str) -> str:
+    """``auto``/``cuda`` → a concrete device; under ``torchrun`` each process takes the GPU
+    ``LOCAL_RANK`` (one GPU per process; narrow them with ``CUDA_VISIBLE_DEVICES``)."""
     import torch
 
     if device in ("auto", "", None):
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CamsegError(f"--device {device} was asked for but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    _, world, local = env_rank()
+    if device == "cuda" and world > 1:
+        if local >= torch.cuda.device_count():
+            raise CamsegError(f"torchrun started process LOCAL_RANK={local} but only {torch.cuda.device_count()} "
+                              "GPU(s) are visible; use --nproc_per_node at most the number of GPUs per node")
+        device = f"cuda:{local}"
+        torch.cuda.set_device(local)
     return device
 
 
@@ -422,7 +436,7 @@ def _objects(store: ChunkStore, plan: TilePlan, fractions: _TissueFractions, roi
         cls = BACKGROUND_CLASS if best == 0 else names[best - 1]
         color = colors[best - 1] if best else (180, 180, 180)
         objs.append(QPObject(geom, object_type="tile", classification=cls, color=color,
-                             name="Prediction tile", measurements=meas, metadata=dict(CAMSEG_METADATA)))
+                             name=f"{OUR_NAME_PREFIX} tile", measurements=meas, metadata=dict(CAMSEG_METADATA)))
     # region annotations: union of chunk pieces, closed over chunk seams, simplified, specks dropped
     um2_px = 1 / slide_mpp**2
     simplify = (opts.simplify_um / slide_mpp) if opts.simplify_um is not None else 0.5 * ds
@@ -435,7 +449,7 @@ def _objects(store: ChunkStore, plan: TilePlan, fractions: _TissueFractions, roi
             tumor_area = float(sum(p.area for p in regions))
         for p in regions:
             objs.append(QPObject(p, object_type="annotation", classification=names[k], color=colors[k],
-                                 name=f"Predicted {names[k]}", metadata=dict(CAMSEG_METADATA)))
+                                 name=f"{OUR_NAME_PREFIX} {names[k]}", metadata=dict(CAMSEG_METADATA)))
     return objs, tumor_area
 
 
@@ -463,6 +477,13 @@ def _regions(pieces: list[Polygon], *, close_px: float, simplify_px: float, min_
     return out
 
 
+#: Per-image outcome codes exchanged between ranks (summed: each image has exactly one owner).
+_DONE, _SKIPPED, _FAILED = 1, 2, 3
+#: How long ranks wait for each other at the end: slides are not split, so with a few large slides
+#: ranks may finish hours apart (torchrun stops every rank as soon as one dies, so no hang).
+_DDP_TIMEOUT = datetime.timedelta(days=7)
+
+
 def predict_project(
     project_path: str | Path, model: LoadedModel | str | Path, *, images: Sequence[str] = (),
     options: PredictOptions | None = None, project_write: bool = True, progress: Progress | None = None,
@@ -472,7 +493,14 @@ def predict_project(
     Outputs go to ``<project>/camseg/``. With ``project_write`` and a QuPath installation, our
     objects are also written into each image's hierarchy through the paquo door (backup first,
     the user's own objects untouched). An image that fails is reported by an ``error`` event and
-    the others continue; a :class:`CamsegError` naming the failed images is raised at the end.
+    the others continue; at the end its own error is raised when it is the only one, else a
+    :class:`CamsegError` naming the failed images.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the images are shared out by file size, the same way on
+    every rank (:func:`~qupath_camseg._dist.shard_by_weight`); each rank predicts and writes its
+    own (every file atomically). The ranks meet once at the end (gloo): rank 0 then writes the new
+    results into the project hierarchy (a single writer, so the project lock never sees two),
+    returns the results of all images and raises the summary error; the others return their own.
     """
     from qupath_camseg.project import open_project
 
@@ -480,31 +508,90 @@ def predict_project(
     emit = progress or (lambda event: None)
     with open_project(project_path, "r", door="files") as proj:
         entries = [proj.entry(n) for n in images] if images else list(proj.entries)
+        if not entries:
+            raise ProjectError(f"{proj.qpproj} has no images; add images in QuPath (File > Project > Add images), "
+                               "or pass a slide file to qcamseg predict")
+        entries = list({e.entry_id: e for e in entries}.values())  # an image named twice runs once
         out_dir = proj.camseg_dir
-        jobs = [(e, proj) for e in entries]
-        resolved = []
-        for e, p in jobs:
+        resolved: list[tuple[Any, Path | CamsegError]] = []
+        for e in entries:
             try:
-                resolved.append((e, p.image_path(e)))
+                resolved.append((e, proj.image_path(e)))
             except CamsegError as err:
                 resolved.append((e, err))
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=opts.device)
-    results, failed = [], []
-    for e, img in resolved:
-        try:
-            if isinstance(img, CamsegError):
-                raise img
-            res = predict_slide(img, lm, out_dir, entry_id=e.entry_id, image_name=e.image_name,
-                                options=opts, progress=emit)
-            if project_write and not res.skipped:
-                _write_back(Path(project_path), e.entry_id, res.objects, emit, e.image_name)
-            results.append(res)
-        except CamsegError as err:
-            failed.append(e.image_name)
-            emit({"event": "error", "image": e.image_name, "message": str(err)})
-    if failed:
-        raise CamsegError(f"{len(failed)} of {len(resolved)} images failed ({', '.join(failed[:5])}); see the messages above")
-    return results
+    import torch
+
+    rank, world, _ = env_rank()
+    owner = shard_by_weight([_file_size(img) for _, img in resolved], world)
+    status = torch.zeros(len(resolved), dtype=torch.int64)
+    results: dict[int, PredictResult] = {}
+    errors: dict[int, CamsegError] = {}
+    dist = Dist.from_env("cpu", backend="gloo", timeout=_DDP_TIMEOUT)  # a stand-in outside torchrun
+    try:
+        for i, (e, img) in enumerate(resolved):
+            if owner[i] != rank:
+                continue
+            try:
+                if isinstance(img, CamsegError):
+                    raise img
+                res = predict_slide(img, lm, out_dir, entry_id=e.entry_id, image_name=e.image_name,
+                                    options=opts, progress=emit)
+                results[i] = res
+                status[i] = _SKIPPED if res.skipped else _DONE
+                if project_write and not res.skipped and world == 1:
+                    _write_back(Path(project_path), e.entry_id, res.objects, emit, e.image_name)
+            except CamsegError as err:
+                errors[i], status[i] = err, _FAILED
+                emit({"event": "error", "image": e.image_name, "message": str(err)})
+        status = dist.all_reduce(status)
+    finally:
+        dist.close()
+    if world > 1 and rank == 0:
+        for i, (e, _img) in enumerate(resolved):
+            if int(status[i]) not in (_DONE, _SKIPPED):
+                continue
+            try:
+                res = results.get(i) or _result_from_report(out_dir, e, skipped=int(status[i]) == _SKIPPED)
+                results[i] = res
+                if project_write and int(status[i]) == _DONE:
+                    objs = res.objects or read_geojson(res.outputs["geojson"])
+                    _write_back(Path(project_path), e.entry_id, objs, emit, e.image_name)
+            except CamsegError as err:
+                errors[i], status[i] = err, _FAILED
+                emit({"event": "error", "image": e.image_name, "message": str(err)})
+    failed = [i for i in range(len(resolved)) if int(status[i]) == _FAILED]
+    if failed and rank == 0:
+        if len(failed) == 1 and failed[0] in errors:
+            raise errors[failed[0]]
+        names = [resolved[i][0].image_name for i in failed]
+        if len(failed) == 1:  # its error was printed by the torchrun process that owned it
+            raise CamsegError(f"{names[0]} failed in torchrun process rank {owner[failed[0]]}; see its message "
+                              "above, fix it and run again (finished images are skipped)")
+        listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise CamsegError(f"{len(failed)} of {len(resolved)} images failed ({listed}); see the messages above, "
+                          "fix them and run again (finished images are skipped)")
+    return [results[i] for i in sorted(results)]
+
+
+def _file_size(path: Path | CamsegError) -> int:
+    """Bytes of a slide file, the work estimate for sharding (compressed tiles: tissue, not glass)."""
+    try:
+        return path.stat().st_size if isinstance(path, Path) else 0
+    except OSError:
+        return 0
+
+
+def _result_from_report(out_dir: Path, entry: Any, *, skipped: bool) -> PredictResult:
+    """The result of an image another rank predicted, from its report (written last, atomically)."""
+    path = Path(out_dir) / "reports" / f"{entry.entry_id}.json"
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CamsegError(f"cannot read the report {path} another process wrote ({err}); "
+                          "check the shared file system, then run again") from err
+    outputs = {k: Path(v) for k, v in report.get("outputs", {}).items()}
+    return PredictResult(entry.image_name, entry.entry_id, outputs, report, skipped=skipped)
 
 
 def _write_back(project_path: Path, entry_id: str, objs: list[QPObject], emit: Progress, image: str) -> None:

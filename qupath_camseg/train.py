@@ -14,8 +14,8 @@ Every file is written atomically (temp + rename), so a ``kill -9`` leaves each o
 state is just ``(epoch, batch)``; see :mod:`qupath_camseg.data`). The checkpoint holds tensors
 and plain values only and is read with ``torch.load(weights_only=True)`` (no unpickling of code).
 
-_Distributed (``torchrun --nproc_per_node=N -m qupath_camseg train ...``): each rank draws its
-own shard of the tile keys, gradients are averaged by _DistributedDataParallel, metrics are
+Distributed (``torchrun --nproc_per_node=N -m qupath_camseg train ...``): each rank draws its
+own shard of the tile keys, gradients are averaged by DistributedDataParallel, metrics are
 summed over ranks, and only rank 0 writes. The effective batch is ``batch_size × N``.
 """
 
@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from qupath_camseg import __version__
+from qupath_camseg._dist import Dist as _Dist
 from qupath_camseg._io import atomic_write_bytes, atomic_write_json
 from qupath_camseg.augment import AugmentConfig, photometric
 from qupath_camseg.bundle import ModelConfig, save_bundle
@@ -553,76 +554,6 @@ def _validate(
         "val_tiles": int(loss_sum[1]),
         "per_class": per_class,
     }
-
-
-# ------------------------------------------------------------------------------ distributed
-class _Dist:
-    """torch.distributed as set up by ``torchrun`` (``WORLD_SIZE``/``RANK``/``LOCAL_RANK``), or a
-    single process. NCCL on GPUs, gloo on CPU."""
-
-    def __init__(
-        self, rank: int = 0, world_size: int = 1, local_rank: int = 0, *, owned: bool = False, comm: str = "cpu"
-    ) -> None:
-        self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
-        self.is_main = rank == 0
-        self._owned, self._comm = owned, comm
-
-    @classmethod
-    def from_env(cls, device: str) -> _Dist:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch.distributed as tdist
-
-        use_gpu = device != "cpu" and torch.cuda.is_available()
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        owned = False
-        if not tdist.is_initialized():
-            if use_gpu:
-                torch.cuda.set_device(local)
-            tdist.init_process_group(backend="nccl" if use_gpu else "gloo")
-            owned = True
-        comm = f"cuda:{local}" if tdist.get_backend() == "nccl" else "cpu"
-        return cls(tdist.get_rank(), tdist.get_world_size(), local, owned=owned, comm=comm)
-
-    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum ``tensor`` over ranks (returns a CPU tensor)."""
-        if self.world_size == 1:
-            return tensor
-        import torch.distributed as tdist
-
-        t = tensor.to(self._comm)
-        tdist.all_reduce(t)
-        return t.cpu()
-
-    def broadcast_str(self, value: str) -> str:
-        """Rank 0's ``value`` on every rank."""
-        if self.world_size == 1:
-            return value
-        import torch.distributed as tdist
-
-        box = [value]
-        tdist.broadcast_object_list(box, src=0, device=torch.device(self._comm))
-        return str(box[0])
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            import torch.distributed as tdist
-
-            tdist.barrier()
-
-    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-        if self.world_size == 1:
-            return model
-        from torch.nn.parallel import DistributedDataParallel
-
-        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    def close(self) -> None:
-        if self._owned:
-            import torch.distributed as tdist
-
-            tdist.destroy_process_group()
 
 
 # ------------------------------------------------------------------------------ run folder

@@ -510,16 +510,14 @@ def _fine_model(ctx: Ctx) -> Path:
 
 
 @case("predict-model-finer-than-slide", "predict", "model trained at a finer µm/px than the slide has",
-      "use a model trained at the slide's µm/px or coarser", "tumor_001.tif", "0.1 µm/px", "0.25 µm/px",
-      xfail="the final line says 'see the messages above' instead of the reason (predict.py/predict_cmd.py)")
+      "use a model trained at the slide's µm/px or coarser", "tumor_001.tif", "0.1 µm/px", "0.25 µm/px")
 def _(ctx: Ctx) -> list[str]:
     return ["predict", str(ctx.project()), "--model", str(_fine_model(ctx)), "--images", "tumor_001.tif",
             "--progress", "none"]
 
 
 @case("predict-empty-project", "predict", "project without images", "add images in QuPath",
-      "empty", "no images",
-      xfail="predict on a project without images exits 0 and prints nothing (predict.py/predict_cmd.py)")
+      "empty", "no images")
 def _(ctx: Ctx) -> list[str]:
     from qupath_camseg.project import create_project
 

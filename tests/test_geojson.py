@@ -14,6 +14,7 @@ from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
 from qupath_camseg.errors import CamsegError, InvalidGeoJSONError
 from qupath_camseg.geojson import (
     CAMSEG_METADATA,
+    OUR_NAME_PREFIX,
     QPObject,
     is_ours,
     iter_objects,
@@ -193,6 +194,17 @@ def test_is_ours_survives_round_trip(tmp_path):
     theirs = _obj(metadata={"created_by": "someone"})
     path = write_geojson(tmp_path / "x.geojson", [mine, theirs, _obj()])
     assert [is_ours(o) for o in read_geojson(path)] == [True, False, False]
+
+
+def test_is_ours_falls_back_to_the_name_without_metadata(tmp_path):
+    """QuPath 0.4 keeps metadata only on annotations (and paquo writes none), so a re-saved
+    ``camseg tile`` detection is still ours by its name; metadata, when present, decides."""
+    tile = _obj(object_type="detection", name="camseg tile")
+    other_tool = _obj(name="camseg Tumor", metadata={"created_by": "someone"})
+    user = _obj(name="Tumor 1")
+    path = write_geojson(tmp_path / "x.geojson", [tile, other_tool, user])
+    assert [is_ours(o) for o in read_geojson(path)] == [True, False, False]
+    assert is_ours(_obj(name=f"{OUR_NAME_PREFIX} Tumor"))
 
 
 def test_geometry_round_trip_iou_and_classes(tmp_path):

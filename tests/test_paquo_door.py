@@ -166,3 +166,21 @@ def test_paquo_door_round_trip_keeps_user_objects(tmp_path: Path) -> None:  # pr
         assert sorted(o.name for o in anns) == sorted([o.name for o in truth] + ["mine"])
         assert not any(is_ours(o) for o in anns)  # ours went in as a detection
     assert list((out / "camseg" / "backups").iterdir())
+
+
+def test_objects_read_through_paquo_are_ours_by_name_only() -> None:
+    """paquo exposes no object metadata: the shared rule's name fallback decides (``camseg ...``)."""
+    from types import SimpleNamespace
+
+    from shapely.geometry import box
+
+    from qupath_camseg.geojson import is_ours
+    from qupath_camseg.paquo_door import _to_qpobject
+
+    def paquo_object(name: str | None) -> SimpleNamespace:  # test double for a paquo path object
+        return SimpleNamespace(path_class=None, name=name, measurements={"p": 0.5}, roi=box(0, 0, 5, 5), locked=False)
+
+    tile = _to_qpobject(paquo_object("camseg tile"), "tile")
+    assert is_ours(tile) and tile.name == "camseg tile" and tile.measurements == {"p": 0.5}
+    assert is_ours(_to_qpobject(paquo_object("camseg Tumor"), "annotation"))
+    assert not any(is_ours(_to_qpobject(paquo_object(n), "annotation")) for n in ("Tumor 1", None, "Tumor [camseg]"))

@@ -13,8 +13,15 @@ UTF-8, flushed after each line; every object has ``"event"`` and, except for a g
                                                                             (or after all images)
 
 Progress events come at most twice a second and always for the last tile. ``--progress bar``
-(default) shows a tqdm bar per slide on stderr (tiles/s, ETA); ``none`` is silent. In every mode
-the exit code is 0 on success and 2 for an error the user can fix.
+(default) shows a tqdm bar per slide on stderr (tiles/s, ETA); ``none`` shows only errors. When
+several images fail, each one's error is printed as ``IMAGE: failed - MESSAGE`` before the final
+``error:`` line; when one fails, the final line is its own error. In every mode the exit code is
+0 on success and 2 for an error the user can fix.
+
+Under ``torchrun --nproc_per_node=N -m qupath_camseg predict PROJECT ...`` each process predicts
+its share of the images (see :func:`qupath_camseg.predict.predict_project`); JSON events carry
+``"rank"``, only rank 0 draws progress bars and prints the summary, other ranks' lines start with
+``[rank R]``, and image errors are printed as they happen.
 """
 
 from __future__ import annotations
@@ -41,21 +48,35 @@ def _is_project(path: Path) -> bool:
 
 
 class _Reporter:
-    """Turns library progress events into a tqdm bar (stderr), JSON lines (stdout) or nothing."""
+    """Turns library progress events into a tqdm bar (stderr), JSON lines (stdout) or nothing
+    (but errors). ``rank``/``world``: the torchrun process this is, and how many there are."""
 
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
+    def __init__(self, mode: str, *, rank: int = 0, world: int = 1) -> None:
+        self.mode, self.rank, self.world = mode, rank, world
+        self.prefix = f"[rank {rank}] " if world > 1 else ""
         self.bar: Any = None
+        self.failures: list[str] = []  # image errors not yet printed
 
     def __call__(self, event: dict[str, Any]) -> None:
         if self.mode == "jsonl":
+            if self.world > 1:
+                event = {**event, "rank": self.rank}
             click.echo(json.dumps(event, ensure_ascii=False, default=str))
             sys.stdout.flush()
             return
+        kind = event.get("event")
+        if kind == "error" and event.get("image"):
+            line = f"{self.prefix}{event['image']}: failed - {event.get('message')}"
+            if self.world > 1:  # rank 0 prints the summary after all ranks met: print now
+                self._write(line)
+            else:  # at the end, and only if it is not the single error that ends the run
+                self.failures.append(line)
+            return
         if self.mode == "none":
             return
-        kind = event.get("event")
-        if kind == "start":
+        if kind == "start" and self.rank != 0:  # one process draws bars; the others say what they do
+            self._write(f"{self.prefix}{event['image']}: predicting {event['tiles']} tiles")
+        elif kind == "start":
             from tqdm.auto import tqdm
 
             self._close()
@@ -65,14 +86,23 @@ class _Reporter:
             self.bar.update(event["done"] - self.bar.n)
         elif kind == "done":
             self._close()
-            click.echo(f"{event['image']}: wrote {event['outputs']['geojson']}", err=True)
-        elif kind in ("note", "skip", "error"):
+            self._write(f"{self.prefix}{event['image']}: wrote {event['outputs']['geojson']}")
+        elif kind in ("note", "skip"):
             text = event.get("message") or event.get("reason")
-            line = f"{event.get('image', '')}: {text}" if event.get("image") else str(text)
-            if self.bar is not None:
-                self.bar.write(line, file=sys.stderr)
-            else:
-                click.echo(("error: " if kind == "error" else "") + line, err=True)
+            self._write(f"{self.prefix}{event['image']}: {text}" if event.get("image") else f"{self.prefix}{text}")
+
+    def _write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            click.echo(line, err=True)
+
+    def flush_failures(self) -> None:
+        """Print the image errors held back (several images failed: each, before the summary)."""
+        self._close()
+        for line in self.failures:
+            click.echo(line, err=True)
+        self.failures.clear()
 
     def _close(self) -> None:
         if self.bar is not None:
@@ -113,6 +143,7 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
     is installed, into the project's images as objects (your own annotations are never touched).
     A rerun skips finished images and resumes interrupted ones; --overwrite starts afresh.
     """
+    from qupath_camseg._dist import env_rank
     from qupath_camseg.errors import CamsegError, SlideNotFoundError
     from qupath_camseg.predict import (
         PredictOptions,
@@ -121,7 +152,8 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
         predict_slide,
     )
 
-    report = _Reporter(progress_mode)
+    rank, world, _ = env_rank()
+    report = _Reporter(progress_mode, rank=rank, world=world)
     try:
         if not target.exists():
             raise SlideNotFoundError(f"{target} does not exist; pass a QuPath project folder or a slide file")
@@ -142,15 +174,18 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
                 raise click.BadParameter("selects images of a project, but the target is a slide file",
                                          param_hint="--images")
             out = out_dir if out_dir is not None else target.parent / "camseg"
-            results = [predict_slide(target, model, out, options=opts, progress=report)]
+            # one slide is not split between torchrun processes: rank 0 predicts it
+            results = [predict_slide(target, model, out, options=opts, progress=report)] if rank == 0 else []
     except CamsegError as err:
         report._close()
+        if len(report.failures) > 1:
+            report.flush_failures()
         if progress_mode == "jsonl":
             report({"event": "error", "message": str(err)})
         raise
     finally:
         report._close()
-    if progress_mode == "bar":
+    if progress_mode == "bar" and rank == 0:
         for r in results:
             rep = r.report
             click.echo(f"{r.image}: {rep.get('tumor_regions', 0)} tumour regions, "
