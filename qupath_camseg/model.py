@@ -220,8 +220,11 @@ def _build_smp(arch: dict[str, Any], *, pretrained: bool) -> nn.Module:
             "to train from scratch"
         ) from err
     mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if weights is None:  # no download wanted: smp >= 0.5 would fetch the statistics from the hub;
+        # a loaded bundle restores the trained mean/std buffers from its state dict anyway
+        return _SMPWrapper(net, mean, std, int(arch.get("input_multiple", 32)))
     try:
-        params = smp.encoders.get_preprocessing_params(arch["encoder"], pretrained=weights or "imagenet")
+        params = smp.encoders.get_preprocessing_params(arch["encoder"], pretrained=weights)
         if params.get("input_range", [0, 1])[1] == 1 and params.get("mean") and params.get("std"):
             mean = tuple(float(m) * 255 for m in params["mean"])  # type: ignore[assignment]
             std = tuple(float(s) * 255 for s in params["std"])  # type: ignore[assignment]
