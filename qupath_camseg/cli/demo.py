@@ -35,7 +35,7 @@ def demo_steps(out: Path, *, size: str = "standard", seed: int = 0, device: str 
         ["synth", str(project), "--slides", "4", "--negatives", "1", "--width", str(side),
          "--height", str(side), "--seed", str(seed), "--overwrite"],
         ["train", str(project), "--out", str(model), "--mpp", "2.0", "--tile", "128", "--width", "8",
-         "--depth", "3", "--steps", str(steps), "--batch-size", "8", "--val-images", held_out,
+         "--depth", "3", "--steps", str(steps), "--tiles-per-epoch", "160", "--batch-size", "8", "--val-images", held_out,
          "--device", device, "--seed", str(seed)],
         ["predict", str(project), "--model", str(model), "--images", held_out, "--images", normal,
          "--device", device, "--overwrite"],
