@@ -2,7 +2,7 @@
 
 The file is a "generic tiled TIFF" as OpenSlide defines it: one top-level page per pyramid level
 (level 0 first, each next level half the size, ``NewSubfileType = 1`` for reduced levels), square
-tiles, 8-bit grey (``0`` = probability 0, ``255`` = probability 1), deflate-compressed, with
+tiles, 8-bit grey (``0`` = probability 0, ``255`` = probability 1), deflate-compressed (level 1), with
 ``XResolution``/``YResolution`` in pixels per centimetre on every page. Map pixel ``(x, y)`` covers
 level-0 slide pixels ``[x·ds, (x+1)·ds)`` with ``ds = heatmap_mpp / slide_mpp``: the heatmap has
 the slide's physical size, so an image viewer that scales by pixel size overlays it exactly.
@@ -89,13 +89,35 @@ class _Spill:
         self.fh.close()
 
 
+def _mean2x2(tile: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """2×2 means of a ``uint8 (t, t)`` tile (even ``t``), rounded half to even like ``np.round``
+    of the float mean (integers only: sums of four ``uint8`` fit ``uint16``)."""
+    s = tile[0::2, 0::2].astype(np.uint16)
+    s += tile[1::2, 0::2]
+    s += tile[0::2, 1::2]
+    s += tile[1::2, 1::2]
+    q, rem = s >> 2, s & 3
+    q += (rem > 2) | ((rem == 2) & (q & 1).astype(bool))
+    return q.astype(np.uint8)
+
+
 def _reduced(parent: _Spill, size: tuple[int, int], out: _Spill | None) -> Iterator[npt.NDArray[np.uint8]]:
     """Tiles of the level below ``parent`` (2×2 mean, valid pixels only), spilled to ``out`` too."""
     t = parent.tile
     nty, ntx = math.ceil(size[1] / t), math.ceil(size[0] / t)
     pw, ph = parent.size
+    h = t // 2
     for r in range(nty):
         for c in range(ntx):
+            if 2 * (r + 1) * t <= ph and 2 * (c + 1) * t <= pw:  # all four parent tiles fully inside
+                tile = np.empty((t, t), dtype=np.uint8)
+                for dr in (0, 1):
+                    for dc in (0, 1):
+                        tile[dr * h:(dr + 1) * h, dc * h:(dc + 1) * h] = _mean2x2(parent.get(2 * r + dr, 2 * c + dc))
+                if out is not None:
+                    out.put(tile)
+                yield tile
+                continue
             block = np.zeros((2 * t, 2 * t), dtype=np.float32)
             for dr in (0, 1):
                 for dc in (0, 1):
@@ -135,6 +157,7 @@ def write_heatmap(path: str | os.PathLike[str], prob_source: Any, mpp: float, *,
     path = Path(path)
     common: dict[str, Any] = {
         "dtype": np.uint8, "tile": (tile_px, tile_px), "photometric": "minisblack", "compression": "zlib",
+        "compressionargs": {"level": 1},  # 4× faster than the default 6, ~15 % larger
         "resolutionunit": "CENTIMETER", "metadata": None, "software": f"qupath-camseg {__version__}",
     }
     with atomic_write(path, "wb") as fh:

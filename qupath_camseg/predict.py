@@ -279,14 +279,20 @@ def predict_slide(
                                   batch_size=opts.batch_size, workers=opts.workers, image=image, emit=emit)
             t_infer = time.perf_counter() - t0
             t0 = time.perf_counter()
-            objs, tumor_area_l0 = _objects(store, plan, fractions, roi, cfg, opts, slide_mpp)
-            write_geojson(paths["geojson"], objs)
             ti = _tumor_index(cfg.class_names)
+            from concurrent.futures import ThreadPoolExecutor
+
             from qupath_camseg.heatmap import write_heatmap
 
-            write_heatmap(paths["heatmap"], lambda r, c: store.read(r, c)[ti], cfg.mpp, size=plan.map_size,
-                          tile_px=plan.chunk_px,
-                          description=f"qupath-camseg {cfg.class_names[ti]} probability, 255 = 1, mpp={cfg.mpp}")
+            # the heatmap pyramid (zlib, GIL released) is written while the objects are vectorised
+            with ThreadPoolExecutor(1, thread_name_prefix="qcamseg-heatmap") as hm_pool:
+                heatmap = hm_pool.submit(
+                    write_heatmap, paths["heatmap"], lambda r, c: store.read(r, c)[ti], cfg.mpp, size=plan.map_size,
+                    tile_px=plan.chunk_px,
+                    description=f"qupath-camseg {cfg.class_names[ti]} probability, 255 = 1, mpp={cfg.mpp}")
+                objs, tumor_area_l0 = _objects(store, plan, fractions, roi, cfg, opts, slide_mpp)
+                write_geojson(paths["geojson"], objs)
+                heatmap.result()
             t_out = time.perf_counter() - t0
     tissue_area = _tissue_area_mm2(tissue, roi, slide_mpp)
     report = {

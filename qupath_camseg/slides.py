@@ -62,12 +62,25 @@ def _to_rgb(arr: npt.NDArray[Any]) -> RGB:
         arr = np.clip(arr, 0, 255).astype(np.uint8)
     if arr.ndim == 2:
         arr = arr[..., None]
-    if arr.shape[-1] in (2, 4):  # with alpha
+    if arr.shape[-1] in (2, 4) and arr[..., -1].min() == 255:  # opaque: drop alpha (same pixels)
+        arr = arr[..., :-1]
+    elif arr.shape[-1] in (2, 4):  # with alpha
         color, alpha = arr[..., :-1].astype(np.float32), arr[..., -1:].astype(np.float32) / 255.0
         arr = np.clip(color * alpha + 255.0 * (1.0 - alpha) + 0.5, 0, 255).astype(np.uint8)
     if arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=-1)
     return np.ascontiguousarray(arr[..., :3])
+
+
+def _resample(region: RGB, src: tuple[float, float, float, float], out_size: tuple[int, int]) -> RGB:
+    """``region`` resampled so that its sub-box ``src`` (x0, y0, x1, y1 in region px) fills
+    ``out_size=(w, h)``: area (box) filter when shrinking, bilinear when enlarging."""
+    if region.shape[1] == out_size[0] and region.shape[0] == out_size[1] and src == (0, 0, out_size[0], out_size[1]):
+        return region
+    downscale = (src[2] - src[0]) >= out_size[0]
+    resample = Image.Resampling.BOX if downscale else Image.Resampling.BILINEAR
+    img = Image.fromarray(region).resize(tuple(int(v) for v in out_size), resample, box=src, reducing_gap=None)
+    return np.asarray(img, dtype=np.uint8)
 
 
 def _float_or_none(value: object) -> float | None:
@@ -229,6 +242,15 @@ class Slide:
         ``out_size=(w, h)``. Reads the best level (:meth:`best_level_for_mpp`) and resamples with
         an area (box) filter, exact to sub-pixel offsets; upsampling is bilinear.
         """
+        level, (ix0, iy0, w, h), src, size = self._mpp_geometry(box_px, target_mpp, out_size)
+        return _resample(self._read_level(level, ix0, iy0, w, h), src, size)
+
+    def _mpp_geometry(self, box_px: tuple[float, float, float, float], target_mpp: float,
+                      out_size: tuple[int, int] | None) -> tuple[int, tuple[int, int, int, int],
+                                                                tuple[float, float, float, float], tuple[int, int]]:
+        """What :meth:`read_region_mpp` reads: ``(level, (x, y, w, h) level px, src box in that
+        region, out_size)``; the result is ``_resample(_read_level(level, x, y, w, h), src, out_size)``
+        (so a caller may cut the region from a larger read and get identical pixels)."""
         x, y, bw, bh = (float(v) for v in box_px)
         if bw <= 0 or bh <= 0:
             raise ValueError(f"box_px width and height must be positive (got {box_px})")
@@ -240,14 +262,15 @@ class Slide:
         lx0, ly0, lx1, ly1 = x / ds, y / ds, (x + bw) / ds, (y + bh) / ds
         ix0, iy0 = math.floor(lx0), math.floor(ly0)
         ix1, iy1 = math.ceil(lx1 - 1e-9), math.ceil(ly1 - 1e-9)
-        region = self._read_level(level, ix0, iy0, ix1 - ix0, iy1 - iy0)
         src = (lx0 - ix0, ly0 - iy0, lx1 - ix0, ly1 - iy0)
-        if region.shape[1] == out_size[0] and region.shape[0] == out_size[1] and src == (0, 0, out_size[0], out_size[1]):
-            return region
-        downscale = (lx1 - lx0) >= out_size[0]
-        resample = Image.Resampling.BOX if downscale else Image.Resampling.BILINEAR
-        img = Image.fromarray(region).resize(tuple(int(v) for v in out_size), resample, box=src, reducing_gap=None)
-        return np.asarray(img, dtype=np.uint8)
+        return level, (ix0, iy0, ix1 - ix0, iy1 - iy0), src, (int(out_size[0]), int(out_size[1]))
+
+    def _stored_tile_px(self, level: int) -> tuple[int, int] | None:
+        """``(w, h)`` of the file's stored tiles at ``level`` when the backend reports them."""
+        prefix = "openslide" if self.backend == "openslide" else "tiffslide"
+        w = _float_or_none(self.properties.get(f"{prefix}.level[{level}].tile-width"))
+        h = _float_or_none(self.properties.get(f"{prefix}.level[{level}].tile-height"))
+        return (int(w), int(h)) if w and h and w > 0 and h > 0 else None
 
     def read_thumbnail_mpp(self, target_mpp: float) -> tuple[RGB, float]:
         """The whole slide at ``target_mpp`` µm/px: ``(rgb (h, w, 3) uint8, downsample)`` where

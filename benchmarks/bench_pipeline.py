@@ -1,0 +1,200 @@
+"""The pipeline around the model: ``predict_slide`` with a model that costs (almost) nothing.
+
+On a GPU the default U-Net runs ~1,200 tiles/s, so whatever ``predict_slide`` does around the
+model (tile reads, host→device copies, blending, chunk writes, the per-slide output stage) sets
+the pace. This benchmark measures that part *on any machine*: the model is a 1×1 convolution with
+the real contract (float RGB 0–255 ``(N, 3, H, W)`` in, logits ``(N, 2, H, W)`` out), so what
+remains is the pipeline. In one process, on one synthetic slide:
+
+* ``read only``       - the same active tiles read by the same reader (``workers`` threads), no model;
+* ``inference stage`` - ``run_inference`` inside ``predict_slide`` (reads + model + blending + chunk writes);
+* ``end to end``      - ``predict_slide`` wall time (adds tissue mask, vectorising, GeoJSON, heatmap).
+
+Figures of merit: inference-stage tiles/s ÷ read-only tiles/s (1.0 = the pipeline costs nothing
+beyond reading) and end-to-end ÷ read-only. Best of ``--repeats``; the load average is recorded.
+
+    python benchmarks/bench_pipeline.py --workdir /tmp/bpipe            # 16k² slide at 0.25 µm/px
+    python benchmarks/bench_pipeline.py --device cuda --workers 16 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _trivial_model(n_channels: int) -> Any:
+    import torch
+
+    class Trivial(torch.nn.Module):
+        """1×1 convolution: the model contract at ~zero cost (weights scaled for inputs in 0–255)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(3, n_channels, 1)
+            with torch.no_grad():
+                self.conv.weight /= 255.0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)
+
+    return Trivial().eval()
+
+
+def _loaded_model(work: Path, *, mpp: float, tile_px: int, device: str) -> Any:
+    """A :class:`~qupath_camseg.predict.LoadedModel` whose network is the trivial model."""
+    import torch
+
+    from qupath_camseg.bundle import ModelConfig, save_bundle
+    from qupath_camseg.model import build_model
+    from qupath_camseg.predict import LoadedModel, load_model
+
+    folder = work / f"pipeline_model_{mpp:g}_{tile_px}"
+    if not (folder / "model.json").is_file():
+        cfg = ModelConfig(arch={"name": "unet", "width": 4, "depth": 2}, mpp=mpp, tile_px=tile_px,
+                          classes=[{"name": "Tumor", "color": [200, 0, 0]}])
+        save_bundle(folder, build_model(cfg.arch, pretrained=False), cfg)
+    lm = load_model(folder, device=device)
+    model = _trivial_model(lm.config.n_channels).to(lm.device)
+    if lm.device.startswith("cuda"):
+        model = model.to(memory_format=torch.channels_last)
+    return LoadedModel(model, lm.config, lm.path, lm.sha256, lm.device)
+
+
+def _read_only(slide: Path, lm: Any, workers: int, opts: Any) -> tuple[float, int]:
+    """Tiles/s reading the active tiles of ``slide`` with ``workers`` threads (as run_inference does)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from qupath_camseg.blending import TilePlan, _Reader
+    from qupath_camseg.predict import _active_tiles
+    from qupath_camseg.slides import open_slide
+    from qupath_camseg.tissue import detect_tissue
+
+    import numpy as np
+
+    with open_slide(slide) as s:
+        plan = TilePlan.create(s.dimensions, s.mpp, lm.config.mpp, tile_px=lm.config.tile_px,
+                               overlap=opts.overlap, chunk_px=opts.chunk_px, stripe_chunks=opts.stripe_chunks)
+        active = _active_tiles(plan, detect_tissue(s, mask_mpp=opts.tissue_mask_mpp), None, opts.min_tissue)
+    tiles = [(int(a), int(b)) for a, b in np.argwhere(active)]
+    reader = _Reader(slide, None, plan, lm.config.mpp)
+    try:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            for _ in pool.map(lambda t: reader.read(*t), tiles):
+                pass
+        dt = time.perf_counter() - t0
+    finally:
+        reader.close()
+    return len(tiles) / dt, len(tiles)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--slide", type=Path, default=None, help="a slide to use (default: write a synthetic one)")
+    ap.add_argument("--size", type=int, default=16384, help="side of the synthetic slide, level-0 px at 0.25 µm/px")
+    ap.add_argument("--mpp", type=float, default=0.5, help="model pixel size, µm/px")
+    ap.add_argument("--tile", type=int, default=512, help="model tile, px")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--no-block-cache", action="store_true",
+                    help="read every tile directly (blending._BLOCK_CACHE_BYTES = 0), for comparison")
+    ap.add_argument("--profile", action="store_true", help="also print the top of a cProfile of one predict_slide")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench_pipeline"))
+    ap.add_argument("--json", type=Path, default=None, help="default: WORKDIR/bench_pipeline.json")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    from bench_predict import write_bench_slide
+
+    from qupath_camseg import blending
+    from qupath_camseg.predict import PredictOptions, predict_slide
+
+    if args.no_block_cache:
+        blending._BLOCK_CACHE_BYTES = 0
+
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    slide = args.slide or work / f"bench_{args.size}.tif"
+    if not slide.exists():
+        t0 = time.perf_counter()
+        write_bench_slide(slide, args.size)
+        print(f"wrote {slide} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    lm = _loaded_model(work, mpp=args.mpp, tile_px=args.tile, device=args.device)
+    opts = PredictOptions(overwrite=True, batch_size=args.batch_size, workers=args.workers, device=args.device)
+    load_start = os.getloadavg()[0]
+    predict_slide(slide, lm, work / "out", options=opts)  # warm-up: imports, allocator, file cache
+    reads, infer, e2e, stages = [], [], [], []
+    tiles = 0
+    for _ in range(args.repeats):
+        rate, tiles = _read_only(slide, lm, args.workers, opts)
+        reads.append(rate)
+        t0 = time.perf_counter()
+        res = predict_slide(slide, lm, work / "out", options=opts)
+        wall = time.perf_counter() - t0
+        n = res.report["tiles"]["computed_this_run"]
+        timings = res.report["timings_s"]
+        infer.append(n / timings["inference"])
+        e2e.append(n / wall)
+        stages.append({k: round(v, 3) for k, v in timings.items()})
+    profile_text = None
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        predict_slide(slide, lm, work / "out", options=opts)
+        prof.disable()
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
+        profile_text = buf.getvalue()
+    best = min(range(len(e2e)), key=lambda i: -e2e[i])
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "device": lm.device, "slide": str(slide), "model_mpp": args.mpp, "tile_px": args.tile,
+        "tiles": tiles, "workers": args.workers, "batch_size": args.batch_size,
+        "block_cache": not args.no_block_cache,
+        "load_avg_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+        "read_only_tiles_per_s": max(reads), "inference_stage_tiles_per_s": max(infer),
+        "end_to_end_tiles_per_s": max(e2e),
+        "ratio_inference_stage_to_read": max(infer) / max(reads), "ratio_end_to_end_to_read": max(e2e) / max(reads),
+        "stage_seconds_best_run": stages[best],
+        "all_runs": {"read_only": reads, "inference_stage": infer, "end_to_end": e2e},
+    }
+    out = args.json or work / "bench_pipeline.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"pipeline benchmark ({result['machine']}, device {lm.device}, {result['date']}, "
+          f"load {result['load_avg_1min'][0]}→{result['load_avg_1min'][1]})")
+    print(f"slide {slide.name}, model 1×1 conv at {args.mpp} µm/px, {args.tile}² tiles, {tiles} tiles, "
+          f"{args.workers} reader threads, batch {args.batch_size}, "
+          f"block cache {'off' if args.no_block_cache else 'on'}")
+    print(f"{'':<18}{'tiles/s':>10}{'÷ read':>9}")
+    print(f"{'read only':<18}{max(reads):10.1f}{1.0:9.2f}")
+    print(f"{'inference stage':<18}{max(infer):10.1f}{max(infer) / max(reads):9.2f}")
+    print(f"{'end to end':<18}{max(e2e):10.1f}{max(e2e) / max(reads):9.2f}")
+    print("stage seconds (best run): " + ", ".join(f"{k} {v:.2f}" for k, v in stages[best].items()))
+    if profile_text:
+        print(profile_text)
+    print(f"JSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
