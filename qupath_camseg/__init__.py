@@ -2,7 +2,8 @@
 slides, and bring the results back into QuPath.
 
 Data flows slide → tiles → model → predictions → QuPath objects; each module holds one step
-(see README "Layout"). Importing this package does no work: no JVM, no torch import.
+(see README "How it fits together" and docs/architecture.md).
+Importing this package does no work: no JVM, no torch import.
 """
 
 from __future__ import annotations
