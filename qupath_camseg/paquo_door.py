@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from qupath_camseg._io import backup_file, file_lock
+from qupath_camseg._io import backup_file
 from qupath_camseg.errors import (
     ImageMissingError,
     ProjectError,
@@ -34,6 +34,7 @@ from qupath_camseg.errors import (
 )
 from qupath_camseg.project import (
     ProjectEntry,
+    _ProjectLifecycle,
     entry_image_path,
     find_entry,
     resolve_image,
@@ -106,7 +107,7 @@ def _is_ours_name(name: str | None) -> bool:
     return bool(name) and str(name).startswith(OUR_NAME_PREFIX)
 
 
-class PaquoProject:
+class PaquoProject(_ProjectLifecycle):
     """A QuPath project opened with paquo (QuPath's Java code). Same interface as
     :class:`~qupath_camseg.project.FileProject`; modes ``"r"``, ``"r+"``, ``"x"``."""
 
@@ -141,20 +142,6 @@ class PaquoProject:
         if mode != "r":  # QuPath's rule for a project moved together with its images
             self._qp.update_image_paths(try_relative=True)
         self._refresh()
-
-    # -- lifecycle
-    def _lock(self) -> None:
-        self._stack.enter_context(file_lock(self.camseg_dir / "camseg.lock", what=f"QuPath project {self.path}"))
-
-    def close(self) -> None:
-        """Release the writer lock. Safe to call twice."""
-        self._stack.close()
-
-    def __enter__(self) -> PaquoProject:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _refresh(self) -> None:
         previous = None  # paquo has already applied the moved-project rule to the URIs

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 from qupath_camseg._io import atomic_write_json, backup_file, file_lock
@@ -229,7 +229,33 @@ def entry_image_path(e: ProjectEntry, where: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- the file door
-class FileProject:
+_P = TypeVar("_P", bound="_ProjectLifecycle")
+
+
+class _ProjectLifecycle:
+    """Writer lock and context-manager protocol shared by both doors (``FileProject`` and
+    ``paquo_door.PaquoProject``): subclasses set ``path``, ``camseg_dir`` and ``_stack``
+    (a :class:`contextlib.ExitStack`) and call :meth:`_lock` when opened for writing."""
+
+    path: Path
+    camseg_dir: Path
+    _stack: contextlib.ExitStack
+
+    def _lock(self) -> None:
+        self._stack.enter_context(file_lock(self.camseg_dir / "camseg.lock", what=f"QuPath project {self.path}"))
+
+    def close(self) -> None:
+        """Release the writer lock (if any). Safe to call twice."""
+        self._stack.close()
+
+    def __enter__(self: _P) -> _P:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FileProject(_ProjectLifecycle):
     """A QuPath project read and written as files (no Java). Open with :func:`open_project`.
 
     Modes as paquo's: ``"r"`` read-only (missing project → :class:`ProjectNotFoundError`),
@@ -277,20 +303,6 @@ class FileProject:
                 self._lock()
             self._data = self._load()
         self._entries = self._parse_entries()
-
-    # -- context/lock
-    def _lock(self) -> None:
-        self._stack.enter_context(file_lock(self.camseg_dir / "camseg.lock", what=f"QuPath project {self.path}"))
-
-    def close(self) -> None:
-        """Release the writer lock (if any). Safe to call twice."""
-        self._stack.close()
-
-    def __enter__(self) -> FileProject:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"FileProject({str(self.path)!r}, mode={self.mode!r}, entries={len(self._entries)})"
