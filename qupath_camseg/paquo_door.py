@@ -34,9 +34,7 @@ from qupath_camseg.errors import (
 )
 from qupath_camseg.project import (
     ProjectEntry,
-    _ProjectLifecycle,
-    entry_image_path,
-    find_entry,
+    _ProjectBase,
     resolve_image,
     uri_to_path,
 )
@@ -107,7 +105,7 @@ def _is_ours_name(name: str | None) -> bool:
     return bool(name) and str(name).startswith(OUR_NAME_PREFIX)
 
 
-class PaquoProject(_ProjectLifecycle):
+class PaquoProject(_ProjectBase):
     """A QuPath project opened with paquo (QuPath's Java code). Same interface as
     :class:`~qupath_camseg.project.FileProject`; modes ``"r"``, ``"r+"``, ``"x"``."""
 
@@ -170,19 +168,6 @@ class PaquoProject(_ProjectLifecycle):
     @property
     def version(self) -> str | None:
         return self._qp.version
-
-    @property
-    def entries(self) -> list[ProjectEntry]:
-        return list(self._entries)
-
-    def entry(self, name_or_id: str | ProjectEntry) -> ProjectEntry:
-        return find_entry(self._entries, name_or_id, self.qpproj)
-
-    def image_path(self, entry: str | ProjectEntry) -> Path:
-        return entry_image_path(self.entry(entry), self.qpproj)
-
-    def missing_images(self) -> list[ProjectEntry]:
-        return [e for e in self._entries if e.path is None]
 
     @property
     def path_classes(self) -> list[tuple[str, tuple[int, int, int] | None]]:

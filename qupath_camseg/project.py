@@ -229,17 +229,38 @@ def entry_image_path(e: ProjectEntry, where: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- the file door
-_P = TypeVar("_P", bound="_ProjectLifecycle")
+_P = TypeVar("_P", bound="_ProjectBase")
 
 
-class _ProjectLifecycle:
-    """Writer lock and context-manager protocol shared by both doors (``FileProject`` and
-    ``paquo_door.PaquoProject``): subclasses set ``path``, ``camseg_dir`` and ``_stack``
-    (a :class:`contextlib.ExitStack`) and call :meth:`_lock` when opened for writing."""
+class _ProjectBase:
+    """What both doors (``FileProject`` and ``paquo_door.PaquoProject``) share: entry lookup,
+    the writer lock and the context-manager protocol. Subclasses set ``path``, ``qpproj``,
+    ``camseg_dir``, ``_entries`` and ``_stack`` (a :class:`contextlib.ExitStack`) and call
+    :meth:`_lock` when opened for writing."""
 
     path: Path
+    qpproj: Path
     camseg_dir: Path
+    _entries: list[ProjectEntry]
     _stack: contextlib.ExitStack
+
+    @property
+    def entries(self) -> list[ProjectEntry]:
+        """The project's images, in QuPath's order."""
+        return list(self._entries)
+
+    def entry(self, name_or_id: str | ProjectEntry) -> ProjectEntry:
+        """The entry with this image name (exact, then case-insensitive, then without extension)
+        or entry ID; :class:`ProjectError` naming the available images otherwise."""
+        return find_entry(self._entries, name_or_id, self.qpproj)
+
+    def image_path(self, entry: str | ProjectEntry) -> Path:
+        """The image file of ``entry`` on this machine, or :class:`ImageMissingError` with the fix."""
+        return entry_image_path(self.entry(entry), self.qpproj)
+
+    def missing_images(self) -> list[ProjectEntry]:
+        """Entries whose image file cannot be found on this machine."""
+        return [e for e in self._entries if e.path is None]
 
     def _lock(self) -> None:
         self._stack.enter_context(file_lock(self.camseg_dir / "camseg.lock", what=f"QuPath project {self.path}"))
@@ -255,7 +276,7 @@ class _ProjectLifecycle:
         self.close()
 
 
-class FileProject(_ProjectLifecycle):
+class FileProject(_ProjectBase):
     """A QuPath project read and written as files (no Java). Open with :func:`open_project`.
 
     Modes as paquo's: ``"r"`` read-only (missing project → :class:`ProjectNotFoundError`),
@@ -359,24 +380,6 @@ class FileProject(_ProjectLifecycle):
     def camseg_dir(self) -> Path:
         """``<project>/camseg``: everything this package writes for the project."""
         return self.path / "camseg"
-
-    @property
-    def entries(self) -> list[ProjectEntry]:
-        """The project's images, in QuPath's order."""
-        return list(self._entries)
-
-    def entry(self, name_or_id: str | ProjectEntry) -> ProjectEntry:
-        """The entry with this image name (exact, then case-insensitive, then without extension)
-        or entry ID; :class:`ProjectError` naming the available images otherwise."""
-        return find_entry(self._entries, name_or_id, self.qpproj)
-
-    def image_path(self, entry: str | ProjectEntry) -> Path:
-        """The image file of ``entry`` on this machine, or :class:`ImageMissingError` with the fix."""
-        return entry_image_path(self.entry(entry), self.qpproj)
-
-    def missing_images(self) -> list[ProjectEntry]:
-        """Entries whose image file cannot be found on this machine."""
-        return [e for e in self._entries if e.path is None]
 
     @property
     def path_classes(self) -> list[tuple[str, tuple[int, int, int] | None]]:
