@@ -41,7 +41,7 @@ class _Templates:
 
     def project(self) -> Path:
         if self._project is None:
-            from qupath_camseg.cli.project_cmds import write_synthetic_project
+            from qupath_camseg.synth_project import write_synthetic_project
 
             self._project = self.root / "proj"
             write_synthetic_project(self._project, slides=2, negatives=1, width=1024, height=1024,

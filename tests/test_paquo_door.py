@@ -141,7 +141,7 @@ def test_paquo_door_without_qupath_raises_with_fix(tmp_path: Path) -> None:
 def test_paquo_door_round_trip_keeps_user_objects(tmp_path: Path) -> None:  # pragma: no cover - needs QuPath
     from shapely.geometry import box
 
-    from qupath_camseg.cli.project_cmds import write_synthetic_project
+    from qupath_camseg.synth_project import write_synthetic_project
     from qupath_camseg.geojson import CAMSEG_METADATA, QPObject, is_ours
     from qupath_camseg.project import open_project
 

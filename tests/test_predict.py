@@ -246,7 +246,7 @@ def test_model_finer_than_slide_is_refused(slide, tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A synthetic project and a small model trained on two of its slides by ``train``."""
-    from qupath_camseg.cli.project_cmds import write_synthetic_project
+    from qupath_camseg.synth_project import write_synthetic_project
     from qupath_camseg.train import TrainConfig, train
 
     d = tmp_path_factory.mktemp("trained")

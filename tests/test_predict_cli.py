@@ -99,7 +99,7 @@ def test_jsonl_error_event(data, tmp_path, capsys):
 
 
 def test_project_outputs_under_camseg(data, tmp_path):
-    from qupath_camseg.cli.project_cmds import write_synthetic_project
+    from qupath_camseg.synth_project import write_synthetic_project
 
     write_synthetic_project(tmp_path / "p", slides=1, width=1024, height=1024, seed=1, mpp=1.0, door="files")
     res = CliRunner().invoke(cli, ["predict", str(tmp_path / "p"), "--model", str(data["model"]), "--images",
