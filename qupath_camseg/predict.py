@@ -56,6 +56,7 @@ from qupath_camseg.errors import (
     SlideNotFoundError,
 )
 from qupath_camseg.geojson import CAMSEG_METADATA, OUR_NAME_PREFIX, QPObject, read_geojson, write_geojson
+from qupath_camseg.tiling import TissueFractions
 
 __all__ = [
     "BACKGROUND_CLASS",
@@ -270,7 +271,7 @@ def predict_slide(
             t0 = time.perf_counter()
             mask_mpp = max(opts.tissue_mask_mpp, slide_mpp * math.sqrt(dims[0] * dims[1] / opts.tissue_mask_max_px))
             tissue = detect_tissue(slide, mask_mpp=mask_mpp)
-            fractions = _TissueFractions(tissue)
+            fractions = TissueFractions(tissue)
             active = _active_tiles(plan, fractions, roi, opts.min_tissue)
             t_tissue = time.perf_counter() - t0
             store = ChunkStore(store_dir, plan, len(cfg.classes), store_key, overwrite=opts.overwrite)
@@ -339,36 +340,11 @@ def _check_mpp(slide_path: Path, slide_mpp: float, model_mpp: float, model_path:
               "message": f"slide is {slide_mpp:g} µm/px, model {model_mpp:g} µm/px: tiles are resampled by {ratio:.3g}×"})
 
 
-class _TissueFractions:
-    """Tissue fraction of level-0 boxes from one int32 summed-area table of the mask (built once;
-    same convention as :func:`qupath_camseg.tiling.tissue_fractions`)."""
-
-    def __init__(self, tissue: Any) -> None:
-        mask = np.asarray(tissue.mask, dtype=bool)
-        self.ds = float(tissue.downsample)
-        self.h, self.w = mask.shape
-        self.table = np.zeros((self.h + 1, self.w + 1), dtype=np.int32)
-        np.cumsum(mask, axis=0, dtype=np.int32, out=self.table[1:, 1:])
-        np.cumsum(self.table[1:, 1:], axis=1, out=self.table[1:, 1:])
-
-    def __call__(self, boxes: np.ndarray) -> np.ndarray:
-        """``boxes`` float ``(n, 4)`` level-0 ``(x, y, w, h)`` → fractions ``(n,)``."""
-        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        x0, y0 = np.round(b[:, 0] / self.ds), np.round(b[:, 1] / self.ds)
-        x1 = np.maximum(np.round((b[:, 0] + b[:, 2]) / self.ds), x0 + 1)
-        y1 = np.maximum(np.round((b[:, 1] + b[:, 3]) / self.ds), y0 + 1)
-        cx0, cx1 = (np.clip(v, 0, self.w).astype(np.intp) for v in (x0, x1))
-        cy0, cy1 = (np.clip(v, 0, self.h).astype(np.intp) for v in (y0, y1))
-        t = self.table
-        inside = t[cy1, cx1].astype(np.int64) - t[cy0, cx1] - t[cy1, cx0] + t[cy0, cx0]
-        return inside / ((x1 - x0) * (y1 - y0))
-
-
 def _active_tiles(plan: TilePlan, fractions: Any, roi: BaseGeometry | None, min_tissue: float) -> np.ndarray:
     """``bool (ny, nx)``: tiles to compute - on enough tissue and, if given, touching the ROI.
-    ``fractions`` is a :class:`_TissueFractions` (or a tissue mask)."""
+    ``fractions`` is a :class:`TissueFractions` (or a tissue mask)."""
     if not callable(fractions):
-        fractions = _TissueFractions(fractions)
+        fractions = TissueFractions(fractions)
     ny, nx = plan.grid_shape
     flat = plan.tile_boxes_level0().reshape(-1, 4)
     active = fractions(flat) >= max(min_tissue, 1e-9)
@@ -387,7 +363,7 @@ def _tissue_area_mm2(tissue: Any, roi: BaseGeometry | None, slide_mpp: float) ->
     return px * slide_mpp**2 / 1e6
 
 
-def _objects(store: ChunkStore, plan: TilePlan, fractions: _TissueFractions, roi: BaseGeometry | None, cfg: Any,
+def _objects(store: ChunkStore, plan: TilePlan, fractions: TissueFractions, roi: BaseGeometry | None, cfg: Any,
              opts: PredictOptions, slide_mpp: float) -> tuple[list[QPObject], float]:
     """Tile objects and region annotations from the stored chunks (one pass, chunk by chunk)."""
     from qupath_camseg.masks import vectorize

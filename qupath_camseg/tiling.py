@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["Box", "level0_size", "tile_grid", "tissue_fractions", "tissue_tiles"]
+__all__ = ["Box", "TissueFractions", "level0_size", "tile_grid", "tissue_fractions", "tissue_tiles"]
 
 Box = tuple[int, int, int, int]
 _Size = float | Sequence[float]
@@ -81,30 +81,42 @@ def tile_grid(
     return [(int(round(x)), int(round(y)), w_int, h_int) for y in ys for x in xs]
 
 
-def tissue_fractions(tissue: Any, boxes: Sequence[Sequence[float]]) -> np.ndarray:
-    """Fraction (0–1) of each level-0 box covered by the tissue mask, vectorised.
+class TissueFractions:
+    """Tissue fraction (0–1) of level-0 boxes, from one summed-area table of the mask built once.
 
     ``tissue`` is a :class:`qupath_camseg.tissue.TissueMask` (``.mask`` bool ``(H, W)`` whose
     pixel ``(i, j)`` covers level-0 ``[j·ds, (j+1)·ds) × [i·ds, (i+1)·ds)``, ``.downsample`` = ds).
-    Parts of a box outside the mask count as background. Returns float64 ``(len(boxes),)``.
+    Parts of a box outside the mask count as background. The table is int32 (4 bytes per mask
+    pixel; masks stay far below 2³¹ pixels), differences are taken in int64.
     """
-    if len(boxes) == 0:
-        return np.zeros(0, dtype=np.float64)
-    mask = np.asarray(tissue.mask, dtype=bool)
-    ds = float(tissue.downsample)
-    h, w = mask.shape
-    table = np.zeros((h + 1, w + 1), dtype=np.int64)
-    table[1:, 1:] = mask.cumsum(0).cumsum(1)
-    arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    x0 = np.round(arr[:, 0] / ds)
-    y0 = np.round(arr[:, 1] / ds)
-    x1 = np.maximum(np.round((arr[:, 0] + arr[:, 2]) / ds), x0 + 1)
-    y1 = np.maximum(np.round((arr[:, 1] + arr[:, 3]) / ds), y0 + 1)
-    area = (x1 - x0) * (y1 - y0)
-    cx0, cx1 = np.clip(x0, 0, w).astype(np.int64), np.clip(x1, 0, w).astype(np.int64)
-    cy0, cy1 = np.clip(y0, 0, h).astype(np.int64), np.clip(y1, 0, h).astype(np.int64)
-    inside = table[cy1, cx1] - table[cy0, cx1] - table[cy1, cx0] + table[cy0, cx0]
-    return inside / area
+
+    def __init__(self, tissue: Any) -> None:
+        mask = np.asarray(tissue.mask, dtype=bool)
+        self.ds = float(tissue.downsample)
+        self.h, self.w = mask.shape
+        self.table = np.zeros((self.h + 1, self.w + 1), dtype=np.int32)
+        np.cumsum(mask, axis=0, dtype=np.int32, out=self.table[1:, 1:])
+        np.cumsum(self.table[1:, 1:], axis=1, out=self.table[1:, 1:])
+
+    def __call__(self, boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+        """``boxes`` level-0 ``(x, y, w, h)``, shape ``(n, 4)`` → float64 fractions ``(n,)``."""
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if len(b) == 0:
+            return np.zeros(0, dtype=np.float64)
+        x0, y0 = np.round(b[:, 0] / self.ds), np.round(b[:, 1] / self.ds)
+        x1 = np.maximum(np.round((b[:, 0] + b[:, 2]) / self.ds), x0 + 1)
+        y1 = np.maximum(np.round((b[:, 1] + b[:, 3]) / self.ds), y0 + 1)
+        cx0, cx1 = (np.clip(v, 0, self.w).astype(np.intp) for v in (x0, x1))
+        cy0, cy1 = (np.clip(v, 0, self.h).astype(np.intp) for v in (y0, y1))
+        t = self.table
+        inside = t[cy1, cx1].astype(np.int64) - t[cy0, cx1] - t[cy1, cx0] + t[cy0, cx0]
+        return inside / ((x1 - x0) * (y1 - y0))
+
+
+def tissue_fractions(tissue: Any, boxes: Sequence[Sequence[float]]) -> np.ndarray:
+    """Fraction (0–1) of each level-0 box covered by the tissue mask (one-off
+    :class:`TissueFractions`; build that once when asking repeatedly). Returns float64 ``(n,)``."""
+    return TissueFractions(tissue)(boxes)
 
 
 def tissue_tiles(
