@@ -27,7 +27,6 @@ model) and end-to-end tiles/s ÷ model-only tiles/s (target ≥ 0.5 on a GPU, �
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import multiprocessing
@@ -41,12 +40,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_predict import _JPEG, _encode_tile  # the predict benchmark's JPEG settings and tile bytes
 
 __all__ = ["CAMELYON_MM", "camelyon_truth", "flops_per_tile", "main", "model_only_rate", "write_camelyon_slide"]
 
 #: Physical size (width, height) in mm of a Camelyon16 slide's scanned area.
 CAMELYON_MM = (23.8, 53.7)
-_JPEG = dict(photometric="rgb", subsampling=(2, 2), compression="jpeg", compressionargs={"level": 85})
 _TRUTH: Any = None  # the worker processes' truth (set by _init_worker)
 
 
@@ -67,20 +66,6 @@ def camelyon_truth(width_px: int, height_px: int, *, mpp: float, seed: int, tiss
     return SyntheticTruth(shapely.affinity.scale(truth.tumor, s, s, origin=centre),
                           shapely.affinity.scale(truth.tissue, s, s, origin=centre),
                           truth.width, truth.height, truth.mpp, truth.seed)
-
-
-def _encode(tile: np.ndarray) -> bytes:
-    """The bytes tifffile stores for one JPEG tile with :data:`_JPEG` (so they match the page tags)."""
-    import tifffile
-
-    buf = io.BytesIO()
-    with tifffile.TiffWriter(buf) as tw:
-        tw.write(tile, tile=tile.shape[:2], **_JPEG)
-    buf.seek(0)
-    with tifffile.TiffFile(buf) as tf:
-        page = tf.pages[0]
-        buf.seek(page.dataoffsets[0])
-        return buf.read(page.databytecounts[0])
 
 
 def _scaled(truth: Any, ds: float) -> Any:
@@ -106,7 +91,7 @@ def _render_tile(job: tuple[float, int, int, int]) -> bytes:
     truth, renderers = _TRUTH
     if ds not in renderers:  # one renderer (prepared geometry) per level and worker
         renderers[ds] = _Renderer(_scaled(truth, ds))
-    return _encode(renderers[ds].render(tx * tile, ty * tile, tile))
+    return _encode_tile(renderers[ds].render(tx * tile, ty * tile, tile))
 
 
 def _kinds(truth: Any, ds: float, ntx: int, nty: int, tile: int) -> np.ndarray:
