@@ -56,3 +56,30 @@ def test_heatmap_odd_sizes_and_callable_source(tmp_path):
 def test_heatmap_rejects_bad_tile_size(tmp_path):
     with pytest.raises(ValueError, match="multiple of 16"):
         write_heatmap(tmp_path / "x.tif", np.zeros((10, 10), np.uint8), 1.0, tile_px=100)
+
+
+def test_heatmap_mostly_zero_map_every_level_and_every_tile_stored(tmp_path):
+    """Glass-dominated maps take the zero-tile shortcut; pixels must not change at any level and
+    every tile must still be stored (zero-byte 'sparse' tiles are not read by every TIFF reader)."""
+    import tifffile
+
+    full = np.zeros((600, 1000), np.uint8)
+    full[70:200, 130:390] = 200  # straddles tile borders of levels 0 and 1
+    full[500:600, 900:1000] = 17  # in the clipped last row/column of tiles
+    path = write_heatmap(tmp_path / "sparse.tif", full, 1.0, tile_px=64, workers=3)
+    with tifffile.TiffFile(path) as tif:
+        assert len(tif.pages) == len(heatmap_levels(1000, 600, 64))
+        level = full.astype(np.float64)
+        for page in tif.pages:
+            assert all(n > 0 for n in page.databytecounts)
+            got = page.asarray()
+            h, w = got.shape
+            assert np.abs(got.astype(np.float64) - level[:h, :w]).max() <= 1.0
+            # next level: mean of the valid pixels of each 2×2 block (edge blocks may be partial)
+            ph, pw = level.shape
+            pad = np.zeros((ph + ph % 2, pw + pw % 2))
+            cnt = np.zeros_like(pad)
+            pad[:ph, :pw], cnt[:ph, :pw] = got, 1
+            level = (pad.reshape(pad.shape[0] // 2, 2, -1, 2).sum(axis=(1, 3))
+                     / cnt.reshape(cnt.shape[0] // 2, 2, -1, 2).sum(axis=(1, 3)))
+        assert tif.pages[0].asarray()[:70].max() == 0
