@@ -53,13 +53,17 @@ class AugmentConfig:
 
 
 def dihedral(
-    rgb: npt.NDArray[np.uint8], label: npt.NDArray[np.uint8], k: int, flip: bool
+    rgb: npt.NDArray[np.uint8], label: npt.NDArray[np.uint8], k: int, flip: bool, *, copy: bool = True
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
-    """Rotate both ``(H, W, 3)`` and ``(H, W)`` arrays by ``k`` × 90° and optionally flip left-right."""
+    """Rotate both ``(H, W, 3)`` and ``(H, W)`` arrays by ``k`` × 90° and optionally flip left-right.
+
+    ``copy=False`` returns strided views (no pixel is moved; negative strides possible), for a
+    caller that copies once anyway (e.g. into ``(3, H, W)`` order).
+    """
     rgb, label = np.rot90(rgb, k, axes=(0, 1)), np.rot90(label, k, axes=(0, 1))
     if flip:
         rgb, label = rgb[:, ::-1], label[:, ::-1]
-    return np.ascontiguousarray(rgb), np.ascontiguousarray(label)
+    return (np.ascontiguousarray(rgb), np.ascontiguousarray(label)) if copy else (rgb, label)
 
 
 def draw_params(rng: np.random.Generator, config: AugmentConfig = AugmentConfig()) -> npt.NDArray[np.float32]:
@@ -78,11 +82,14 @@ def augment_tile(
     label: npt.NDArray[np.uint8],
     rng: np.random.Generator,
     config: AugmentConfig = AugmentConfig(),
+    *,
+    copy: bool = True,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
     """Worker side: a random dihedral transform of ``(H, W, 3)`` + ``(H, W)`` and the tile's
-    photometric parameters, all drawn from ``rng`` (same state, same result)."""
+    photometric parameters, all drawn from ``rng`` (same state, same result). ``copy=False``:
+    the arrays come back as strided views (see :func:`dihedral`)."""
     if config.dihedral:
-        rgb, label = dihedral(rgb, label, int(rng.integers(4)), bool(rng.integers(2)))
+        rgb, label = dihedral(rgb, label, int(rng.integers(4)), bool(rng.integers(2)), copy=copy)
     return rgb, label, draw_params(rng, config)
 
 

@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 IGNORE_INDEX = 255
+_CLIP_MIN_COORDS = 64  # clip shapes with more vertices to the tile before rasterising
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,10 @@ class LabelledImage:
     _tree: STRtree | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self._tree = STRtree([g for g, _ in self.shapes]) if self.shapes else None
+        geoms = np.array([g for g, _ in self.shapes], dtype=object)
+        self._tree = STRtree(geoms) if self.shapes else None
+        # shapes worth clipping to a tile before rasterising: valid, with many vertices
+        self._clip = (shapely.get_num_coordinates(geoms) > _CLIP_MIN_COORDS) & shapely.is_valid(geoms)
         self._parts: dict[int, tuple[list[Polygon], npt.NDArray[np.float64], npt.NDArray[np.float64]]] = {}
         for label, region in self.regions.items():
             parts = [p for p in getattr(region, "geoms", [region]) if not p.is_empty]
@@ -105,14 +109,28 @@ class LabelledImage:
         return 0.0 if region is None else float(region.area)
 
     def label_tile(self, box_px: tuple[int, int, int, int], out_size: tuple[int, int]) -> npt.NDArray[np.uint8]:
-        """The label tile ``(h, w)`` uint8 for a level-0 box (only shapes near the box are drawn)."""
+        """The label tile ``(h, w)`` uint8 for a level-0 box (only shapes near the box are drawn).
+
+        Large outlines (thousands of vertices, as hand-drawn Camelyon metastases) are first clipped
+        to the box plus one output pixel, so the cost follows the vertices inside the tile: every
+        pixel centre lies inside that rectangle, so it is labelled as by the whole shape.
+        """
         from qupath_camseg.masks import rasterize
 
         if self._tree is None:
             return np.full((out_size[1], out_size[0]), self.fill, np.uint8)
         x, y, w, h = box_px
-        hits = sorted(int(i) for i in self._tree.query(shapely.box(x, y, x + w, y + h)))
-        return rasterize([self.shapes[i] for i in hits], box_px, out_size, fill=self.fill)
+        hits = np.sort(self._tree.query(shapely.box(x, y, x + w, y + h)))
+        if hits.size == 0:
+            return np.full((out_size[1], out_size[0]), self.fill, np.uint8)
+        shapes = [self.shapes[i] for i in hits]
+        clip = np.flatnonzero(self._clip[hits])
+        if clip.size:
+            mx, my = w / out_size[0], h / out_size[1]  # one output pixel, level-0 px
+            geoms = np.array([shapes[j][0] for j in clip], dtype=object)
+            for j, g in zip(clip, shapely.clip_by_rect(geoms, x - mx, y - my, x + w + mx, y + h + my)):
+                shapes[j] = (g, shapes[j][1])
+        return rasterize(shapes, box_px, out_size, fill=self.fill)
 
     def inside_point(self, label: int, rng: np.random.Generator) -> tuple[float, float]:
         """A uniformly random point inside target class ``label`` (area-weighted over its parts)."""
@@ -270,7 +288,10 @@ class _SlideReader:
 
 
 def _to_tensors(rgb: npt.NDArray[np.uint8], label: npt.NDArray[np.uint8]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(H, W, 3)`` uint8 → ``(3, H, W)`` uint8 tensor; label ``(H, W)`` uint8 tensor."""
+    """``(H, W, 3)`` uint8 → ``(3, H, W)`` uint8 tensor; label ``(H, W)`` uint8 tensor.
+
+    The inputs may be strided views (a dihedral transform): each is copied exactly once.
+    """
     return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))), torch.from_numpy(np.ascontiguousarray(label))
 
 
@@ -339,7 +360,7 @@ class TrainTileDataset(torch.utils.data.Dataset):
         label = self.images[idx].label_tile(box, (self.tile_px, self.tile_px))
         params = IDENTITY_PARAMS
         if self.augment is not None:
-            rgb, label, params = augment_tile(rgb, label, rng, self.augment)
+            rgb, label, params = augment_tile(rgb, label, rng, self.augment, copy=False)
         return (*_to_tensors(rgb, label), torch.from_numpy(params))
 
 

@@ -219,8 +219,8 @@ def _amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
 
 def _default_workers(device: torch.device, world_size: int) -> int:
     cpus = max(1, (os.cpu_count() or 1) // world_size)
-    if device.type == "cuda":
-        return max(1, min(8, cpus - 1))
+    if device.type == "cuda":  # one worker decodes ≈ 60-70 tiles/s of 512² (benchmarks/RESULTS.md): use the cores
+        return max(1, min(16, cpus - 1))
     return min(2, cpus // 2)
 
 
