@@ -200,7 +200,8 @@ def model_only_rate(slide: Path, model_dir: Path, *, device: str, batch_size: in
     """
     import torch
 
-    from qupath_camseg.blending import TilePlan, _forward, _Reader
+    from qupath_camseg.blending import _forward, _Reader
+    from qupath_camseg.chunks import TilePlan
     from qupath_camseg.predict import PredictOptions, _active_tiles, load_model
     from qupath_camseg.slides import open_slide
     from qupath_camseg.tissue import detect_tissue

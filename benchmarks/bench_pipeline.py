@@ -6,7 +6,7 @@ the pace. This benchmark measures that part *on any machine*: the model is a 1×
 the real contract (float RGB 0–255 ``(N, 3, H, W)`` in, logits ``(N, 2, H, W)`` out), so what
 remains is the pipeline. In one process, on one synthetic slide:
 
-* ``read only``       - the same active tiles read by the same reader (``workers`` threads), no model;
+* ``read only``       - the same active tiles read by the same readers (``workers`` threads or processes), no model;
 * ``inference stage`` - ``run_inference`` inside ``predict_slide`` (reads + model + blending + chunk writes);
 * ``end to end``      - ``predict_slide`` wall time (adds tissue mask, vectorising, GeoJSON, heatmap).
 
@@ -14,6 +14,7 @@ Figures of merit: inference-stage tiles/s ÷ read-only tiles/s (1.0 = the pipeli
 beyond reading) and end-to-end ÷ read-only. Best of ``--repeats``; the load average is recorded.
 
     python benchmarks/bench_pipeline.py --workdir /tmp/bpipe            # 16k² slide at 0.25 µm/px
+    python benchmarks/bench_pipeline.py --readers processes               # reads in DataLoader worker processes
     python benchmarks/bench_pipeline.py --device cuda --workers 16 --profile
 """
 
@@ -73,11 +74,15 @@ def _loaded_model(work: Path, *, mpp: float, tile_px: int, device: str) -> Any:
     return LoadedModel(model, lm.config, lm.path, lm.sha256, lm.device)
 
 
-def _read_only(slide: Path, lm: Any, workers: int, opts: Any) -> tuple[float, int]:
-    """Tiles/s reading the active tiles of ``slide`` with ``workers`` threads (as run_inference does)."""
+def _read_only(slide: Path, lm: Any, workers: int, opts: Any, processes: bool) -> tuple[float, int]:
+    """Tiles/s reading the active tiles of ``slide`` with ``workers`` threads or DataLoader worker
+    processes (as run_inference does)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from qupath_camseg.blending import TilePlan, _Reader
+    import torch
+
+    from qupath_camseg.blending import _Reader, _TileBatches
+    from qupath_camseg.chunks import TilePlan
     from qupath_camseg.predict import _active_tiles
     from qupath_camseg.slides import open_slide
     from qupath_camseg.tissue import detect_tissue
@@ -89,6 +94,14 @@ def _read_only(slide: Path, lm: Any, workers: int, opts: Any) -> tuple[float, in
                                overlap=opts.overlap, chunk_px=opts.chunk_px, stripe_chunks=opts.stripe_chunks)
         active = _active_tiles(plan, detect_tissue(s, mask_mpp=opts.tissue_mask_mpp), None, opts.min_tissue)
     tiles = [(int(a), int(b)) for a, b in np.argwhere(active)]
+    if processes:
+        batches = [tiles[i:i + opts.batch_size] for i in range(0, len(tiles), opts.batch_size)]
+        t0 = time.perf_counter()  # worker start-up included, as in predict_slide
+        for _ in torch.utils.data.DataLoader(_TileBatches((slide, None, plan, lm.config.mpp), batches),
+                                             batch_size=None, num_workers=workers, prefetch_factor=4,
+                                             pin_memory=lm.device.startswith("cuda")):
+            pass
+        return len(tiles) / (time.perf_counter() - t0), len(tiles)
     reader = _Reader(slide, None, plan, lm.config.mpp)
     try:
         t0 = time.perf_counter()
@@ -110,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--readers", choices=["threads", "processes"], default=None,
+                    help="tile readers (default: predict's auto choice - processes on CUDA, else threads)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-block-cache", action="store_true",
@@ -138,13 +153,17 @@ def main(argv: list[str] | None = None) -> int:
         write_bench_slide(slide, args.size)
         print(f"wrote {slide} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     lm = _loaded_model(work, mpp=args.mpp, tile_px=args.tile, device=args.device)
-    opts = PredictOptions(overwrite=True, batch_size=args.batch_size, workers=args.workers, device=args.device)
+    from qupath_camseg.blending import use_read_processes
+
+    readers = args.readers or ("processes" if use_read_processes("auto", lm.device, args.workers) else "threads")
+    opts = PredictOptions(overwrite=True, batch_size=args.batch_size, workers=args.workers, device=args.device,
+                          readers=readers)
     load_start = os.getloadavg()[0]
     predict_slide(slide, lm, work / "out", options=opts)  # warm-up: imports, allocator, file cache
     reads, infer, e2e, stages = [], [], [], []
     tiles = 0
     for _ in range(args.repeats):
-        rate, tiles = _read_only(slide, lm, args.workers, opts)
+        rate, tiles = _read_only(slide, lm, args.workers, opts, readers == "processes")
         reads.append(rate)
         t0 = time.perf_counter()
         res = predict_slide(slide, lm, work / "out", options=opts)
@@ -168,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "device": lm.device, "slide": str(slide), "model_mpp": args.mpp, "tile_px": args.tile,
-        "tiles": tiles, "workers": args.workers, "batch_size": args.batch_size,
+        "tiles": tiles, "workers": args.workers, "readers": readers, "batch_size": args.batch_size,
         "block_cache": not args.no_block_cache,
         "load_avg_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "read_only_tiles_per_s": max(reads), "inference_stage_tiles_per_s": max(infer),
@@ -183,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pipeline benchmark ({result['machine']}, device {lm.device}, {result['date']}, "
           f"load {result['load_avg_1min'][0]}→{result['load_avg_1min'][1]})")
     print(f"slide {slide.name}, model 1×1 conv at {args.mpp} µm/px, {args.tile}² tiles, {tiles} tiles, "
-          f"{args.workers} reader threads, batch {args.batch_size}, "
+          f"{args.workers} reader {readers}, batch {args.batch_size}, "
           f"block cache {'off' if args.no_block_cache else 'on'}")
     print(f"{'':<18}{'tiles/s':>10}{'÷ read':>9}")
     print(f"{'read only':<18}{max(reads):10.1f}{1.0:9.2f}")

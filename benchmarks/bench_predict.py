@@ -172,7 +172,8 @@ def _throughput(slide: Path, model_dir: Path, work: Path, args: argparse.Namespa
     import numpy as np
     import torch
 
-    from qupath_camseg.blending import TilePlan, _forward, _Reader
+    from qupath_camseg.blending import _forward, _Reader
+    from qupath_camseg.chunks import TilePlan
     from qupath_camseg.predict import (
         PredictOptions,
         _active_tiles,

@@ -18,14 +18,10 @@ gives bit-identical results. Tiles that straddle a stripe edge are computed by b
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import threading
-import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +29,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from qupath_camseg._io import atomic_write_bytes, atomic_write_json
+from qupath_camseg.chunks import ChunkStore, TilePlan
 
 __all__ = ["ChunkStore", "StripeAccumulator", "TilePlan", "blend_window", "run_inference"]
-
-_CHUNK_RE = re.compile(r"^r(\d{5})_c(\d{5})\.zlib$")
-
 
 def blend_window(tile_px: int, *, floor: float = 1e-2) -> npt.NDArray[np.float32]:
     """Separable Hann (sin²) window of shape ``(tile_px, tile_px)``, values in ``[floor, 1]``.
@@ -49,182 +42,6 @@ def blend_window(tile_px: int, *, floor: float = 1e-2) -> npt.NDArray[np.float32
     i = (np.arange(tile_px, dtype=np.float64) + 0.5) / tile_px
     w1 = np.sin(np.pi * i) ** 2
     return np.maximum(np.outer(w1, w1), floor).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class TilePlan:
-    """The tile and chunk geometry of one slide's probability map (all sizes in map pixels).
-
-    ``map_size`` is ``(width, height)`` of the map; ``ds`` the level-0 px per map px.
-    """
-
-    map_size: tuple[int, int]
-    ds: float
-    tile_px: int
-    stride_px: int
-    chunk_px: int
-    stripe_chunks: int
-
-    @classmethod
-    def create(
-        cls, slide_size_px: tuple[int, int], slide_mpp: float, model_mpp: float, *, tile_px: int,
-        overlap: float = 0.25, chunk_px: int = 512, stripe_chunks: int = 16,
-    ) -> TilePlan:
-        """Plan for a slide of ``slide_size_px`` (level 0) at ``slide_mpp`` read at ``model_mpp``."""
-        if not 0 <= overlap < 0.5:
-            raise ValueError(f"overlap must be in [0, 0.5), not {overlap}")
-        if chunk_px % 16:
-            raise ValueError(f"chunk_px must be a multiple of 16 (a TIFF tile), not {chunk_px}")
-        ds = model_mpp / slide_mpp
-        w = max(1, math.ceil(slide_size_px[0] / ds))
-        h = max(1, math.ceil(slide_size_px[1] / ds))
-        stride = max(1, round(tile_px * (1 - overlap)))
-        return cls((w, h), ds, tile_px, stride, chunk_px, max(1, stripe_chunks))
-
-    @property
-    def offset_px(self) -> int:
-        """Shift of the tile grid origin (tile ``k`` starts at ``k*stride - offset``)."""
-        return (self.tile_px - self.stride_px) // 2
-
-    @property
-    def grid_shape(self) -> tuple[int, int]:
-        """Number of tile rows and columns ``(ny, nx)``."""
-        def n(size: int) -> int:
-            return max(1, math.ceil((size + self.offset_px - self.tile_px) / self.stride_px) + 1)
-        return n(self.map_size[1]), n(self.map_size[0])
-
-    @property
-    def chunk_shape(self) -> tuple[int, int]:
-        """Number of chunk rows and columns."""
-        return math.ceil(self.map_size[1] / self.chunk_px), math.ceil(self.map_size[0] / self.chunk_px)
-
-    def tile_origin(self, k: int) -> int:
-        """Map coordinate of tile row/column ``k``'s first pixel (may be negative)."""
-        return k * self.stride_px - self.offset_px
-
-    def tiles_overlapping(self, a: int, b: int) -> range:
-        """Tile indices (one axis) whose span intersects map pixels ``[a, b)``."""
-        first = max(0, math.floor((a + self.offset_px - self.tile_px) / self.stride_px) + 1)
-        last = math.ceil((b + self.offset_px) / self.stride_px)  # exclusive
-        return range(first, max(first, last))
-
-    def tile_boxes_level0(self) -> npt.NDArray[np.float64]:
-        """``(ny, nx, 4)`` boxes ``(x, y, w, h)`` of every tile in level-0 px (unclipped)."""
-        ny, nx = self.grid_shape
-        xs = np.array([self.tile_origin(k) for k in range(nx)], dtype=np.float64) * self.ds
-        ys = np.array([self.tile_origin(k) for k in range(ny)], dtype=np.float64) * self.ds
-        boxes = np.zeros((ny, nx, 4))
-        boxes[..., 0] = xs[None, :]
-        boxes[..., 1] = ys[:, None]
-        boxes[..., 2:] = self.tile_px * self.ds
-        return boxes
-
-    def chunk_box(self, row: int, col: int) -> tuple[int, int, int, int]:
-        """Chunk ``(row, col)`` as ``(x, y, w, h)`` in map px, clipped to the map."""
-        x, y = col * self.chunk_px, row * self.chunk_px
-        return x, y, min(self.chunk_px, self.map_size[0] - x), min(self.chunk_px, self.map_size[1] - y)
-
-    def needed_chunks(self, active: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-        """Chunks that at least one active tile overlaps, ``(chunk_rows, chunk_cols)``."""
-        cr, cc = self.chunk_shape
-        out = np.zeros((cr, cc), dtype=bool)
-        for r in range(cr):
-            rows = self.tiles_overlapping(r * self.chunk_px, min((r + 1) * self.chunk_px, self.map_size[1]))
-            sub = active[rows.start:rows.stop]
-            if not sub.any():
-                continue
-            cols_any = sub.any(axis=0)
-            for c in range(cc):
-                cols = self.tiles_overlapping(c * self.chunk_px, min((c + 1) * self.chunk_px, self.map_size[0]))
-                out[r, c] = bool(cols_any[cols.start:cols.stop].any())
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready description (part of the resume key)."""
-        d = asdict(self)
-        d["map_size"] = list(self.map_size)
-        return d
-
-
-class ChunkStore:
-    """A folder of ``uint8`` probability chunks ``(n_channels, h, w)``, one file per chunk.
-
-    ``meta.json`` holds ``key`` (everything the probabilities depend on); opening a store whose
-    key differs, or with ``overwrite=True``, deletes the old chunks first. Chunks are written
-    atomically (temp file + rename), so a chunk file is either complete or absent.
-    """
-
-    def __init__(self, folder: str | Path, plan: TilePlan, n_channels: int, key: dict[str, Any], *,
-                 overwrite: bool = False) -> None:
-        self.folder = Path(folder)
-        self.plan = plan
-        self.n_channels = n_channels
-        meta = {"format": "qupath-camseg probability chunks v1", "dtype": "uint8 round(255*p)",
-                "n_channels": n_channels, "plan": plan.to_dict(), "key": key}
-        meta_path = self.folder / "meta.json"
-        old = None
-        if meta_path.is_file():
-            try:
-                old = json.loads(meta_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                old = None
-        self.resumed = old == meta and not overwrite
-        if not self.resumed:
-            self.clear()
-            atomic_write_json(meta_path, meta)
-
-    def clear(self) -> None:
-        """Delete this store's chunk files (only files named like chunks)."""
-        if self.folder.is_dir():
-            for p in self.folder.iterdir():
-                if _CHUNK_RE.match(p.name) or (p.name.startswith(".r") and p.name.endswith(".tmp")):
-                    p.unlink(missing_ok=True)
-
-    def path(self, row: int, col: int) -> Path:
-        return self.folder / f"r{row:05d}_c{col:05d}.zlib"
-
-    def has(self, row: int, col: int) -> bool:
-        return self.path(row, col).is_file()
-
-    def write(self, row: int, col: int, data: npt.NDArray[np.uint8]) -> None:
-        """Store chunk ``(row, col)``; ``data`` is ``uint8 (n_channels, h, w)`` of the clipped chunk box."""
-        _, _, w, h = self.plan.chunk_box(row, col)
-        if data.shape != (self.n_channels, h, w) or data.dtype != np.uint8:
-            raise ValueError(f"chunk {row},{col} must be uint8 {(self.n_channels, h, w)}, not {data.dtype} {data.shape}")
-        atomic_write_bytes(self.path(row, col), zlib.compress(np.ascontiguousarray(data).tobytes(), 1))
-
-    def read(self, row: int, col: int) -> npt.NDArray[np.uint8]:
-        """Chunk ``(row, col)`` as ``uint8 (n_channels, h, w)``; zeros where nothing was predicted."""
-        _, _, w, h = self.plan.chunk_box(row, col)
-        p = self.path(row, col)
-        if not p.is_file():
-            return np.zeros((self.n_channels, h, w), dtype=np.uint8)
-        return np.frombuffer(zlib.decompress(p.read_bytes()), dtype=np.uint8).reshape(self.n_channels, h, w)
-
-    def iter_chunks(self) -> Iterator[tuple[int, int, npt.NDArray[np.uint8]]]:
-        """Stored chunks in row-major order as ``(row, col, data)`` (missing chunks skipped)."""
-        rows, cols = self.plan.chunk_shape
-        for r in range(rows):
-            for c in range(cols):
-                if self.has(r, c):
-                    yield r, c, self.read(r, c)
-
-    def read_region(self, box: tuple[int, int, int, int], channel: int = 0) -> npt.NDArray[np.uint8]:
-        """Map pixels of ``box`` (map px, clipped to the map) of one channel as ``uint8 (h, w)``."""
-        x, y, w, h = box
-        x1, y1 = min(x + w, self.plan.map_size[0]), min(y + h, self.plan.map_size[1])
-        out = np.zeros((max(0, y1 - y), max(0, x1 - x)), dtype=np.uint8)
-        cp = self.plan.chunk_px
-        for r in range(y // cp, math.ceil(y1 / cp)):
-            for c in range(x // cp, math.ceil(x1 / cp)):
-                if not self.has(r, c):
-                    continue
-                cx, cy, _, _ = self.plan.chunk_box(r, c)
-                data = self.read(r, c)[channel]
-                sy0, sx0 = max(y, cy), max(x, cx)
-                sy1, sx1 = min(y1, cy + data.shape[0]), min(x1, cx + data.shape[1])
-                out[sy0 - y:sy1 - y, sx0 - x:sx1 - x] = data[sy0 - cy:sy1 - cy, sx0 - cx:sx1 - cx]
-        return out
 
 
 class StripeAccumulator:
@@ -248,6 +65,8 @@ class StripeAccumulator:
         self.window = window
         self.rows = plan.tile_px + 2 * plan.stride_px
         self.acc = torch.zeros((n_channels + 1, self.rows, width), dtype=torch.float32, device=window.device)
+        self.last_added = first_row - 2  # tile row of the last add(); older rows no longer reach the buffer
+        self.dirty = False  # whether anything was added since the buffer was last all zero
 
     def add(self, col: int, probs: torch.Tensor) -> None:
         """Add one tile's probabilities ``(n_channels, tile_px, tile_px)`` at tile column ``col``."""
@@ -255,18 +74,30 @@ class StripeAccumulator:
         t, o = self.plan.tile_px, self.off
         self.acc[:-1, o:o + t, a:a + t].addcmul_(probs, self.window)
         self.acc[-1, o:o + t, a:a + t].add_(self.window)
+        self.last_added, self.dirty = self.row, True
 
-    def finish_row(self) -> tuple[int, torch.Tensor]:
-        """Close the current tile row; return ``(map_y, uint8 (n_channels, stride_px, x1 - x0))``.
+    def finish_row(self) -> tuple[int, torch.Tensor | None]:
+        """Close the current tile row; return ``(map_y, uint8 (n_channels, stride_px, x1 - x0))``,
+        or ``(map_y, None)`` when no tile touches those rows (glass between and below tissue:
+        nothing to compute).
 
-        ``map_y`` is the map row of the first returned row (negative near the top edge).
+        ``map_y`` is the map row of the first returned row (negative near the top edge). A tile
+        spans less than two strides (overlap < 0.5), so only tiles of this row and the one above
+        reach the rows closed here.
         """
         s, t = self.plan.stride_px, self.plan.tile_px
+        y = self.plan.tile_origin(self.row)
+        if self.last_added < self.row - 1:  # nothing live in the buffer: clear it once, restart at the top
+            if self.dirty:
+                self.acc.zero_()
+                self.dirty = False
+            self.row += 1
+            self.off = 0
+            return y, None
         done = self.acc[:, self.off:self.off + s, self.out_x0 - self.ax0:self.out_x1 - self.ax0]
         weight = done[-1:]
         prob = torch.where(weight > 0, done[:-1] / weight.clamp_min(1e-12), torch.zeros_like(done[:-1]))
         q = (prob.clamp(0, 1) * 255).round().to(torch.uint8)
-        y = self.plan.tile_origin(self.row)
         self.row += 1
         self.off += s
         if self.off + t > self.rows:  # move the live rows to the top, clear the rest
@@ -317,7 +148,7 @@ class _BlockCache:
 
 
 class _Block:
-    __slots__ = ("ready", "value", "error")
+    __slots__ = ("error", "ready", "value")
 
     def __init__(self) -> None:
         self.ready = threading.Event()
@@ -401,6 +232,61 @@ class _Reader:
             s.close()
 
 
+class _TileBatches(torch.utils.data.Dataset):
+    """Batches of tiles for :class:`torch.utils.data.DataLoader` worker processes.
+
+    Item ``i`` is ``uint8 (B, tile_px, tile_px, 3)`` for the tiles ``batches[i]``. Each worker
+    process opens the slide itself (its own :class:`_Reader`, block cache included), so tile
+    decoding, resampling and stacking run outside the main process's GIL; the loader hands the
+    batches over in shared memory (pinned for CUDA).
+    """
+
+    def __init__(self, reader_args: tuple[Any, ...], batches: list[list[tuple[int, int]]]) -> None:
+        self.reader_args, self.batches = reader_args, batches
+        self._reader: _Reader | None = None  # opened on first use, inside the worker
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if self._reader is None:
+            self._reader = _Reader(*self.reader_args)
+        t = self._reader.plan.tile_px
+        out = torch.empty((len(self.batches[i]), t, t, 3), dtype=torch.uint8)
+        if torch.utils.data.get_worker_info() is not None:
+            out.share_memory_()  # filled in place: handing it to the main process copies nothing
+        arr = out.numpy()
+        for k, (ty, tx) in enumerate(self.batches[i]):
+            arr[k] = self._reader.read(ty, tx)
+        return out
+
+
+def _thread_batches(pool: Any, reader: _Reader, batches: list[list[tuple[int, int]]],
+                    ahead: int) -> Iterator[npt.NDArray[np.uint8]]:
+    """Stacked batches read tile by tile on a thread pool, keeping ``ahead`` tiles in flight."""
+    tiles = [t for b in batches for t in b]
+    futures = [pool.submit(reader.read, *t) for t in tiles[:ahead]]
+    i = 0
+    for batch in batches:
+        futures += [pool.submit(reader.read, *t) for t in tiles[len(futures):i + len(batch) + ahead]]
+        out = np.stack([futures[j].result() for j in range(i, i + len(batch))])
+        for j in range(i, i + len(batch)):
+            futures[j] = None
+        i += len(batch)
+        yield out
+
+
+def use_read_processes(readers: str, device: Any, workers: int) -> bool:
+    """Whether tiles are read in worker processes: ``readers`` is ``"threads"``, ``"processes"``
+    or ``"auto"`` (processes on CUDA with ≥ 2 workers: there the GPU outruns what reader threads
+    sharing one GIL can decode; on a CPU the model is the bottleneck and threads cost less)."""
+    if readers not in ("auto", "threads", "processes"):
+        raise ValueError(f"readers must be auto, threads or processes, not {readers!r}")
+    if readers == "auto":
+        return torch.device(device).type == "cuda" and workers >= 2
+    return readers == "processes"
+
+
 def _stripe_work(plan: TilePlan, active: npt.NDArray[np.bool_], needed: npt.NDArray[np.bool_],
                  store: ChunkStore, c0: int, c1: int, batch_size: int) -> tuple[int, list[tuple[int, int]], int] | None:
     """For the stripe of chunk columns ``[c0, c1)``: ``(first band to compute, tiles, first tile row)``.
@@ -425,12 +311,14 @@ def _stripe_work(plan: TilePlan, active: npt.NDArray[np.bool_], needed: npt.NDAr
 
 def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, active: npt.NDArray[np.bool_],
                   store: ChunkStore, lm: Any, roi: Any, *, batch_size: int = 16, workers: int = 4,
-                  image: str = "", emit: Any = None) -> dict[str, Any]:
+                  image: str = "", emit: Any = None, on_chunk: Any = None, readers: str = "auto") -> dict[str, Any]:
     """Compute every missing chunk of ``store``; return ``{"tiles": n computed, "timings": {...}}``.
 
     ``active`` is ``bool (ny, nx)`` (tiles to compute); ``lm`` a loaded model (``.model``,
     ``.config``, ``.device``); ``roi`` an optional level-0 shapely geometry outside which the
-    stored probabilities are zero. ``emit`` receives ``start`` and ``progress`` events.
+    stored probabilities are zero. ``emit`` receives ``start`` and ``progress`` events;
+    ``on_chunk(row, col)`` is called (on a writer thread) after each chunk is stored.
+    ``workers`` tile readers are threads or processes as :func:`use_read_processes` decides.
     """
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -450,27 +338,34 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
             stripes.append((c0, min(cc, c0 + plan.stripe_chunks), *work))
     total = sum(len(s[3]) for s in stripes)
     emit({"event": "start", "image": image, "tiles": total, "resumed": store.resumed and total < int(active.sum())})
-    reader = _Reader(slide_path, slide_mpp, plan, lm.config.mpp)
-    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="qcamseg-read")
+    batches = [[tiles[i:i + batch_size] for i in range(0, len(tiles), batch_size)] for *_, tiles, _ in stripes]
+    reader_args = (slide_path, slide_mpp, plan, lm.config.mpp)
+    reader, pool, loader = None, None, None
+    if use_read_processes(readers, device, workers) and total:
+        # workers are forked before any thread of ours starts; they never touch CUDA
+        loader = iter(torch.utils.data.DataLoader(
+            _TileBatches(reader_args, [b for s in batches for b in s]), batch_size=None, shuffle=False,
+            num_workers=workers, pin_memory=cuda, prefetch_factor=4))
+    else:
+        reader = _Reader(*reader_args)
+        pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="qcamseg-read")
     # chunk files are independent (each zlib + fsync + rename, GIL released), so a few writers
     # keep the fsyncs from queueing up behind one thread at the end of the slide
     writer = ThreadPoolExecutor(max(1, min(4, workers)), thread_name_prefix="qcamseg-write")
     pending: list[Any] = []
     t_start, t_wait, t_model, t_writes, t_tail, done, last = time.perf_counter(), 0.0, 0.0, 0.0, 0.0, 0, 0.0
     try:
-        for c0, c1, b0, tiles, first_row in stripes:
+        for (c0, c1, b0, tiles, first_row), stripe_batches in zip(stripes, batches):
             x0, x1 = c0 * cp, min(c1 * cp, plan.map_size[0])
             acc = StripeAccumulator(plan, x0, x1, n, first_row, window)
-            band = _Band(plan, store, needed, roi, c0, c1, b0, writer, pending)
-            ahead = max(2 * batch_size, 4 * workers)
-            futures = [pool.submit(reader.read, *t) for t in tiles[:ahead]]
-            for i in range(0, len(tiles), batch_size):
-                batch = tiles[i:i + batch_size]
-                futures += [pool.submit(reader.read, *t) for t in tiles[len(futures):i + batch_size + ahead]]
+            band = _Band(plan, store, needed, roi, c0, c1, b0, writer, pending, on_chunk)
+            if loader is not None:
+                source = (next(loader) for _ in stripe_batches)
+            else:
+                source = _thread_batches(pool, reader, stripe_batches, max(2 * batch_size, 4 * workers))
+            for batch in stripe_batches:
                 t0 = time.perf_counter()
-                rgb = np.stack([futures[j].result() for j in range(i, i + len(batch))])
-                for j in range(i, i + len(batch)):
-                    futures[j] = None
+                rgb = next(source)
                 t1 = time.perf_counter()
                 probs = _forward(lm.model, rgb, device, cuda)
                 for (ty, tx), p in zip(batch, probs):
@@ -496,25 +391,38 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
             f.result()
         t_writes = time.perf_counter() - t0
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True)
-        reader.close()
+        if reader is not None:
+            reader.close()
+        del loader  # stops the worker processes
     return {"tiles": done, "timings": {"setup": t_start - t_fn, "waiting_for_tiles": t_wait, "model_and_blend": t_model,
                                        "last_rows": t_tail, "waiting_for_writes": t_writes}}
 
 
-def _forward(model: Any, rgb: npt.NDArray[np.uint8], device: torch.device, cuda: bool) -> torch.Tensor:
-    """Softmax foreground probabilities ``(B, n_classes, t, t)`` float32 on ``device`` for RGB tiles."""
+def _forward(model: Any, rgb: npt.NDArray[np.uint8] | torch.Tensor, device: torch.device, cuda: bool) -> torch.Tensor:
+    """Softmax foreground probabilities ``(B, n_classes, t, t)`` float32 on ``device`` for RGB tiles
+    ``uint8 (B, t, t, 3)`` (a numpy array or a CPU tensor).
+
+    With one foreground class (background + tumour, the Camelyon case) the softmax is computed
+    as ``sigmoid(l₁ - l₀)``: the same value, without a second exp and a reduction.
+    """
     if cuda:  # uint8 over the bus (4× fewer bytes), converted on the GPU
-        x = torch.from_numpy(rgb).pin_memory().to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+        t = rgb if isinstance(rgb, torch.Tensor) else torch.from_numpy(rgb)
+        t = t if t.is_pinned() else t.pin_memory()
+        x = t.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
     else:  # numpy's uint8 → float32 is ~3× faster than torch's on a strided view (same values)
-        x = torch.from_numpy(rgb.astype(np.float32)).permute(0, 3, 1, 2)
+        a = rgb.numpy() if isinstance(rgb, torch.Tensor) else rgb
+        x = torch.from_numpy(a.astype(np.float32)).permute(0, 3, 1, 2)
     # either way: NHWC memory → channels-last NCHW view
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
         logits = model(x)
     logits = logits.float()
     if logits.shape[-2:] != x.shape[-2:]:
         logits = torch.nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    if logits.shape[1] == 2:
+        return torch.sigmoid(logits[:, 1:] - logits[:, :1])
     return torch.softmax(logits, dim=1)[:, 1:]
 
 
@@ -522,28 +430,31 @@ class _Band:
     """Collects finished map rows of one stripe into a band of chunks and writes each full band."""
 
     def __init__(self, plan: TilePlan, store: ChunkStore, needed: npt.NDArray[np.bool_], roi: Any,
-                 c0: int, c1: int, b0: int, writer: Any, pending: list[Any]) -> None:
+                 c0: int, c1: int, b0: int, writer: Any, pending: list[Any], on_chunk: Any = None) -> None:
         self.plan, self.store, self.needed, self.roi = plan, store, needed, roi
         self.c0, self.c1, self.x0 = c0, c1, c0 * plan.chunk_px
         self.width = min(c1 * plan.chunk_px, plan.map_size[0]) - self.x0
         self.y_min = b0 * plan.chunk_px
         self.band = b0
         self.buf = np.zeros((store.n_channels, plan.chunk_px, self.width), dtype=np.uint8)
-        self.writer, self.pending = writer, pending
+        self.writer, self.pending, self.on_chunk = writer, pending, on_chunk
 
-    def put(self, y: int, rows: torch.Tensor) -> None:
-        """Rows ``[y, y + len)`` of the stripe (``uint8 (n, len, width)``)."""
-        arr = rows.cpu().numpy()
+    def put(self, y: int, rows: torch.Tensor | None) -> None:
+        """Rows ``[y, y + len)`` of the stripe (``uint8 (n, len, width)``; ``None``: ``stride_px``
+        rows of zeros)."""
+        arr = rows.cpu().numpy() if rows is not None else None
+        n_rows = arr.shape[1] if arr is not None else self.plan.stride_px
         cp, h = self.plan.chunk_px, self.plan.map_size[1]
         i = max(0, self.y_min - y)
-        while i < arr.shape[1] and y + i < h:
+        while i < n_rows and y + i < h:
             yy = y + i
             b = yy // cp
             if b != self.band:
                 self._flush()
                 self.band = b
-            k = min(arr.shape[1] - i, (b + 1) * cp - yy, h - yy)
-            self.buf[:, yy - b * cp:yy - b * cp + k] = arr[:, i:i + k]
+            k = min(n_rows - i, (b + 1) * cp - yy, h - yy)
+            if arr is not None:  # (the buffer is zeroed after each flush)
+                self.buf[:, yy - b * cp:yy - b * cp + k] = arr[:, i:i + k]
             i += k
             if yy + k == min((b + 1) * cp, h):
                 self._flush()
@@ -564,8 +475,13 @@ class _Band:
             data = self.buf[:, :h, cx - self.x0:cx - self.x0 + w].copy()
             if self.roi is not None:
                 data = _mask_roi(data, self.roi, (cx, cy, w, h), self.plan.ds)
-            self.pending.append(self.writer.submit(self.store.write, b, c, data))
+            self.pending.append(self.writer.submit(self._write, b, c, data))
         self.buf[:] = 0
+
+    def _write(self, row: int, col: int, data: npt.NDArray[np.uint8]) -> None:
+        self.store.write(row, col, data)
+        if self.on_chunk is not None:
+            self.on_chunk(row, col)
 
 
 def _mask_roi(data: npt.NDArray[np.uint8], roi: Any, box: tuple[int, int, int, int], ds: float) -> npt.NDArray[np.uint8]:

@@ -1,10 +1,12 @@
 """Whole-slide inference: tiles over tissue (or a ROI) → blended probability map → QuPath objects.
 
 For one slide, :func:`predict_slide` reads overlapping tiles at the model's pixel size on a pool of
-reader threads (each with its own slide handle; JPEG decoding releases the GIL), runs the model in
-batches (bf16 autocast and channels-last on CUDA), blends the softmax outputs with a smooth window
-and writes the map in chunks (see :mod:`qupath_camseg.blending`), so memory does not grow with the
-slide. From the finished chunks it then writes, under ``out_dir``:
+reader threads (each with its own slide handle) or, on CUDA, reader processes (decoding outside
+the main process's GIL), runs the model in batches (bf16 autocast and channels-last on CUDA),
+blends the softmax outputs with a smooth window and writes the map in chunks (see
+:mod:`qupath_camseg.blending`), so memory does not grow with the slide. Each chunk is traced into
+polygons on worker processes as soon as it is written (:mod:`qupath_camseg.outputs`). From the
+finished chunks it then writes, under ``out_dir``:
 
 * ``predictions/<id>.geojson`` - QuPath GeoJSON: one ``tile`` object per cell of a regular grid
   over tissue (size: the model's tile, clipped to the ROI), classified as the class with the
@@ -32,6 +34,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -47,7 +50,8 @@ from shapely.geometry.base import BaseGeometry
 from qupath_camseg import __version__
 from qupath_camseg._dist import Dist, env_rank, shard_by_weight
 from qupath_camseg._io import atomic_write_json, file_lock
-from qupath_camseg.blending import ChunkStore, TilePlan, run_inference
+from qupath_camseg.blending import run_inference
+from qupath_camseg.chunks import ChunkStore, TilePlan
 from qupath_camseg.errors import (
     CamsegError,
     InvalidAnnotationError,
@@ -55,7 +59,13 @@ from qupath_camseg.errors import (
     ProjectError,
     SlideNotFoundError,
 )
-from qupath_camseg.geojson import CAMSEG_METADATA, OUR_NAME_PREFIX, QPObject, read_geojson, write_geojson
+from qupath_camseg.geojson import QPObject, read_geojson, write_geojson
+from qupath_camseg.outputs import (
+    BACKGROUND_CLASS,
+    ChunkSummaries,
+    build_objects,
+    measure_tile_px,
+)
 from qupath_camseg.tiling import TissueFractions
 
 __all__ = [
@@ -71,8 +81,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Name given to tiles whose most probable class is the background.
-BACKGROUND_CLASS = "Other"
 _TUMOR_NAMES = ("tumor", "tumour", "metastasis", "metastases", "cancer", "carcinoma")
 Progress = Callable[[dict[str, Any]], None]
 
@@ -86,13 +94,16 @@ class PredictOptions:
     ``min_hole_um2`` drop specks and fill pinholes; ``simplify_um`` is the outline tolerance.
     The tissue mask is computed at ``tissue_mask_mpp`` µm/px, coarser for slides whose mask would
     exceed ``tissue_mask_max_px`` pixels (so memory does not grow with the slide: a 15 mm slide
-    gets a ≈ 15 µm/px mask, a Camelyon slide a ≈ 36 µm/px one).
+    gets a ≈ 15 µm/px mask, a Camelyon slide a ≈ 36 µm/px one). ``workers`` tile readers are
+    threads or, with ``readers="processes"`` (``"auto"``: on CUDA), DataLoader worker processes;
+    the choice changes speed, never the result.
     """
 
     threshold: float = 0.5
     overlap: float = 0.25
     batch_size: int = 16
     workers: int = 4
+    readers: str = "auto"
     device: str = "auto"
     slide_mpp: float | None = None
     roi: str | None = None
@@ -275,25 +286,44 @@ def predict_slide(
             active = _active_tiles(plan, fractions, roi, opts.min_tissue)
             t_tissue = time.perf_counter() - t0
             store = ChunkStore(store_dir, plan, len(cfg.classes), store_key, overwrite=opts.overwrite)
-            t0 = time.perf_counter()
-            stats = run_inference(slide_path, opts.slide_mpp, plan, active, store, lm, roi,
-                                  batch_size=opts.batch_size, workers=opts.workers, image=image, emit=emit)
-            t_infer = time.perf_counter() - t0
-            t0 = time.perf_counter()
+            measure_px = measure_tile_px(plan, cfg.tile_px)
+            needed = plan.needed_chunks(active)
             ti = _tumor_index(cfg.class_names)
-            from concurrent.futures import ThreadPoolExecutor
+            # chunk summaries (polygons, tile means) start on worker processes as chunks are written;
+            # with few cores they would only compete with inference, so they run at the end instead
+            processes = min(opts.workers, (os.cpu_count() or 1) // 2)
+            with ChunkSummaries(store, measure_px=measure_px, threshold_q=math.ceil(opts.threshold * 255 - 1e-9),
+                                processes=processes, expected=int(needed.sum())) as summaries:
+                t0 = time.perf_counter()
+                stats = run_inference(slide_path, opts.slide_mpp, plan, active, store, lm, roi,
+                                      batch_size=opts.batch_size, workers=opts.workers, image=image, emit=emit,
+                                      on_chunk=summaries.submit, readers=opts.readers)
+                t_infer = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                from concurrent.futures import ThreadPoolExecutor
 
-            from qupath_camseg.heatmap import write_heatmap
+                from qupath_camseg.heatmap import write_heatmap
 
-            # the heatmap pyramid (zlib, GIL released) is written while the objects are vectorised
-            with ThreadPoolExecutor(1, thread_name_prefix="qcamseg-heatmap") as hm_pool:
-                heatmap = hm_pool.submit(
-                    write_heatmap, paths["heatmap"], lambda r, c: store.read(r, c)[ti], cfg.mpp, size=plan.map_size,
-                    tile_px=plan.chunk_px,
-                    description=f"qupath-camseg {cfg.class_names[ti]} probability, 255 = 1, mpp={cfg.mpp}")
-                objs, tumor_area_l0 = _objects(store, plan, fractions, roi, cfg, opts, slide_mpp)
-                write_geojson(paths["geojson"], objs)
-                heatmap.result()
+                def heat_tile(r: int, c: int) -> np.ndarray | None:
+                    return store.read(r, c)[ti] if store.has(r, c) else None
+
+                # the heatmap pyramid (zlib, GIL released) is written while the objects are built
+                with ThreadPoolExecutor(1, thread_name_prefix="qcamseg-heatmap") as hm_pool:
+                    heatmap = hm_pool.submit(
+                        write_heatmap, paths["heatmap"], heat_tile, cfg.mpp, size=plan.map_size,
+                        tile_px=plan.chunk_px, workers=opts.workers,
+                        description=f"qupath-camseg {cfg.class_names[ti]} probability, 255 = 1, mpp={cfg.mpp}")
+                    chunk_summaries = summaries.finish()
+                    t_summaries = time.perf_counter() - t0
+                    objs, tumor_area_l0 = build_objects(
+                        chunk_summaries, plan, fractions, roi, class_names=cfg.class_names,
+                        colors=[tuple(c["color"]) for c in cfg.classes], measure_px=measure_px,
+                        min_tile_tissue=opts.min_tile_tissue, slide_mpp=slide_mpp, min_area_um2=opts.min_area_um2,
+                        min_hole_um2=opts.min_hole_um2, simplify_um=opts.simplify_um, tumor_index=ti)
+                    t_objects = time.perf_counter() - t0 - t_summaries
+                    write_geojson(paths["geojson"], objs)
+                    t_geojson = time.perf_counter() - t0 - t_summaries - t_objects
+                    heatmap.result()
             t_out = time.perf_counter() - t0
     tissue_area = _tissue_area_mm2(tissue, roi, slide_mpp)
     report = {
@@ -308,6 +338,8 @@ def predict_slide(
         "tissue_area_mm2": tissue_area, "tissue_mask_mpp": mask_mpp, "tumor_area_mm2": tumor_area_l0 * slide_mpp**2 / 1e6,
         "tumor_regions": sum(o.object_type == "annotation" for o in objs),
         "timings_s": {"tissue": t_tissue, "inference": t_infer, "outputs": t_out,
+                      "outputs_waiting_for_summaries": t_summaries, "outputs_objects": t_objects,
+                      "outputs_geojson": t_geojson, "outputs_other": t_out - t_summaries - t_objects - t_geojson,
                       "total": time.perf_counter() - t_start, **stats["timings"]},
         "tiles_per_s": stats["tiles"] / t_infer if t_infer > 0 else None,
         "device": _device_name(lm.device), "versions": _versions(),
@@ -361,102 +393,6 @@ def _tissue_area_mm2(tissue: Any, roi: BaseGeometry | None, slide_mpp: float) ->
     else:
         px = float(tissue.to_polygons().intersection(roi).area)
     return px * slide_mpp**2 / 1e6
-
-
-def _objects(store: ChunkStore, plan: TilePlan, fractions: TissueFractions, roi: BaseGeometry | None, cfg: Any,
-             opts: PredictOptions, slide_mpp: float) -> tuple[list[QPObject], float]:
-    """Tile objects and region annotations from the stored chunks (one pass, chunk by chunk)."""
-    from qupath_camseg.masks import vectorize
-
-    ds, cp = plan.ds, plan.chunk_px
-    m = cfg.tile_px if cp % cfg.tile_px == 0 else cp  # measurement tile, map px
-    names, colors = cfg.class_names, [tuple(c["color"]) for c in cfg.classes]
-    n = len(names)
-    thr_q = math.ceil(opts.threshold * 255 - 1e-9)
-    pieces: list[list[Polygon]] = [[] for _ in range(n)]
-    means: dict[tuple[int, int], np.ndarray] = {}
-    for r, c, data in store.iter_chunks():
-        cx, cy, w, h = plan.chunk_box(r, c)
-        for k in range(n):
-            fg = data[k] >= thr_q
-            if fg.any():
-                pieces[k] += vectorize(fg, origin_px=(cx * ds, cy * ds), downsample=ds)
-        for ty in range(0, h, m):
-            for tx in range(0, w, m):
-                block = data[:, ty:ty + m, tx:tx + m].reshape(n, -1)
-                means[((cy + ty) // m, (cx + tx) // m)] = np.concatenate(
-                    [block.mean(axis=1) / 255.0, (block >= thr_q).mean(axis=1)])
-    objs: list[QPObject] = []
-    # tile objects on the measurement grid over tissue (and the ROI)
-    mh, mw = math.ceil(plan.map_size[1] / m), math.ceil(plan.map_size[0] / m)
-    ii, jj = np.meshgrid(np.arange(mh), np.arange(mw), indexing="ij")
-    x0, y0 = jj.ravel() * m * ds, ii.ravel() * m * ds
-    x1 = np.minimum((jj.ravel() + 1) * m * ds, plan.map_size[0] * ds)
-    y1 = np.minimum((ii.ravel() + 1) * m * ds, plan.map_size[1] * ds)
-    frac = fractions(np.column_stack([x0, y0, x1 - x0, y1 - y0]))
-    geoms = shapely.box(x0, y0, x1, y1)
-    keep = frac >= opts.min_tile_tissue
-    if roi is not None:
-        shapely.prepare(roi)
-        keep &= shapely.intersects(roi, geoms)
-    zero = np.zeros(2 * n)
-    for idx in np.flatnonzero(keep):
-        key = (int(ii.ravel()[idx]), int(jj.ravel()[idx]))
-        v = means.get(key, zero)
-        probs = np.concatenate([[max(0.0, 1.0 - v[:n].sum())], v[:n]])
-        best = int(np.argmax(probs))
-        geom = geoms[idx] if roi is None or roi.contains(geoms[idx]) else roi.intersection(geoms[idx])
-        from qupath_camseg.geojson import polygonal_part
-
-        geom = polygonal_part(geom)
-        if geom is None:
-            continue
-        meas = {}
-        for k in range(n):
-            meas[f"{names[k]} probability (mean)"] = round(float(v[k]), 4)
-            meas[f"{names[k]} area fraction"] = round(float(v[n + k]), 4)
-        cls = BACKGROUND_CLASS if best == 0 else names[best - 1]
-        color = colors[best - 1] if best else (180, 180, 180)
-        objs.append(QPObject(geom, object_type="tile", classification=cls, color=color,
-                             name=f"{OUR_NAME_PREFIX} tile", measurements=meas, metadata=dict(CAMSEG_METADATA)))
-    # region annotations: union of chunk pieces, closed over chunk seams, simplified, specks dropped
-    um2_px = 1 / slide_mpp**2
-    simplify = (opts.simplify_um / slide_mpp) if opts.simplify_um is not None else 0.5 * ds
-    tumor_area = 0.0
-    ti = _tumor_index(names)
-    for k in range(n):
-        regions = _regions(pieces[k], close_px=0.3 * ds, simplify_px=simplify,
-                           min_area_px=opts.min_area_um2 * um2_px, min_hole_px=opts.min_hole_um2 * um2_px, roi=roi)
-        if k == ti:
-            tumor_area = float(sum(p.area for p in regions))
-        for p in regions:
-            objs.append(QPObject(p, object_type="annotation", classification=names[k], color=colors[k],
-                                 name=f"{OUR_NAME_PREFIX} {names[k]}", metadata=dict(CAMSEG_METADATA)))
-    return objs, tumor_area
-
-
-def _regions(pieces: list[Polygon], *, close_px: float, simplify_px: float, min_area_px: float,
-             min_hole_px: float, roi: BaseGeometry | None) -> list[Polygon]:
-    """Merge per-chunk polygons into regions: union, morphological closing by ``close_px``
-    (joins the pieces across chunk seams), ROI clip, simplify, drop specks and fill small holes."""
-    if not pieces:
-        return []
-    merged = shapely.union_all([p.buffer(close_px, join_style="mitre") for p in pieces])
-    merged = merged.buffer(-close_px, join_style="mitre")
-    if roi is not None:
-        merged = merged.intersection(roi)
-    if simplify_px > 0:
-        merged = merged.simplify(simplify_px, preserve_topology=True)
-    out = []
-    for p in getattr(merged, "geoms", [merged]):
-        if not isinstance(p, Polygon) or p.is_empty:
-            continue
-        holes = [h for h in p.interiors if Polygon(h).area >= min_hole_px]
-        p = Polygon(p.exterior, holes)
-        if p.area >= min_area_px and p.is_valid:
-            out.append(p)
-    out.sort(key=lambda p: (p.bounds[1], p.bounds[0]))
-    return out
 
 
 #: Per-image outcome codes exchanged between ranks (summed: each image has exactly one owner).

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qupath_camseg.blending import TilePlan, _Reader
+from qupath_camseg.blending import _Reader
+from qupath_camseg.chunks import TilePlan
 from qupath_camseg.slides import open_slide
 
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from shapely.geometry import box
 
-from qupath_camseg.blending import ChunkStore, TilePlan, blend_window
+from qupath_camseg.blending import blend_window
+from qupath_camseg.chunks import ChunkStore, TilePlan
 from qupath_camseg.bundle import ModelConfig
 from qupath_camseg.errors import CamsegError
 from qupath_camseg.geojson import (
@@ -277,3 +278,52 @@ def test_trained_model_dice_on_held_out_slide(trained):
     # the user's (ground-truth) annotation files are untouched; no QuPath here → a note says so
     assert {p.name: p.read_bytes() for p in ann.glob("*.geojson")} == before
     assert any(e["event"] == "note" and "not written into the QuPath project" in e["message"] for e in events)
+
+
+@pytest.mark.parametrize("n_channels", [2, 3])
+def test_forward_equals_softmax_of_the_logits(n_channels):
+    """Two classes take the sigmoid(l1 - l0) shortcut; it must equal the softmax (and 3 classes too)."""
+    from qupath_camseg.blending import _forward
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, n_channels, 3, padding=1).eval()
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    got = _forward(model, rgb, torch.device("cpu"), False)
+    with torch.no_grad():
+        ref = torch.softmax(model(torch.from_numpy(rgb).permute(0, 3, 1, 2).float()), dim=1)[:, 1:]
+    assert got.shape == (2, n_channels - 1, 32, 32)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
+
+
+def test_reader_processes_and_pooled_summaries_give_identical_outputs(slide, whole, tmp_path, monkeypatch):
+    """The GPU configuration (tiles read by DataLoader worker processes, chunks traced on a process
+    pool during inference) must write exactly what the threaded, in-process path writes."""
+    import qupath_camseg.outputs as outputs_mod
+    import qupath_camseg.predict as predict_mod
+
+    out, res, _ = whole
+    monkeypatch.setattr(predict_mod.os, "cpu_count", lambda: 8)  # 2 workers → 2 summary processes
+    started = []
+    real_init = outputs_mod.ChunkSummaries.__init__
+
+    def spy(self, *a, **kw):
+        real_init(self, *a, **kw)
+        started.append(self._pool is not None)
+
+    monkeypatch.setattr(outputs_mod.ChunkSummaries, "__init__", spy)
+    res2 = predict_slide(slide, _fake_model(), tmp_path, options=_opts(readers="processes"))
+    assert started == [True]
+    assert res2.report["tiles"]["computed_this_run"] == res.report["tiles"]["computed_this_run"]
+    chunks = sorted((out / "probability" / "slide").glob("r*_c*.zlib"))
+    assert len(chunks) >= 32
+    for c in chunks:
+        assert (tmp_path / "probability" / "slide" / c.name).read_bytes() == c.read_bytes(), c.name
+    assert res2.outputs["heatmap"].read_bytes() == res.outputs["heatmap"].read_bytes()
+
+    def objects(path):  # every field but the random per-object UUID
+        return [(o.object_type, o.classification, o.name, o.geometry.wkb, o.measurements)
+                for o in read_geojson(path)]
+
+    assert objects(res2.outputs["geojson"]) == objects(res.outputs["geojson"])
+    with pytest.raises(ValueError, match="readers must be"):
+        predict_slide(slide, _fake_model(), tmp_path / "bad", options=_opts(readers="gpu", overwrite=True))

@@ -123,7 +123,10 @@ class _Reporter:
               help="Probability at or above which a pixel counts as tumour in the annotations.")
 @device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Tiles per forward pass.")
-@click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True, help="Tile-reading threads.")
+@click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Tile readers (and output-stage processes, up to half the CPUs).")
+@click.option("--readers", type=click.Choice(["auto", "threads", "processes"]), default="auto", show_default=True,
+              help="Read tiles on threads or worker processes (auto: processes on a GPU). Speed only, same result.")
 @overwrite_option
 @click.option("--progress", "progress_mode", type=click.Choice(["bar", "jsonl", "none"]), default="bar",
               show_default=True, help="bar: tqdm on stderr; jsonl: one JSON event per line on stdout.")
@@ -134,7 +137,7 @@ class _Reporter:
               help="Do not write objects into the QuPath project hierarchy (files under camseg/ only).")
 @click.option("--chunk-px", type=click.IntRange(min=16), default=512, hidden=True)
 def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | None, out_dir: Path | None,
-            threshold: float, device: str, batch_size: int, workers: int, overwrite: bool, progress_mode: str,
+            threshold: float, device: str, batch_size: int, workers: int, readers: str, overwrite: bool, progress_mode: str,
             slide_mpp: float | None, overlap: float, no_project_write: bool, chunk_px: int) -> None:
     """Tumour probability maps, tile measurements and tumour outlines for whole slides.
 
@@ -159,7 +162,7 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
             raise SlideNotFoundError(f"{target} does not exist; pass a QuPath project folder or a slide file")
         if chunk_px % 16:
             raise click.BadParameter("must be a multiple of 16", param_hint="--chunk-px")
-        opts = PredictOptions(threshold=threshold, overlap=overlap, batch_size=batch_size, workers=workers,
+        opts = PredictOptions(threshold=threshold, overlap=overlap, batch_size=batch_size, workers=workers, readers=readers,
                               device=device, slide_mpp=slide_mpp, roi=str(roi) if roi else None,
                               overwrite=overwrite, chunk_px=chunk_px)
         model = load_model(model_dir, device=device)
