@@ -14,7 +14,7 @@ Figures of merit: inference-stage tiles/s ÷ read-only tiles/s (1.0 = the pipeli
 beyond reading) and end-to-end ÷ read-only. Best of ``--repeats``; the load average is recorded.
 
     python benchmarks/bench_pipeline.py --workdir /tmp/bpipe            # 16k² slide at 0.25 µm/px
-    python benchmarks/bench_pipeline.py --readers processes               # reads in DataLoader worker processes
+    python benchmarks/bench_pipeline.py --readers threads processes       # both kinds of tile readers
     python benchmarks/bench_pipeline.py --device cuda --workers 16 --profile
 """
 
@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--readers", choices=["threads", "processes"], default=None,
-                    help="tile readers (default: predict's auto choice - processes on CUDA, else threads)")
+    ap.add_argument("--readers", nargs="+", choices=["threads", "processes"], default=None,
+                    help="tile readers, one measurement each (default: predict's auto choice - processes on CUDA)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-block-cache", action="store_true",
@@ -140,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     from bench_predict import write_bench_slide
 
     from qupath_camseg import blending
-    from qupath_camseg.predict import PredictOptions, predict_slide
 
     if args.no_block_cache:
         blending._BLOCK_CACHE_BYTES = 0
@@ -155,7 +154,35 @@ def main(argv: list[str] | None = None) -> int:
     lm = _loaded_model(work, mpp=args.mpp, tile_px=args.tile, device=args.device)
     from qupath_camseg.blending import use_read_processes
 
-    readers = args.readers or ("processes" if use_read_processes("auto", lm.device, args.workers) else "threads")
+    auto = "processes" if use_read_processes("auto", lm.device, args.workers) else "threads"
+    modes = args.readers or [auto]
+    by_mode = {m: _measure(slide, lm, work, args, m) for m in modes}
+    result = {**by_mode[modes[0]], "by_readers": by_mode, "readers_default": auto}
+    out = args.json or work / "bench_pipeline.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"pipeline benchmark ({result['machine']}, device {lm.device}, {result['date']}, "
+          f"load {result['load_avg_1min'][0]}→{result['load_avg_1min'][1]})")
+    print(f"slide {slide.name}, model 1×1 conv at {args.mpp} µm/px, {args.tile}² tiles, {result['tiles']} tiles, "
+          f"{args.workers} readers, batch {args.batch_size}, block cache {'off' if args.no_block_cache else 'on'}")
+    print(f"{'':<28}{'tiles/s':>10}{'÷ read':>9}")
+    for m, r in by_mode.items():
+        print(f"{'read only, ' + m:<28}{r['read_only_tiles_per_s']:10.1f}{1.0:9.2f}")
+        print(f"{'inference stage, ' + m:<28}{r['inference_stage_tiles_per_s']:10.1f}"
+              f"{r['ratio_inference_stage_to_read']:9.2f}")
+        print(f"{'end to end, ' + m:<28}{r['end_to_end_tiles_per_s']:10.1f}{r['ratio_end_to_end_to_read']:9.2f}")
+        print(f"stage seconds ({m}, best run): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in r["stage_seconds_best_run"].items()))
+        if r.get("profile"):
+            print(r["profile"])
+    print(f"JSON: {out}")
+    return 0
+
+
+def _measure(slide: Path, lm: Any, work: Path, args: Any, readers: str) -> dict[str, Any]:
+    """Read-only, inference-stage and end-to-end tiles/s with one kind of tile readers."""
+    from qupath_camseg.predict import PredictOptions, predict_slide
+
     opts = PredictOptions(overwrite=True, batch_size=args.batch_size, workers=args.workers, device=args.device,
                           readers=readers)
     load_start = os.getloadavg()[0]
@@ -183,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
         profile_text = buf.getvalue()
     best = min(range(len(e2e)), key=lambda i: -e2e[i])
-    result = {
+    return {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "device": lm.device, "slide": str(slide), "model_mpp": args.mpp, "tile_px": args.tile,
@@ -195,24 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_inference_stage_to_read": max(infer) / max(reads), "ratio_end_to_end_to_read": max(e2e) / max(reads),
         "stage_seconds_best_run": stages[best],
         "all_runs": {"read_only": reads, "inference_stage": infer, "end_to_end": e2e},
+        **({"profile": profile_text} if profile_text else {}),
     }
-    out = args.json or work / "bench_pipeline.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"pipeline benchmark ({result['machine']}, device {lm.device}, {result['date']}, "
-          f"load {result['load_avg_1min'][0]}→{result['load_avg_1min'][1]})")
-    print(f"slide {slide.name}, model 1×1 conv at {args.mpp} µm/px, {args.tile}² tiles, {tiles} tiles, "
-          f"{args.workers} reader {readers}, batch {args.batch_size}, "
-          f"block cache {'off' if args.no_block_cache else 'on'}")
-    print(f"{'':<18}{'tiles/s':>10}{'÷ read':>9}")
-    print(f"{'read only':<18}{max(reads):10.1f}{1.0:9.2f}")
-    print(f"{'inference stage':<18}{max(infer):10.1f}{max(infer) / max(reads):9.2f}")
-    print(f"{'end to end':<18}{max(e2e):10.1f}{max(e2e) / max(reads):9.2f}")
-    print("stage seconds (best run): " + ", ".join(f"{k} {v:.2f}" for k, v in stages[best].items()))
-    if profile_text:
-        print(profile_text)
-    print(f"JSON: {out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -8,11 +8,14 @@
 Sections (``--sections``; each runs in its own process, so one failure or time-out costs only
 its own row):
 
+* ``pipeline`` - :mod:`bench_pipeline`: ``predict_slide`` with a model that costs nothing, so the
+  pipeline around the model alone is timed, with reader threads and with reader processes;
 * ``predict``  - :mod:`bench_predict`: ``predict_slide`` end to end vs the model alone on the
   identical tiles in the same process (tiles/s, tissue Mpx/s); also gives ``memory``;
 * ``memory``   - :mod:`bench_predict`: peak RSS predicting 6k², 20k², 60k² slides, each in a fresh
   subprocess (whole process and prediction phase);
-* ``train``    - :mod:`bench_train`: the full training loop vs the model-only step;
+* ``train``    - :mod:`bench_train`: the full training loop vs the model-only step, and the
+  data loader alone (tiles/s per worker, workers needed to feed the model);
 * ``read``     - :mod:`bench_read`: tiffslide vs OpenSlide tile reads on a synthetic pyramid and
   on CMU-1-small-region.svs;
 * ``camelyon`` - :mod:`bench_camelyon`: a Camelyon-size slide through ``qcamseg predict`` with
@@ -41,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("camelyon", "predict", "memory", "train", "read")
+SECTIONS = ("camelyon", "pipeline", "predict", "memory", "train", "read")
 SCHEMA = "qupath-camseg benchmarks v1"
 
 #: Arguments of each benchmark script by mode; ``{cpus}`` is the CPU count.
@@ -52,6 +55,7 @@ _ARGS: dict[str, dict[str, list[str]]] = {
         "train": ["--slides", "2", "--slide-px", "512", "--mpp", "2.0", "--tile", "32", "--width", "4", "--depth", "2",
                   "--batch-size", "2", "--steps", "3", "--workers", "0"],
         "read": ["--synthetic-px", "1024", "--reads", "4", "--repeats", "1"],
+        "pipeline": ["--size", "2048", "--repeats", "1", "--workers", "2", "--readers", "threads", "processes"],
         "camelyon": ["--width-mm", "1", "--height-mm", "1", "--models", "default", "--model-only-tiles", "2",
                      "--predict-args", "--workers 1 --batch-size 2", "--batch-size", "2", "--gen-workers", "1"],
     },
@@ -59,12 +63,14 @@ _ARGS: dict[str, dict[str, list[str]]] = {
         "predict": ["--sizes", "6000", "20000", "60000", "--throughput-size", "6000", "--repeats", "1"],
         "train": ["--slides", "2", "--slide-px", "1024", "--tile", "64", "--steps", "12"],
         "read": ["--synthetic-px", "2048", "--reads", "32", "--repeats", "2"],
+        "pipeline": ["--size", "8192", "--repeats", "1", "--readers", "threads", "processes"],
         "camelyon": ["--width-mm", "3", "--height-mm", "6", "--models", "default", "--model-only-tiles", "16"],
     },
     "full": {
         "predict": ["--sizes", "6000", "20000", "60000", "--throughput-size", "6000", "--repeats", "2"],
         "train": ["--steps", "30"],
         "read": ["--synthetic-px", "4096", "--reads", "64", "--repeats", "3"],
+        "pipeline": ["--repeats", "2", "--readers", "threads", "processes"],
         "camelyon": ["--models", "default", "resnet34"],
     },
     "cuda": {
@@ -72,6 +78,7 @@ _ARGS: dict[str, dict[str, list[str]]] = {
                     "--throughput-tile", "512", "--batch-size", "32", "--workers", "{cpus}", "--repeats", "2"],
         "train": ["--tile", "512", "--width", "32", "--batch-size", "32", "--steps", "100", "--mpp", "0.5"],
         "read": ["--synthetic-px", "4096", "--reads", "128", "--threads", "1", "{cpus}", "--repeats", "2"],
+        "pipeline": ["--size", "20000", "--workers", "{cpus}", "--batch-size", "32", "--repeats", "2", "--readers", "threads", "processes"],
         "camelyon": ["--models", "default", "resnet34"],
     },
 }
@@ -213,6 +220,13 @@ def _rows(sections: dict[str, Any], device: str) -> list[tuple[str, str, str, st
             rows.append((name, "predict_slide end to end", f"{t['end_to_end_tiles_per_s']:.2f} tiles/s",
                          f"{t['ratio_end_to_end']:.2f}×", verdict(t["ratio_end_to_end"], 0.5 if gpu else 0.7, True)))
             rows.append((name, "tissue throughput end to end", f"{t['tissue_mpx_per_s_end_to_end']:.2f} Mpx/s", "", ""))
+        if name == "pipeline" and "by_readers" in sec:
+            for mode, r in sec["by_readers"].items():
+                rows.append((name, f"read only, {r['workers']} {mode}", f"{r['read_only_tiles_per_s']:.0f} tiles/s", "", ""))
+                rows.append((name, f"inference stage, {mode}", f"{r['inference_stage_tiles_per_s']:.0f} tiles/s",
+                             f"{r['ratio_inference_stage_to_read']:.2f}× read", ""))
+                rows.append((name, f"end to end, {mode}", f"{r['end_to_end_tiles_per_s']:.0f} tiles/s",
+                             f"{r['ratio_end_to_end_to_read']:.2f}× read", ""))
         if name == "memory" and "runs" in sec:
             for r in sec["runs"]:
                 rows.append((name, f"peak RSS {r['size_px']}²", f"{r['peak_rss_mb']:.0f} MB",
@@ -226,6 +240,12 @@ def _rows(sections: dict[str, Any], device: str) -> list[tuple[str, str, str, st
             rows.append((name, "model-only step", f"{sec['model_only_tiles_per_s']:.1f} tiles/s", "", ""))
             rows.append((name, "full training loop", f"{sec['loop_tiles_per_s']:.1f} tiles/s", f"{sec['ratio']:.2f}×",
                          verdict(sec["ratio"], 0.8, True) if gpu else "(GPU: ≥ 0.8)"))
+        if name == "train" and "loader" in sec:
+            for key, label in (("one_worker", "loader only, 1 worker"), ("main_process", "loader only, main process")):
+                if key in sec["loader"]:
+                    rows.append((name, label, f"{sec['loader'][key]['tiles_per_s']:.1f} tiles/s", "", ""))
+            for label, workers in (sec.get("workers_needed") or {}).items():
+                rows.append((name, f"workers to feed {label}"[:60], f"{workers:.1f}", "", ""))
         if name == "read" and "slides" in sec:
             for sl in sec["slides"]:
                 for r in sl["runs"]:
@@ -306,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs: list[tuple[str, str, list[str]]] = []  # (key, script, arguments)
     if "predict" in sections or "memory" in sections:
         jobs.append(("predict", "bench_predict.py", [*table["predict"], *dev, "--workdir", str(workdir / "predict")]))
+    if "pipeline" in sections:
+        jobs.append(("pipeline", "bench_pipeline.py", [*table["pipeline"], *dev, "--workdir", str(workdir / "pipeline")]))
     if "train" in sections:
         jobs.append(("train", "bench_train.py", [*table["train"], *dev]))
     if "read" in sections:

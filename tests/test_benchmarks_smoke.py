@@ -28,7 +28,7 @@ def test_smoke_run_succeeds_and_prints_the_table(smoke):
     errors = {k: v["error"] for k, v in data["sections"].items() if v.get("error")}
     assert proc.returncode == 0 and not errors, f"{errors}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
     assert "section" in proc.stdout and "figure of merit" in proc.stdout
-    for name in ("predict", "memory", "train", "read"):
+    for name in ("pipeline", "predict", "memory", "train", "read"):
         assert f"\n{name} " in proc.stdout, f"no {name} row in the table:\n{proc.stdout}"
     assert str(path) in proc.stdout
     assert path.with_suffix(".log").is_file()
@@ -42,7 +42,7 @@ def test_smoke_json_has_the_promised_keys(smoke):
     assert {"cpu", "cpus", "python", "torch", "git"} <= set(data["machine"])
     assert isinstance(data["load_avg_1min_start"], float) and isinstance(data["table"], str)
     s = data["sections"]
-    assert set(s) == {"predict", "memory", "train", "read"}  # camelyon is GPU-only by default
+    assert set(s) == {"pipeline", "predict", "memory", "train", "read"}  # camelyon is GPU-only by default
     for sec in s.values():
         assert sec["command"].startswith("python benchmarks/") and sec["wall_s"] > 0
 
@@ -50,6 +50,12 @@ def test_smoke_json_has_the_promised_keys(smoke):
     for key in ("model_only_tiles_per_s", "end_to_end_tiles_per_s", "ratio_end_to_end", "tissue_mpx_per_s_end_to_end"):
         assert t[key] > 0, key
     assert t["ratio_end_to_end"] == pytest.approx(t["end_to_end_tiles_per_s"] / t["model_only_tiles_per_s"])
+
+    pl = s["pipeline"]["by_readers"]
+    assert set(pl) == {"threads", "processes"}
+    for r in pl.values():
+        assert r["tiles"] > 0 and r["read_only_tiles_per_s"] > 0 and r["end_to_end_tiles_per_s"] > 0
+        assert r["ratio_end_to_end_to_read"] == pytest.approx(r["end_to_end_tiles_per_s"] / r["read_only_tiles_per_s"])
 
     m = s["memory"]
     assert [r["size_px"] for r in m["runs"]] == [1024, 2048]  # each a fresh subprocess
