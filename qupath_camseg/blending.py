@@ -342,10 +342,11 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
     reader_args = (slide_path, slide_mpp, plan, lm.config.mpp)
     reader, pool, loader = None, None, None
     if use_read_processes(readers, device, workers) and total:
-        # workers are forked before any thread of ours starts; they never touch CUDA
+        # workers are forked before any thread of ours starts; they never touch CUDA. Two batches
+        # per worker in flight bound the shared memory (16 workers × 2 × 32 tiles of 0.75 MB ≈ 0.8 GB)
         loader = iter(torch.utils.data.DataLoader(
             _TileBatches(reader_args, [b for s in batches for b in s]), batch_size=None, shuffle=False,
-            num_workers=workers, pin_memory=cuda, prefetch_factor=4))
+            num_workers=workers, pin_memory=cuda, prefetch_factor=2))
     else:
         reader = _Reader(*reader_args)
         pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="qcamseg-read")

@@ -50,7 +50,7 @@ from shapely.geometry.base import BaseGeometry
 from qupath_camseg import __version__
 from qupath_camseg._dist import Dist, env_rank, shard_by_weight
 from qupath_camseg._io import atomic_write_json, file_lock
-from qupath_camseg.blending import run_inference
+from qupath_camseg.blending import run_inference, use_read_processes
 from qupath_camseg.chunks import ChunkStore, TilePlan
 from qupath_camseg.errors import (
     CamsegError,
@@ -94,15 +94,16 @@ class PredictOptions:
     ``min_hole_um2`` drop specks and fill pinholes; ``simplify_um`` is the outline tolerance.
     The tissue mask is computed at ``tissue_mask_mpp`` µm/px, coarser for slides whose mask would
     exceed ``tissue_mask_max_px`` pixels (so memory does not grow with the slide: a 15 mm slide
-    gets a ≈ 15 µm/px mask, a Camelyon slide a ≈ 36 µm/px one). ``workers`` tile readers are
-    threads or, with ``readers="processes"`` (``"auto"``: on CUDA), DataLoader worker processes;
-    the choice changes speed, never the result.
+    gets a ≈ 15 µm/px mask, a Camelyon slide a ≈ 36 µm/px one). ``workers`` tile readers
+    (``None``: 4 on a CPU, where the model is the bottleneck; one per CPU core, at most 16, on a
+    GPU) are threads or, with ``readers="processes"`` (``"auto"``: on CUDA), DataLoader worker
+    processes; the choice changes speed, never the result.
     """
 
     threshold: float = 0.5
     overlap: float = 0.25
     batch_size: int = 16
-    workers: int = 4
+    workers: int | None = None
     readers: str = "auto"
     device: str = "auto"
     slide_mpp: float | None = None
@@ -291,12 +292,13 @@ def predict_slide(
             ti = _tumor_index(cfg.class_names)
             # chunk summaries (polygons, tile means) start on worker processes as chunks are written;
             # with few cores they would only compete with inference, so they run at the end instead
-            processes = min(opts.workers, (os.cpu_count() or 1) // 2)
+            workers = opts.workers or _default_workers(lm.device)
+            processes = min(workers, (os.cpu_count() or 1) // 2)
             with ChunkSummaries(store, measure_px=measure_px, threshold_q=math.ceil(opts.threshold * 255 - 1e-9),
                                 processes=processes, expected=int(needed.sum())) as summaries:
                 t0 = time.perf_counter()
                 stats = run_inference(slide_path, opts.slide_mpp, plan, active, store, lm, roi,
-                                      batch_size=opts.batch_size, workers=opts.workers, image=image, emit=emit,
+                                      batch_size=opts.batch_size, workers=workers, image=image, emit=emit,
                                       on_chunk=summaries.submit, readers=opts.readers)
                 t_infer = time.perf_counter() - t0
                 t0 = time.perf_counter()
@@ -311,7 +313,7 @@ def predict_slide(
                 with ThreadPoolExecutor(1, thread_name_prefix="qcamseg-heatmap") as hm_pool:
                     heatmap = hm_pool.submit(
                         write_heatmap, paths["heatmap"], heat_tile, cfg.mpp, size=plan.map_size,
-                        tile_px=plan.chunk_px, workers=opts.workers,
+                        tile_px=plan.chunk_px, workers=workers,
                         description=f"qupath-camseg {cfg.class_names[ti]} probability, 255 = 1, mpp={cfg.mpp}")
                     chunk_summaries = summaries.finish()
                     t_summaries = time.perf_counter() - t0
@@ -333,6 +335,7 @@ def predict_slide(
                   "tile_px": cfg.tile_px, "classes": cfg.class_names, "arch": cfg.arch, "version": cfg.version},
         "heatmap_class": cfg.class_names[ti], "map_size_px": list(plan.map_size), "map_mpp": cfg.mpp,
         "tiles": {"inference_tile_px": tile_px, "stride_px": plan.stride_px, "active": int(active.sum()),
+                  "readers": f"{workers} {'processes' if use_read_processes(opts.readers, lm.device, workers) else 'threads'}",
                   "computed_this_run": stats["tiles"], "resumed": store.resumed,
                   "tile_objects": sum(o.object_type == "tile" for o in objs)},
         "tissue_area_mm2": tissue_area, "tissue_mask_mpp": mask_mpp, "tumor_area_mm2": tumor_area_l0 * slide_mpp**2 / 1e6,
@@ -349,6 +352,11 @@ def predict_slide(
     atomic_write_json(paths["report"], report)
     emit({"event": "done", "image": image, "outputs": {k: str(v) for k, v in paths.items()}})
     return PredictResult(image, entry_id, paths, report, objects=objs)
+
+
+def _default_workers(device: str) -> int:
+    """Tile readers when the user gave none: 4 on a CPU, one per core (≤ 16) on a GPU."""
+    return min(16, os.cpu_count() or 1) if device.startswith("cuda") else 4
 
 
 def _device_name(dev: str) -> str:

@@ -123,8 +123,9 @@ class _Reporter:
               help="Probability at or above which a pixel counts as tumour in the annotations.")
 @device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Tiles per forward pass.")
-@click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Tile readers (and output-stage processes, up to half the CPUs).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Tile readers (and output-stage processes, up to half the CPUs). "
+                   "[default: 4 on a CPU, one per CPU core up to 16 on a GPU]")
 @click.option("--readers", type=click.Choice(["auto", "threads", "processes"]), default="auto", show_default=True,
               help="Read tiles on threads or worker processes (auto: processes on a GPU). Speed only, same result.")
 @overwrite_option
@@ -137,7 +138,7 @@ class _Reporter:
               help="Do not write objects into the QuPath project hierarchy (files under camseg/ only).")
 @click.option("--chunk-px", type=click.IntRange(min=16), default=512, hidden=True)
 def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | None, out_dir: Path | None,
-            threshold: float, device: str, batch_size: int, workers: int, readers: str, overwrite: bool, progress_mode: str,
+            threshold: float, device: str, batch_size: int, workers: int | None, readers: str, overwrite: bool, progress_mode: str,
             slide_mpp: float | None, overlap: float, no_project_write: bool, chunk_px: int) -> None:
     """Tumour probability maps, tile measurements and tumour outlines for whole slides.
 
