@@ -39,7 +39,7 @@ class TissueMask:
 
     mask: npt.NDArray[np.bool_]
     downsample: float
-    _integral: npt.NDArray[np.int64] = field(init=False, repr=False, compare=False)
+    _integral: npt.NDArray[np.integer] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         m = np.asarray(self.mask, dtype=bool)
@@ -48,8 +48,10 @@ class TissueMask:
         if not self.downsample > 0:
             raise ValueError(f"downsample must be positive (got {self.downsample})")
         object.__setattr__(self, "mask", m)
-        integral = np.zeros((m.shape[0] + 1, m.shape[1] + 1), np.int64)
-        integral[1:, 1:] = m.cumsum(0).cumsum(1)
+        # int32 summed-area table built in place (a capped mask has ~1 Mpx: counts fit easily)
+        integral = np.zeros((m.shape[0] + 1, m.shape[1] + 1), np.int32 if m.size < 2**31 else np.int64)
+        np.cumsum(m, axis=0, dtype=integral.dtype, out=integral[1:, 1:])
+        np.cumsum(integral[1:, 1:], axis=1, out=integral[1:, 1:])
         object.__setattr__(self, "_integral", integral)
 
     def fraction(self, box_px: tuple[float, float, float, float]) -> float:
@@ -90,6 +92,10 @@ class TissueMask:
         return MultiPolygon(polys)
 
 
+#: Optical density ``-ln(max(v, 1) / 255)`` of each byte value ``v`` (float32).
+_RAW_OD = -np.log(np.clip(np.arange(256, dtype=np.float32), 1, 255) * np.float32(1 / 255))
+
+
 @functools.lru_cache(maxsize=16)
 def _disk(radius: int) -> npt.NDArray[np.bool_]:
     return morphology.disk(max(radius, 0)).astype(bool)
@@ -114,19 +120,28 @@ def tissue_mask_from_rgb(rgb: npt.NDArray[np.uint8], *, mask_mpp: float = 8.0) -
         raise ValueError(f"expected an RGB image of shape (H, W, 3) (got {rgb.shape})")
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         return np.zeros(rgb.shape[:2], bool)
+    # float32 planes, updated in place: the mask may be ~1 Mpx, and its temporaries set the peak
+    # memory of a whole-slide prediction
     r, g, b = (
         ndimage.gaussian_filter(rgb[..., c].astype(np.float32) * np.float32(1 / 255), 0.7, output=np.float32)
         for c in range(3)
     )
-    od_mean = sum(-np.log(np.clip(c, np.float32(1 / 255), np.float32(1))) for c in (r, g, b)) / 3
+    od_mean = np.zeros(r.shape, np.float32)
+    for c in (r, g, b):
+        od_mean -= np.log(np.clip(c, np.float32(1 / 255), np.float32(1)))
+    od_mean /= 3
     mx = np.maximum(np.maximum(r, g), b)
-    sat = (mx - np.minimum(np.minimum(r, g), b)) / np.maximum(mx, np.float32(1e-3))
+    sat = np.minimum(np.minimum(r, g), b)
+    np.subtract(mx, sat, out=sat)
+    sat /= np.maximum(mx, np.float32(1e-3))
+    del r, g, b, mx
 
     # ink and black are judged on the unblurred pixels (blurring a thin stroke into white glass
-    # would bring its colour towards H&E ratios)
-    raw_od = -np.log(np.clip(rgb[..., :3].astype(np.float32), 1, 255) * np.float32(1 / 255))
-    dark = raw_od.mean(-1) > 1.6
-    ink = (raw_od[..., 1] < 0.8 * raw_od[..., 0]) & (raw_od[..., 0] > 0.25)
+    # would bring its colour towards H&E ratios); optical density of a byte value from a table
+    od_red, od_green, od_blue = (_RAW_OD[rgb[..., c]] for c in range(3))
+    dark = (od_red + od_green + od_blue) / 3 > 1.6
+    ink = (od_green < 0.8 * od_red) & (od_red > 0.25)
+    del od_red, od_green, od_blue
     um = 1.0 / mask_mpp  # mask px per µm
     excluded = ndimage.binary_dilation(dark | ink, _disk(max(1, round(16 * um))))
 
