@@ -21,9 +21,6 @@ summed over ranks, and only rank 0 writes. The effective batch is ``batch_size �
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as _dt
-import io
 import json
 import logging
 import math
@@ -31,138 +28,41 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from qupath_camseg import __version__
 from qupath_camseg._dist import Dist as _Dist
-from qupath_camseg._io import atomic_write_bytes, atomic_write_json
-from qupath_camseg.augment import AugmentConfig, photometric
+from qupath_camseg.augment import photometric
 from qupath_camseg.bundle import ModelConfig, save_bundle
 from qupath_camseg.data import (
     IGNORE_INDEX,
-    SamplingConfig,
     TileSampler,
-    TrainingData,
     TrainTileDataset,
     ValTileDataset,
     collect_images,
     val_tiles,
 )
-from qupath_camseg.errors import ModelBundleError, OutputNotWritableError, TrainingDivergedError
-from qupath_camseg.model import build_model, input_multiple, normalize_arch
+from qupath_camseg.errors import ModelBundleError, TrainingDivergedError
+from qupath_camseg.model import build_model, normalize_arch
+from qupath_camseg.train_config import TrainConfig
+from qupath_camseg.train_run import (
+    CHECKPOINT_NAME,
+    default_out_dir,
+    load_checkpoint,
+    merge_resume_config,
+    read_checkpoint,
+    resolve_out_dir,
+    save_checkpoint,
+    training_summary,
+    write_metrics,
+    write_run_info,
+)
 
 __all__ = ["TrainConfig", "train", "dice_ce_loss", "default_out_dir", "CHECKPOINT_NAME"]
 
 log = logging.getLogger(__name__)
-CHECKPOINT_NAME = "checkpoints/last.pt"
-_CKPT_FORMAT = "qupath-camseg-checkpoint"
-# Settings that define the data and the model: a resumed run must keep them.
-_FIXED_ON_RESUME = (
-    "classes",
-    "mpp",
-    "tile_px",
-    "batch_size",
-    "tiles_per_epoch",
-    "lr",
-    "weight_decay",
-    "arch",
-    "seed",
-    "unannotated",
-    "include_unannotated",
-    "images",
-    "val_images",
-    "val_fraction",
-)
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs besides the project. Units: ``mpp`` µm/px, ``tile_px`` px.
-
-    ``epochs`` × ``tiles_per_epoch`` tiles are drawn, or ``steps`` optimizer steps when given
-    (default 10 epochs). ``unannotated``: ``"negative"`` (Camelyon: outlines are exhaustive) or
-    ``"ignore"``. ``val_images``: names/IDs held out for validation; empty → ``val_fraction``
-    of the annotated images, chosen by slide (never by tile). ``workers=None`` picks a number
-    from the CPU count. ``amp``: ``"auto"`` (bf16 on GPUs that have it, else fp16), ``"bf16"``,
-    ``"fp16"`` or ``"off"`` (always off on CPU).
-    """
-
-    classes: tuple[str, ...] = ("Tumor",)
-    mpp: float = 0.5
-    tile_px: int = 512
-    epochs: int | None = None
-    steps: int | None = None
-    tiles_per_epoch: int = 2048
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    arch: dict[str, Any] = field(default_factory=lambda: {"name": "unet"})
-    seed: int = 0
-    unannotated: str = "negative"
-    include_unannotated: bool = False
-    images: tuple[str, ...] = ()
-    val_images: tuple[str, ...] = ()
-    val_fraction: float = 0.2
-    max_val_tiles: int = 512
-    device: str = "auto"
-    workers: int | None = None
-    amp: str = "auto"
-    slide_mpp: float | None = None
-    checkpoint_every_s: float = 300.0
-    checkpoint_every_steps: int | None = None
-    max_bad_steps: int = 10
-    grad_clip: float = 5.0
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
-
-    def validate(self) -> None:
-        """Raise a one-line error naming the option for impossible settings."""
-        arch = normalize_arch({**self.arch, "n_classes": max(1, len(self.classes))})
-        multiple = input_multiple(arch)
-        if self.tile_px < multiple or self.tile_px % multiple:
-            raise ModelBundleError(
-                f"--tile {self.tile_px} must be a multiple of {multiple} for this model; "
-                f"try {max(multiple, round(self.tile_px / multiple) * multiple)}"
-            )
-        for name in ("mpp", "lr"):
-            if not getattr(self, name) > 0:
-                raise ModelBundleError(f"--{name} must be positive, not {getattr(self, name)}")
-        for name in ("batch_size", "tiles_per_epoch"):
-            if getattr(self, name) < 1:
-                raise ModelBundleError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-        if self.epochs is not None and self.epochs < 1 or self.steps is not None and self.steps < 1:
-            raise ModelBundleError("--epochs and --steps must be at least 1")
-        if self.unannotated not in ("negative", "ignore"):
-            raise ModelBundleError(f"--unannotated must be 'negative' or 'ignore', not {self.unannotated!r}")
-        if not self.classes or len(set(self.classes)) != len(self.classes):
-            raise ModelBundleError(f"--classes must name distinct classes, not {list(self.classes)}")
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (tuples become lists)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_json` (unknown keys are ignored)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in data.items() if k in known}
-        for key in ("classes", "images", "val_images"):
-            if key in kw:
-                kw[key] = tuple(kw[key])
-        if isinstance(kw.get("sampling"), dict):
-            kw["sampling"] = SamplingConfig(**kw["sampling"])
-        if isinstance(kw.get("augment"), dict):
-            aug = dict(kw["augment"])
-            aug["blur_sigma_px"] = tuple(aug.get("blur_sigma_px", (0.3, 1.0)))
-            kw["augment"] = AugmentConfig(**aug)
-        return cls(**kw)
-
-
 def dice_ce_loss(
     logits: torch.Tensor, target: torch.Tensor, *, eps: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -254,10 +154,10 @@ def train(
 def _train(
     project_path: Any, out_dir: Any, config: TrainConfig, dist: _Dist, *, resume: bool, progress: bool
 ) -> dict[str, Any]:
-    out, ckpt_path = _resolve_out_dir(project_path, out_dir, resume=resume, dist=dist)
-    ckpt = _read_checkpoint(ckpt_path) if ckpt_path is not None else None
+    out, ckpt_path = resolve_out_dir(project_path, out_dir, resume=resume, dist=dist)
+    ckpt = read_checkpoint(ckpt_path) if ckpt_path is not None else None
     if ckpt is not None:
-        config = _merge_resume_config(out, json.loads(ckpt["config"]), config)
+        config = merge_resume_config(out, json.loads(ckpt["config"]), config)
     config.validate()
     device = _resolve_device(config.device, dist)
     if device.type == "cuda":
@@ -277,7 +177,7 @@ def _train(
         seed=config.seed,
     )
     if ckpt is None and dist.is_main:
-        _write_run_info(out, config, run, device, dist)
+        write_run_info(out, config, run, device, dist)
     dist.barrier()
 
     n_classes = len(config.classes)
@@ -298,7 +198,7 @@ def _train(
     history: list[dict[str, Any]] = []
     resumed_from = None
     if ckpt is not None:
-        state, history = _load_checkpoint(ckpt, model, opt, sched, scaler)
+        state, history = load_checkpoint(ckpt, model, opt, sched, scaler)
         resumed_from = state["global_step"]
     ddp_model = dist.wrap(model, device)
 
@@ -407,7 +307,7 @@ def _train(
                 if state["step_in_epoch"] < steps_per_epoch and (
                     due_steps or time.monotonic() - last_ckpt_time > config.checkpoint_every_s
                 ):
-                    _save_checkpoint(out, model, opt, sched, scaler, state, history, config, run, dist)
+                    save_checkpoint(out, model, opt, sched, scaler, state, history, config, run, dist)
                     last_ckpt_time = time.monotonic()
             del batches
             train_time = time.perf_counter() - t_epoch
@@ -441,12 +341,12 @@ def _train(
             if improved:
                 state["best_score"] = score
                 if dist.is_main:
-                    model_config.training = _training_summary(config, run, record, state)
+                    model_config.training = training_summary(config, run, record, state)
                     save_bundle(out, model, model_config)
-            _save_checkpoint(out, model, opt, sched, scaler, state, history, config, run, dist)
+            save_checkpoint(out, model, opt, sched, scaler, state, history, config, run, dist)
             last_ckpt_time = time.monotonic()
             if dist.is_main:
-                _write_metrics(out, history, config, run, state)
+                write_metrics(out, history, config, run, state)
             log.info("epoch %d: %s", record["epoch"], {k: v for k, v in record.items() if k != "per_class"})
     finally:
         if bar is not None:
@@ -554,213 +454,3 @@ def _validate(
         "val_tiles": int(loss_sum[1]),
         "per_class": per_class,
     }
-
-
-# ------------------------------------------------------------------------------ run folder
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def default_out_dir(project_path: str | os.PathLike[str]) -> Path:
-    """``<project folder>/camseg/models/<local date-time>`` for a project folder or ``.qpproj``."""
-    folder = Path(project_path)
-    folder = folder.parent if folder.suffix == ".qpproj" else folder
-    return folder / "camseg" / "models" / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
-def _resolve_out_dir(project_path: Any, out_dir: Any, *, resume: bool, dist: _Dist) -> tuple[Path, Path | None]:
-    """The model folder and, when resuming, its checkpoint. Fresh runs refuse a used folder."""
-    if out_dir is None:
-        out = default_out_dir(project_path)
-        if resume:
-            models = out.parent
-            runs = sorted(
-                (p.parent.parent for p in models.glob(f"*/{CHECKPOINT_NAME}")), key=lambda p: p.stat().st_mtime
-            )
-            if not runs:
-                raise ModelBundleError(
-                    f"nothing to resume in {models}: no run has a {CHECKPOINT_NAME}; run without --resume"
-                )
-            out = runs[-1]
-        out = Path(dist.broadcast_str(str(out)))
-    else:
-        out = Path(out_dir)
-    ckpt = out / CHECKPOINT_NAME
-    if resume:
-        if not ckpt.is_file():
-            raise ModelBundleError(
-                f"nothing to resume in {out}: no {CHECKPOINT_NAME}; run without --resume to start training there"
-            )
-        return out, ckpt
-    if ckpt.is_file() or (out / "model.json").is_file():
-        raise ModelBundleError(
-            f"{out} already holds a training run; pass --resume to continue it, or choose another --out"
-        )
-    if dist.is_main:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OutputNotWritableError(
-                f"cannot create model folder {out}: {err.strerror}; choose a folder you can write to (--out)"
-            ) from err
-        if not os.access(out, os.W_OK):
-            raise OutputNotWritableError(
-                f"cannot write to model folder {out}; choose a folder you can write to (--out) or fix its permissions"
-            )
-    return out, None
-
-
-def _merge_resume_config(out: Path, saved_json: dict[str, Any], given: TrainConfig) -> TrainConfig:
-    """The saved run's settings; ``given`` may change only the length and runtime settings."""
-    saved = TrainConfig.from_json(saved_json)
-    defaults = TrainConfig()
-    for name in _FIXED_ON_RESUME:
-        value = getattr(given, name)
-        if value != getattr(defaults, name) and value != getattr(saved, name):
-            flag = "--" + name.replace("_", "-")
-            raise ModelBundleError(
-                f"{out} was trained with {flag} {getattr(saved, name)!r}; --resume cannot change it to {value!r}: "
-                "drop the option, or start a new --out"
-            )
-    changes: dict[str, Any] = {
-        k: getattr(given, k)
-        for k in ("device", "workers", "amp", "checkpoint_every_s", "checkpoint_every_steps", "max_bad_steps")
-    }
-    if given.steps is not None:
-        changes.update(steps=given.steps, epochs=None)
-    elif given.epochs is not None:
-        changes.update(epochs=given.epochs, steps=None)
-    if given.slide_mpp is not None:
-        changes["slide_mpp"] = given.slide_mpp
-    return dataclasses.replace(saved, **changes)
-
-
-def _versions() -> dict[str, str]:
-    import numpy
-
-    return {
-        "qupath_camseg": __version__,
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "python": sys.version.split()[0],
-    }
-
-
-def _write_run_info(out: Path, config: TrainConfig, run: TrainingData, device: torch.device, dist: _Dist) -> None:
-    atomic_write_json(
-        out / "train_config.json",
-        {
-            "config": config.to_json(),
-            "project": run.project,
-            "started": _now(),
-            "device": str(device),
-            "world_size": dist.world_size,
-            "effective_batch_size": config.batch_size * dist.world_size,
-            "versions": _versions(),
-            "data": run.summary,
-        },
-    )
-
-
-# ------------------------------------------------------------------------------ checkpoints
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any failure means the same thing to the user
-        raise ModelBundleError(
-            f"cannot read checkpoint {path} ({type(err).__name__}); delete the folder's checkpoints/ to start over"
-        ) from err
-    if not isinstance(payload, dict) or payload.get("format") != _CKPT_FORMAT:
-        raise ModelBundleError(f"{path} is not a qupath-camseg training checkpoint; start a new --out")
-    return payload
-
-
-def _load_checkpoint(
-    payload: dict[str, Any],
-    model: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: Any,
-    scaler: torch.amp.GradScaler,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    model.load_state_dict(payload["model"])
-    opt.load_state_dict(payload["optimizer"])
-    sched.load_state_dict(payload["scheduler"])
-    if payload.get("scaler"):
-        scaler.load_state_dict(payload["scaler"])
-    torch.set_rng_state(payload["rng_torch"])
-    if torch.cuda.is_available() and payload.get("rng_cuda"):
-        torch.cuda.set_rng_state_all(list(payload["rng_cuda"]))
-    return dict(payload["state"]), json.loads(payload["history"])
-
-
-def _save_checkpoint(
-    out: Path,
-    model: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: Any,
-    scaler: torch.amp.GradScaler,
-    state: dict[str, Any],
-    history: list[dict[str, Any]],
-    config: TrainConfig,
-    run: TrainingData,
-    dist: _Dist,
-) -> None:
-    """Rank 0 writes ``checkpoints/last.pt`` (tensors and plain values only) and ``last.json``."""
-    if not dist.is_main:
-        return
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
-        log.warning("weights are not finite at step %d; keeping the previous checkpoint", state["global_step"])
-        return
-    payload = {
-        "format": _CKPT_FORMAT,
-        "format_version": 1,
-        "version": __version__,
-        "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng_torch": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "state": dict(state),
-        "history": json.dumps(history),
-        "config": json.dumps(config.to_json()),
-    }
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    atomic_write_bytes(out / CHECKPOINT_NAME, buf.getvalue())
-    atomic_write_json(
-        out / "checkpoints" / "last.json",
-        {**{k: state[k] for k in ("epoch", "step_in_epoch", "global_step")}, "saved": _now()},
-    )
-
-
-def _training_summary(
-    config: TrainConfig, run: TrainingData, record: dict[str, Any], state: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "project": run.project,
-        "epoch": record["epoch"],
-        "step": record["step"],
-        "tiles_seen": record["step"] * config.batch_size,
-        "batch_size": config.batch_size,
-        "lr": config.lr,
-        "seed": config.seed,
-        "val_dice": record.get("val_dice"),
-        "val_iou": record.get("val_iou"),
-        "val_loss": record.get("val_loss"),
-        "per_class": record.get("per_class"),
-        "data": run.summary,
-        "augment": dataclasses.asdict(config.augment) if config.augment is not None else None,
-        "saved": _now(),
-    }
-
-
-def _write_metrics(
-    out: Path, history: list[dict[str, Any]], config: TrainConfig, run: TrainingData, state: dict[str, Any]
-) -> None:
-    from qupath_camseg.figures import save_figure, training_curve_figure
-
-    best = max((r for r in history if r.get("best")), key=lambda r: r["step"], default=None)
-    split = {"train": [i.name for i in run.train_images], "val": [i.name for i in run.val_images]}
-    atomic_write_json(out / "metrics.json", {"history": history, "best": best, "split": split, "updated": _now()})
-    save_figure(training_curve_figure(history, title=f"Training {out.name}"), out / "training_curve.png")
