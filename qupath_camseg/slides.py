@@ -213,7 +213,10 @@ class Slide:
         # level-0 location whose level coordinate floors *and* rounds to x0 for ds >= 2
         loc = (math.ceil(x0 * ds) + self.bounds_offset[0], math.ceil(y0 * ds) + self.bounds_offset[1])
         try:
-            if self.backend == "tiffslide":
+            arr = self._read_stored_tiles(level, x0, y0, x1, y1) if self.backend == "tiffslide" else None
+            if arr is not None:
+                pass
+            elif self.backend == "tiffslide":
                 arr = self._h.read_region(loc, level, (x1 - x0, y1 - y0), as_array=True)
             else:
                 arr = np.asarray(self._h.read_region(loc, level, (x1 - x0, y1 - y0)))
@@ -223,6 +226,51 @@ class Slide:
                 "the file may be truncated or corrupt - re-copy or re-export it"
             ) from err
         out[y0 - y:y1 - y, x0 - x:x1 - x] = _to_rgb(arr)[: y1 - y0, : x1 - x0]
+        return out
+
+    def _level_page(self, level: int) -> Any:
+        """The tifffile page holding ``level`` when its stored tiles can be decoded directly (one
+        tiled, contiguous-sample page whose size is the level's; cached), else ``None``."""
+        cache = self.__dict__.setdefault("_pages", {})
+        if level not in cache:
+            cache[level] = None
+            try:
+                levels = self._h.ts_tifffile.series[0].levels
+                pages = levels[level].pages if level < len(levels) else []
+                page = pages[0] if len(pages) == 1 else None
+                if (page is not None and page.is_tiled and page.planarconfig == 1 and page.imagedepth == 1
+                        and (page.imagewidth, page.imagelength) == tuple(self.level_dimensions[level])
+                        and page.dtype == np.uint8 and page.samplesperpixel in (1, 3, 4)):
+                    cache[level] = page
+            except Exception:  # noqa: BLE001 - anything unusual: tiffslide's own (slower) path
+                cache[level] = None
+        return cache[level]
+
+    def _read_stored_tiles(self, level: int, x0: int, y0: int, x1: int, y1: int) -> npt.NDArray[np.uint8] | None:
+        """Level pixels ``[x0, x1) × [y0, y1)`` (inside the level) decoded straight from the file's
+        stored tiles with tifffile (what tiffslide's zarr store does per tile, without its
+        overhead: ≈ 17 % of a 512² training read); ``None`` where that path does not apply."""
+        page = self._level_page(level)
+        if page is None:
+            return None
+        tw, th = page.tilewidth, page.tilelength
+        ntx = -(-page.imagewidth // tw)
+        fh = page.parent.filehandle
+        out = np.empty((y1 - y0, x1 - x0, page.samplesperpixel), np.uint8)
+        for ty in range(y0 // th, (y1 - 1) // th + 1):
+            for tx in range(x0 // tw, (x1 - 1) // tw + 1):
+                index = ty * ntx + tx
+                offset, count = page.dataoffsets[index], page.databytecounts[index]
+                if not count:
+                    return None  # a sparse tile: let tiffslide decide its fill
+                with fh.lock:
+                    fh.seek(offset)
+                    data = fh.read(count)
+                tile = page.decode(data, index, jpegtables=page.jpegtables, jpegheader=page.jpegheader)[0]
+                tile = tile.reshape(th, tw, page.samplesperpixel)
+                ax0, ay0 = max(x0, tx * tw), max(y0, ty * th)
+                ax1, ay1 = min(x1, (tx + 1) * tw), min(y1, (ty + 1) * th)
+                out[ay0 - y0:ay1 - y0, ax0 - x0:ax1 - x0] = tile[ay0 - ty * th:ay1 - ty * th, ax0 - tx * tw:ax1 - tx * tw]
         return out
 
     def read_region(self, location_px: tuple[int, int], level: int, size_px: tuple[int, int]) -> RGB:
