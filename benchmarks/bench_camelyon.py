@@ -200,7 +200,8 @@ def model_only_rate(slide: Path, model_dir: Path, *, device: str, batch_size: in
     """
     import torch
 
-    from qupath_camseg.blending import _forward, _Reader
+    from qupath_camseg.blending import _forward
+    from qupath_camseg.tile_reader import TileReader
     from qupath_camseg.chunks import TilePlan
     from qupath_camseg.predict import PredictOptions, _active_tiles, load_model
     from qupath_camseg.slides import open_slide
@@ -213,7 +214,7 @@ def model_only_rate(slide: Path, model_dir: Path, *, device: str, batch_size: in
                                chunk_px=opts.chunk_px, stripe_chunks=opts.stripe_chunks)
         active = _active_tiles(plan, detect_tissue(s, mask_mpp=opts.tissue_mask_mpp), None, opts.min_tissue)
     cells = np.argwhere(active)[:max_tiles]
-    reader = _Reader(slide, None, plan, lm.config.mpp)
+    reader = TileReader(slide, None, plan, lm.config.mpp)
     with ThreadPoolExecutor(workers) as pool:
         tiles = np.stack(list(pool.map(lambda c: reader.read(int(c[0]), int(c[1])), cells)))
     reader.close()

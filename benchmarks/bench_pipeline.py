@@ -81,7 +81,7 @@ def _read_only(slide: Path, lm: Any, workers: int, opts: Any, processes: bool) -
 
     import torch
 
-    from qupath_camseg.blending import _Reader, _TileBatches
+    from qupath_camseg.tile_reader import TileBatches, TileReader
     from qupath_camseg.chunks import TilePlan
     from qupath_camseg.predict import _active_tiles
     from qupath_camseg.slides import open_slide
@@ -97,12 +97,12 @@ def _read_only(slide: Path, lm: Any, workers: int, opts: Any, processes: bool) -
     if processes:
         batches = [tiles[i:i + opts.batch_size] for i in range(0, len(tiles), opts.batch_size)]
         t0 = time.perf_counter()  # worker start-up included, as in predict_slide
-        for _ in torch.utils.data.DataLoader(_TileBatches((slide, None, plan, lm.config.mpp), batches),
+        for _ in torch.utils.data.DataLoader(TileBatches((slide, None, plan, lm.config.mpp), batches),
                                              batch_size=None, num_workers=workers, prefetch_factor=2,
                                              pin_memory=lm.device.startswith("cuda")):
             pass
         return len(tiles) / (time.perf_counter() - t0), len(tiles)
-    reader = _Reader(slide, None, plan, lm.config.mpp)
+    reader = TileReader(slide, None, plan, lm.config.mpp)
     try:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-block-cache", action="store_true",
-                    help="read every tile directly (blending._BLOCK_CACHE_BYTES = 0), for comparison")
+                    help="read every tile directly (tile_reader.BLOCK_CACHE_BYTES = 0), for comparison")
     ap.add_argument("--profile", action="store_true", help="also print the top of a cProfile of one predict_slide")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench_pipeline"))
     ap.add_argument("--json", type=Path, default=None, help="default: WORKDIR/bench_pipeline.json")
@@ -139,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, args.threads))
     from bench_predict import write_bench_slide
 
-    from qupath_camseg import blending
+    from qupath_camseg import tile_reader
 
     if args.no_block_cache:
-        blending._BLOCK_CACHE_BYTES = 0
+        tile_reader.BLOCK_CACHE_BYTES = 0
 
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         write_bench_slide(slide, args.size)
         print(f"wrote {slide} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     lm = _loaded_model(work, mpp=args.mpp, tile_px=args.tile, device=args.device)
-    from qupath_camseg.blending import use_read_processes
+    from qupath_camseg.tile_reader import use_read_processes
 
     auto = "processes" if use_read_processes("auto", lm.device, args.workers) else "threads"
     modes = args.readers or [auto]

@@ -172,7 +172,8 @@ def _throughput(slide: Path, model_dir: Path, work: Path, args: argparse.Namespa
     import numpy as np
     import torch
 
-    from qupath_camseg.blending import _forward, _Reader
+    from qupath_camseg.blending import _forward
+    from qupath_camseg.tile_reader import TileReader
     from qupath_camseg.chunks import TilePlan
     from qupath_camseg.predict import (
         PredictOptions,
@@ -189,7 +190,7 @@ def _throughput(slide: Path, model_dir: Path, work: Path, args: argparse.Namespa
         plan = TilePlan.create(s.dimensions, s.mpp, lm.config.mpp, tile_px=lm.config.tile_px,
                                chunk_px=opts.chunk_px, stripe_chunks=opts.stripe_chunks)
         active = _active_tiles(plan, detect_tissue(s, mask_mpp=opts.tissue_mask_mpp), None, opts.min_tissue)
-    reader = _Reader(slide, None, plan, lm.config.mpp)
+    reader = TileReader(slide, None, plan, lm.config.mpp)
     tiles = np.stack([reader.read(int(ty), int(tx)) for ty, tx in np.argwhere(active)])
     reader.close()
     device = torch.device(lm.device)

@@ -1,4 +1,4 @@
-"""Overlapping-tile blending and the chunked probability store.
+"""Tiles → model → blended probability map: the inference loop of a whole slide.
 
 Whole-slide inference works on a *map* at the model's pixel size: map pixel ``(x, y)`` covers
 level-0 pixels ``[x*ds, (x+1)*ds) x [y*ds, (y+1)*ds)`` with ``ds = model_mpp / slide_mpp``.
@@ -13,15 +13,12 @@ wide) and, inside a stripe, tile row by tile row with a rolling accumulator of `
 written as square chunks of ``chunk_px`` map pixels (:class:`ChunkStore`), one zlib-compressed
 file per chunk written atomically, so an interrupted run resumes from the finished chunks and
 gives bit-identical results. Tiles that straddle a stripe edge are computed by both stripes
-(a few percent of extra work) - the price of bounded memory.
+(a few percent of extra work) - the price of bounded memory. Tiles come from
+:mod:`qupath_camseg.tile_reader`; the geometry and the store from :mod:`qupath_camseg.chunks`.
 """
 
 from __future__ import annotations
 
-import math
-import threading
-from collections import OrderedDict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,7 @@ import numpy.typing as npt
 import torch
 
 from qupath_camseg.chunks import ChunkStore, TilePlan
+from qupath_camseg.tile_reader import TileBatches, TileReader, thread_batches, use_read_processes
 
 __all__ = ["ChunkStore", "StripeAccumulator", "TilePlan", "blend_window", "run_inference"]
 
@@ -108,185 +106,6 @@ class StripeAccumulator:
         return y, q
 
 
-class _BlockCache:
-    """Decoded level blocks shared by the reader threads: a bounded LRU in which each block is
-    decoded once even when several threads ask for it at the same time (the others wait)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, capacity)
-        self._blocks: OrderedDict[Any, _Block] = OrderedDict()
-        self._lock = threading.Lock()
-        self.decoded = 0
-
-    def get(self, key: Any, load: Any) -> npt.NDArray[np.uint8]:
-        with self._lock:
-            entry = self._blocks.get(key)
-            owner = entry is None
-            if owner:
-                entry = self._blocks[key] = _Block()
-                while len(self._blocks) > self.capacity:
-                    self._blocks.popitem(last=False)  # waiters keep their own reference
-            else:
-                self._blocks.move_to_end(key)
-        if owner:
-            try:
-                entry.value = load()
-                self.decoded += 1
-            except BaseException as err:
-                entry.error = err
-                with self._lock:
-                    if self._blocks.get(key) is entry:
-                        del self._blocks[key]
-                raise
-            finally:
-                entry.ready.set()
-        else:
-            entry.ready.wait()
-            if entry.error is not None:
-                raise entry.error
-        return entry.value  # type: ignore[return-value]
-
-
-class _Block:
-    __slots__ = ("error", "ready", "value")
-
-    def __init__(self) -> None:
-        self.ready = threading.Event()
-        self.value: npt.NDArray[np.uint8] | None = None
-        self.error: BaseException | None = None
-
-
-#: Most memory the reader's block cache may hold (decoded RGB), bytes; 0 reads every tile directly.
-_BLOCK_CACHE_BYTES = 128 << 20
-
-
-class _Reader:
-    """Reads tiles on a thread pool; each thread opens its own slide handle.
-
-    Overlapping tiles share most of their pixels and, at unaligned offsets, each would decode up
-    to four stored (JPEG) tiles of the file. So tiles are cut from *blocks* aligned to the file's
-    stored tiles at the read level, each decoded once and kept in a small LRU (:class:`_BlockCache`,
-    about two tile rows of a stripe). The pixels are identical to
-    :meth:`~qupath_camseg.slides.Slide.read_region_mpp`.
-    """
-
-    def __init__(self, slide_path: Path, slide_mpp: float | None, plan: TilePlan, model_mpp: float) -> None:
-        self.path, self.mpp_override, self.plan, self.model_mpp = slide_path, slide_mpp, plan, model_mpp
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._slides: list[Any] = []
-        self._cache: _BlockCache | None = None
-
-    def _slide(self) -> Any:
-        slide = getattr(self._local, "slide", None)
-        if slide is None:
-            from qupath_camseg.slides import open_slide
-
-            slide = open_slide(self.path, mpp=self.mpp_override)
-            self._local.slide = slide
-            with self._lock:
-                self._slides.append(slide)
-        return slide
-
-    def _block_px(self, slide: Any, level: int) -> tuple[int, int]:
-        stored = slide._stored_tile_px(level)
-        if stored is None or not (64 <= min(stored) and max(stored) <= 4096):
-            return 512, 512  # still aligned to any power-of-two tiling up to 512
-        return stored
-
-    def read(self, ty: int, tx: int) -> npt.NDArray[np.uint8]:
-        """Tile ``(row, col)`` as RGB ``uint8 (tile_px, tile_px, 3)``; outside the slide is white."""
-        from qupath_camseg.slides import _resample
-
-        slide = self._slide()
-        p, t = self.plan, self.plan.tile_px
-        box = (p.tile_origin(tx) * p.ds, p.tile_origin(ty) * p.ds, t * p.ds, t * p.ds)
-        if _BLOCK_CACHE_BYTES <= 0:  # cache off (benchmarks compare with it)
-            return slide.read_region_mpp(box, self.model_mpp, out_size=(t, t))
-        level, (x, y, w, h), src, size = slide._mpp_geometry(box, self.model_mpp, (t, t))
-        return _resample(self._region(slide, level, x, y, w, h), src, size)
-
-    def _region(self, slide: Any, level: int, x: int, y: int, w: int, h: int) -> npt.NDArray[np.uint8]:
-        """Level pixels ``[x, x+w) × [y, y+h)`` (as ``Slide._read_level``) from cached blocks."""
-        bw, bh = self._block_px(slide, level)
-        if self._cache is None:
-            with self._lock:
-                if self._cache is None:
-                    p = self.plan
-                    level_px = p.ds / slide.level_downsamples[level]  # level px per map px
-                    across = math.ceil((p.stripe_chunks * p.chunk_px + p.tile_px) * level_px / bw) + 2
-                    down = math.ceil((p.tile_px + 4 * p.stride_px) * level_px / bh) + 2
-                    self._cache = _BlockCache(min(across * down, max(4, _BLOCK_CACHE_BYTES // (3 * bw * bh))))
-        cache = self._cache
-        out = np.empty((h, w, 3), dtype=np.uint8)
-        for by in range(y // bh, (y + h - 1) // bh + 1):
-            for bx in range(x // bw, (x + w - 1) // bw + 1):
-                block = cache.get((level, bx, by), lambda bx=bx, by=by: slide._read_level(level, bx * bw, by * bh, bw, bh))
-                x0, y0 = max(x, bx * bw), max(y, by * bh)
-                x1, y1 = min(x + w, (bx + 1) * bw), min(y + h, (by + 1) * bh)
-                out[y0 - y:y1 - y, x0 - x:x1 - x] = block[y0 - by * bh:y1 - by * bh, x0 - bx * bw:x1 - bx * bw]
-        return out
-
-    def close(self) -> None:
-        for s in self._slides:
-            s.close()
-
-
-class _TileBatches(torch.utils.data.Dataset):
-    """Batches of tiles for :class:`torch.utils.data.DataLoader` worker processes.
-
-    Item ``i`` is ``uint8 (B, tile_px, tile_px, 3)`` for the tiles ``batches[i]``. Each worker
-    process opens the slide itself (its own :class:`_Reader`, block cache included), so tile
-    decoding, resampling and stacking run outside the main process's GIL; the loader hands the
-    batches over in shared memory (pinned for CUDA).
-    """
-
-    def __init__(self, reader_args: tuple[Any, ...], batches: list[list[tuple[int, int]]]) -> None:
-        self.reader_args, self.batches = reader_args, batches
-        self._reader: _Reader | None = None  # opened on first use, inside the worker
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        if self._reader is None:
-            self._reader = _Reader(*self.reader_args)
-        t = self._reader.plan.tile_px
-        out = torch.empty((len(self.batches[i]), t, t, 3), dtype=torch.uint8)
-        if torch.utils.data.get_worker_info() is not None:
-            out.share_memory_()  # filled in place: handing it to the main process copies nothing
-        arr = out.numpy()
-        for k, (ty, tx) in enumerate(self.batches[i]):
-            arr[k] = self._reader.read(ty, tx)
-        return out
-
-
-def _thread_batches(pool: Any, reader: _Reader, batches: list[list[tuple[int, int]]],
-                    ahead: int) -> Iterator[npt.NDArray[np.uint8]]:
-    """Stacked batches read tile by tile on a thread pool, keeping ``ahead`` tiles in flight."""
-    tiles = [t for b in batches for t in b]
-    futures = [pool.submit(reader.read, *t) for t in tiles[:ahead]]
-    i = 0
-    for batch in batches:
-        futures += [pool.submit(reader.read, *t) for t in tiles[len(futures):i + len(batch) + ahead]]
-        out = np.stack([futures[j].result() for j in range(i, i + len(batch))])
-        for j in range(i, i + len(batch)):
-            futures[j] = None
-        i += len(batch)
-        yield out
-
-
-def use_read_processes(readers: str, device: Any, workers: int) -> bool:
-    """Whether tiles are read in worker processes: ``readers`` is ``"threads"``, ``"processes"``
-    or ``"auto"`` (processes on CUDA with ≥ 2 workers: there the GPU outruns what reader threads
-    sharing one GIL can decode; on a CPU the model is the bottleneck and threads cost less)."""
-    if readers not in ("auto", "threads", "processes"):
-        raise ValueError(f"readers must be auto, threads or processes, not {readers!r}")
-    if readers == "auto":
-        return torch.device(device).type == "cuda" and workers >= 2
-    return readers == "processes"
-
-
 def _stripe_work(plan: TilePlan, active: npt.NDArray[np.bool_], needed: npt.NDArray[np.bool_],
                  store: ChunkStore, c0: int, c1: int, batch_size: int) -> tuple[int, list[tuple[int, int]], int] | None:
     """For the stripe of chunk columns ``[c0, c1)``: ``(first band to compute, tiles, first tile row)``.
@@ -345,10 +164,10 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
         # workers are forked before any thread of ours starts; they never touch CUDA. Two batches
         # per worker in flight bound the shared memory (16 workers × 2 × 32 tiles of 0.75 MB ≈ 0.8 GB)
         loader = iter(torch.utils.data.DataLoader(
-            _TileBatches(reader_args, [b for s in batches for b in s]), batch_size=None, shuffle=False,
+            TileBatches(reader_args, [b for s in batches for b in s]), batch_size=None, shuffle=False,
             num_workers=workers, pin_memory=cuda, prefetch_factor=2))
     else:
-        reader = _Reader(*reader_args)
+        reader = TileReader(*reader_args)
         pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="qcamseg-read")
     # chunk files are independent (each zlib + fsync + rename, GIL released), so a few writers
     # keep the fsyncs from queueing up behind one thread at the end of the slide
@@ -363,7 +182,7 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
             if loader is not None:
                 source = (next(loader) for _ in stripe_batches)
             else:
-                source = _thread_batches(pool, reader, stripe_batches, max(2 * batch_size, 4 * workers))
+                source = thread_batches(pool, reader, stripe_batches, max(2 * batch_size, 4 * workers))
             for batch in stripe_batches:
                 t0 = time.perf_counter()
                 rgb = next(source)

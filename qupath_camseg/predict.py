@@ -50,7 +50,8 @@ from shapely.geometry.base import BaseGeometry
 from qupath_camseg import __version__
 from qupath_camseg._dist import Dist, env_rank, shard_by_weight
 from qupath_camseg._io import atomic_write_json, file_lock
-from qupath_camseg.blending import run_inference, use_read_processes
+from qupath_camseg.blending import run_inference
+from qupath_camseg.tile_reader import use_read_processes
 from qupath_camseg.chunks import ChunkStore, TilePlan
 from qupath_camseg.errors import (
     CamsegError,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qupath_camseg.blending import _Reader
+from qupath_camseg.tile_reader import TileReader
 from qupath_camseg.chunks import TilePlan
 from qupath_camseg.slides import open_slide
 
@@ -19,7 +19,7 @@ def _compare_all_tiles(path: Path, model_mpp: float, *, tile_px: int, slide_mpp:
         plan = TilePlan.create(slide.dimensions, slide.mpp, model_mpp, tile_px=tile_px, chunk_px=128,
                                stripe_chunks=2)
         gh, gw = plan.grid_shape
-        reader = _Reader(path, slide_mpp, plan, model_mpp)
+        reader = TileReader(path, slide_mpp, plan, model_mpp)
         try:
             checked = 0
             for ty in range(gh):
