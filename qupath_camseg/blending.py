@@ -130,12 +130,14 @@ def _stripe_work(plan: TilePlan, active: npt.NDArray[np.bool_], needed: npt.NDAr
 
 def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, active: npt.NDArray[np.bool_],
                   store: ChunkStore, lm: Any, roi: Any, *, batch_size: int = 16, workers: int = 4,
-                  image: str = "", emit: Any = None, on_chunk: Any = None, readers: str = "auto") -> dict[str, Any]:
+                  image: str = "", emit: Any = None, on_chunk: Any = None, readers: str = "auto",
+                  tissue: Any = None) -> dict[str, Any]:
     """Compute every missing chunk of ``store``; return ``{"tiles": n computed, "timings": {...}}``.
 
     ``active`` is ``bool (ny, nx)`` (tiles to compute); ``lm`` a loaded model (``.model``,
-    ``.config``, ``.device``); ``roi`` an optional level-0 shapely geometry outside which the
-    stored probabilities are zero. ``emit`` receives ``start`` and ``progress`` events;
+    ``.config``, ``.device``); ``roi`` an optional level-0 shapely geometry and ``tissue`` an
+    optional :class:`~qupath_camseg.tissue.TissueMask`, outside which the stored probabilities
+    are zero. ``emit`` receives ``start`` and ``progress`` events;
     ``on_chunk(row, col)`` is called (on a writer thread) after each chunk is stored.
     ``workers`` tile readers are threads or processes as :func:`use_read_processes` decides.
     """
@@ -178,7 +180,7 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
         for (c0, c1, b0, tiles, first_row), stripe_batches in zip(stripes, batches):
             x0, x1 = c0 * cp, min(c1 * cp, plan.map_size[0])
             acc = StripeAccumulator(plan, x0, x1, n, first_row, window)
-            band = _Band(plan, store, needed, roi, c0, c1, b0, writer, pending, on_chunk)
+            band = _Band(plan, store, needed, roi, c0, c1, b0, writer, pending, on_chunk, tissue)
             if loader is not None:
                 source = (next(loader) for _ in stripe_batches)
             else:
@@ -250,8 +252,9 @@ class _Band:
     """Collects finished map rows of one stripe into a band of chunks and writes each full band."""
 
     def __init__(self, plan: TilePlan, store: ChunkStore, needed: npt.NDArray[np.bool_], roi: Any,
-                 c0: int, c1: int, b0: int, writer: Any, pending: list[Any], on_chunk: Any = None) -> None:
-        self.plan, self.store, self.needed, self.roi = plan, store, needed, roi
+                 c0: int, c1: int, b0: int, writer: Any, pending: list[Any], on_chunk: Any = None,
+                 tissue: Any = None) -> None:
+        self.plan, self.store, self.needed, self.roi, self.tissue = plan, store, needed, roi, tissue
         self.c0, self.c1, self.x0 = c0, c1, c0 * plan.chunk_px
         self.width = min(c1 * plan.chunk_px, plan.map_size[0]) - self.x0
         self.y_min = b0 * plan.chunk_px
@@ -295,6 +298,8 @@ class _Band:
             data = self.buf[:, :h, cx - self.x0:cx - self.x0 + w].copy()
             if self.roi is not None:
                 data = _mask_roi(data, self.roi, (cx, cy, w, h), self.plan.ds)
+            if self.tissue is not None:
+                data = _mask_tissue(data, self.tissue, (cx, cy, w, h), self.plan.ds)
             self.pending.append(self.writer.submit(self._write, b, c, data))
         self.buf[:] = 0
 
@@ -319,3 +324,15 @@ def _mask_roi(data: npt.NDArray[np.uint8], roi: Any, box: tuple[int, int, int, i
         return np.zeros_like(data)
     inside = rasterize([(roi, 1)], l0, (w, h)) > 0
     return data * inside[None]
+
+
+def _mask_tissue(data: npt.NDArray[np.uint8], tissue: Any, box: tuple[int, int, int, int],
+                 ds: float) -> npt.NDArray[np.uint8]:
+    """Zero ``data`` (``(n, h, w)``, map px box ``box``) where the tissue mask (nearest mask pixel
+    of each map pixel's centre) is False: glass, ink and the slide's edges get probability 0."""
+    x, y, w, h = box
+    mask, md = tissue.mask, float(tissue.downsample)
+    cols = np.minimum(((x + np.arange(w) + 0.5) * ds / md).astype(np.int64), mask.shape[1] - 1)
+    rows = np.minimum(((y + np.arange(h) + 0.5) * ds / md).astype(np.int64), mask.shape[0] - 1)
+    inside = mask[rows[:, None], cols[None, :]]
+    return data if inside.all() else data * inside[None]

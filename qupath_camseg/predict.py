@@ -98,7 +98,9 @@ class PredictOptions:
     gets a ≈ 15 µm/px mask, a Camelyon slide a ≈ 36 µm/px one). ``workers`` tile readers
     (``None``: 4 on a CPU, where the model is the bottleneck; one per CPU core, at most 16, on a
     GPU) are threads or, with ``readers="processes"`` (``"auto"``: on CUDA), DataLoader worker
-    processes; the choice changes speed, never the result.
+    processes; the choice changes speed, never the result. ``mask_to_tissue`` zeroes the
+    probabilities off the tissue mask (dilated by one mask pixel): a network trained on tissue
+    says nothing useful about glass, so the heatmap and regions follow the tissue.
     """
 
     threshold: float = 0.5
@@ -120,6 +122,7 @@ class PredictOptions:
     chunk_px: int = 512
     stripe_chunks: int = 16
     tile_px: int | None = None
+    mask_to_tissue: bool = True
 
 
 @dataclass
@@ -267,7 +270,7 @@ def predict_slide(
         store_key = {"model": lm.sha256, "slide": [str(slide_path.resolve()), stat.st_size, int(stat.st_mtime)],
                      "slide_mpp": slide_mpp, "roi": roi.wkb_hex if roi is not None else None,
                      "min_tissue": opts.min_tissue, "tissue_mask_mpp": opts.tissue_mask_mpp,
-                     "tissue_mask_max_px": opts.tissue_mask_max_px}
+                     "tissue_mask_max_px": opts.tissue_mask_max_px, "mask_to_tissue": opts.mask_to_tissue}
         post_key = {**store_key, **{k: getattr(opts, k) for k in ("threshold", "min_tile_tissue", "min_area_um2",
                                                                   "min_hole_um2", "simplify_um")}}
         settings_key = _key([store_key, post_key, plan.to_dict()])
@@ -300,7 +303,8 @@ def predict_slide(
                 t0 = time.perf_counter()
                 stats = run_inference(slide_path, opts.slide_mpp, plan, active, store, lm, roi,
                                       batch_size=opts.batch_size, workers=workers, image=image, emit=emit,
-                                      on_chunk=summaries.submit, readers=opts.readers)
+                                      on_chunk=summaries.submit, readers=opts.readers,
+                                      tissue=_dilated(tissue) if opts.mask_to_tissue else None)
                 t_infer = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 from concurrent.futures import ThreadPoolExecutor
@@ -353,6 +357,15 @@ def predict_slide(
     atomic_write_json(paths["report"], report)
     emit({"event": "done", "image": image, "outputs": {k: str(v) for k, v in paths.items()}})
     return PredictResult(image, entry_id, paths, report, objects=objs)
+
+
+def _dilated(tissue: Any) -> Any:
+    """The tissue mask grown by one mask pixel (keeps tumour at the very edge of the tissue)."""
+    from scipy import ndimage
+
+    from qupath_camseg.tissue import TissueMask
+
+    return TissueMask(ndimage.binary_dilation(tissue.mask, np.ones((3, 3), bool)), tissue.downsample)
 
 
 def _default_workers(device: str) -> int:

@@ -124,18 +124,47 @@ def _reference_map(slide, lm, plan, active) -> np.ndarray:
     return np.round(prob * 255).astype(np.uint8)
 
 
+def _on_tissue(tissue, plan) -> np.ndarray:
+    """``bool (h, w)`` map pixels whose centre falls in the tissue mask grown by one mask pixel."""
+    from scipy import ndimage
+
+    grown = ndimage.binary_dilation(tissue.mask, np.ones((3, 3), bool))
+    w, h = plan.map_size
+    cols = np.minimum(((np.arange(w) + 0.5) * plan.ds / tissue.downsample).astype(int), grown.shape[1] - 1)
+    rows = np.minimum(((np.arange(h) + 0.5) * plan.ds / tissue.downsample).astype(int), grown.shape[0] - 1)
+    return grown[rows[:, None], cols[None, :]]
+
+
 def test_chunked_striped_map_equals_whole_slide_reference(slide, whole):
+    """The chunked, striped, resumable map equals the naive whole-slide blend, on the tissue
+    (off it, the default tissue mask sets 0)."""
     out, _, _ = whole
     lm = _fake_model()
     with open_slide(slide) as s:
         plan = TilePlan.create(s.dimensions, s.mpp, MODEL_MPP, tile_px=TILE, chunk_px=32, stripe_chunks=3)
-        active = _active_tiles(plan, detect_tissue(s), None, PredictOptions().min_tissue)
+        tissue = detect_tissue(s)
+        active = _active_tiles(plan, tissue, None, PredictOptions().min_tissue)
     assert plan.chunk_shape[1] > 3 * plan.stripe_chunks  # several stripes and many bands: the hard path
     ref = _reference_map(slide, lm, plan, active)
     got = _store_map(out)
     assert got.shape == ref.shape == (plan.map_size[1], plan.map_size[0])
-    assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
-    assert (ref > 0).mean() > 0.2  # the comparison covers real predictions, not an empty map
+    on = _on_tissue(tissue, plan)
+    assert 0.2 < on.mean() < 0.95
+    assert np.abs(got.astype(int) - ref.astype(int))[on].max() <= 1
+    assert not got[~on].any()
+    assert (ref[on] > 0).mean() > 0.2  # the comparison covers real predictions, not an empty map
+
+
+def test_without_tissue_mask_glass_keeps_its_prediction(slide, whole, tmp_path):
+    out, res, _ = whole
+    res2 = predict_slide(slide, _fake_model(), tmp_path, options=_opts(mask_to_tissue=False))
+    masked, unmasked = _store_map(out), _store_map(tmp_path)
+    with open_slide(slide) as s:
+        plan = TilePlan.create(s.dimensions, s.mpp, MODEL_MPP, tile_px=TILE, chunk_px=32, stripe_chunks=3)
+        on = _on_tissue(detect_tissue(s), plan)
+    np.testing.assert_array_equal(masked[on], unmasked[on])
+    assert unmasked[~on].any() and not masked[~on].any()
+    assert res2.report["settings_key"] != res.report["settings_key"]  # a different map: no reuse
 
 
 def test_outputs_geojson_heatmap_report(slide, whole):

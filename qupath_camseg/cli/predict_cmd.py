@@ -134,12 +134,15 @@ class _Reporter:
 @mpp_override_option
 @click.option("--overlap", type=click.FloatRange(0, 0.5, max_open=True), default=0.25, show_default=True,
               help="Fraction by which neighbouring tiles overlap (blended with a smooth window).")
+@click.option("--no-tissue-mask", is_flag=True,
+              help="Keep probabilities off the detected tissue (glass, ink) instead of setting them to 0.")
 @click.option("--no-project-write", is_flag=True,
               help="Do not write objects into the QuPath project hierarchy (files under camseg/ only).")
 @click.option("--chunk-px", type=click.IntRange(min=16), default=512, hidden=True)
 def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | None, out_dir: Path | None,
             threshold: float, device: str, batch_size: int, workers: int | None, readers: str, overwrite: bool, progress_mode: str,
-            slide_mpp: float | None, overlap: float, no_project_write: bool, chunk_px: int) -> None:
+            slide_mpp: float | None, overlap: float, no_tissue_mask: bool, no_project_write: bool,
+            chunk_px: int) -> None:
     """Tumour probability maps, tile measurements and tumour outlines for whole slides.
 
     PROJECT_OR_SLIDE is a QuPath project (folder or project.qpproj) or one slide file. Results go
@@ -165,7 +168,7 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
             raise click.BadParameter("must be a multiple of 16", param_hint="--chunk-px")
         opts = PredictOptions(threshold=threshold, overlap=overlap, batch_size=batch_size, workers=workers, readers=readers,
                               device=device, slide_mpp=slide_mpp, roi=str(roi) if roi else None,
-                              overwrite=overwrite, chunk_px=chunk_px)
+                              overwrite=overwrite, chunk_px=chunk_px, mask_to_tissue=not no_tissue_mask)
         model = load_model(model_dir, device=device)
         if _is_project(target):
             if out_dir is not None:
