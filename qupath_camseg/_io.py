@@ -28,7 +28,18 @@ __all__ = [
     "atomic_write_json",
     "backup_file",
     "file_lock",
+    "shm_free_bytes",
 ]
+
+
+def shm_free_bytes() -> int | None:
+    """Free bytes of ``/dev/shm``, where DataLoader workers hand batches over (containers often
+    give it only 64 MB); ``None`` where there is no such folder (not Linux)."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def _not_writable(path: Path, err: OSError) -> OutputNotWritableError:

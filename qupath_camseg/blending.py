@@ -27,7 +27,13 @@ import numpy.typing as npt
 import torch
 
 from qupath_camseg.chunks import ChunkStore, TilePlan
-from qupath_camseg.tile_reader import TileBatches, TileReader, thread_batches, use_read_processes
+from qupath_camseg.tile_reader import (
+    PREFETCH_BATCHES,
+    TileBatches,
+    TileReader,
+    thread_batches,
+    use_read_processes,
+)
 
 __all__ = ["ChunkStore", "StripeAccumulator", "TilePlan", "blend_window", "run_inference"]
 
@@ -161,13 +167,15 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
     emit({"event": "start", "image": image, "tiles": total, "resumed": store.resumed and total < int(active.sum())})
     batches = [[tiles[i:i + batch_size] for i in range(0, len(tiles), batch_size)] for *_, tiles, _ in stripes]
     reader_args = (slide_path, slide_mpp, plan, lm.config.mpp)
-    reader, pool, loader = None, None, None
-    if use_read_processes(readers, device, workers) and total:
+    reader, pool, loader, loader_used = None, None, None, False
+    batch_bytes = batch_size * plan.tile_px * plan.tile_px * 3
+    if use_read_processes(readers, device, workers, batch_bytes=batch_bytes) and total:
         # workers are forked before any thread of ours starts; they never touch CUDA. Two batches
         # per worker in flight bound the shared memory (16 workers × 2 × 32 tiles of 0.75 MB ≈ 0.8 GB)
+        loader_used = True
         loader = iter(torch.utils.data.DataLoader(
             TileBatches(reader_args, [b for s in batches for b in s]), batch_size=None, shuffle=False,
-            num_workers=workers, pin_memory=cuda, prefetch_factor=2))
+            num_workers=workers, pin_memory=cuda, prefetch_factor=PREFETCH_BATCHES))
     else:
         reader = TileReader(*reader_args)
         pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="qcamseg-read")
@@ -219,8 +227,9 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
         if reader is not None:
             reader.close()
         del loader  # stops the worker processes
-    return {"tiles": done, "timings": {"setup": t_start - t_fn, "waiting_for_tiles": t_wait, "model_and_blend": t_model,
-                                       "last_rows": t_tail, "waiting_for_writes": t_writes}}
+    return {"tiles": done, "read_processes": loader_used,
+            "timings": {"setup": t_start - t_fn, "waiting_for_tiles": t_wait, "model_and_blend": t_model,
+                        "last_rows": t_tail, "waiting_for_writes": t_writes}}
 
 
 def _forward(model: Any, rgb: npt.NDArray[np.uint8] | torch.Tensor, device: torch.device, cuda: bool) -> torch.Tensor:

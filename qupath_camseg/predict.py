@@ -51,7 +51,6 @@ from qupath_camseg import __version__
 from qupath_camseg._dist import Dist, env_rank, shard_by_weight
 from qupath_camseg._io import atomic_write_json, file_lock
 from qupath_camseg.blending import run_inference
-from qupath_camseg.tile_reader import use_read_processes
 from qupath_camseg.chunks import ChunkStore, TilePlan
 from qupath_camseg.errors import (
     CamsegError,
@@ -340,7 +339,7 @@ def predict_slide(
                   "tile_px": cfg.tile_px, "classes": cfg.class_names, "arch": cfg.arch, "version": cfg.version},
         "heatmap_class": cfg.class_names[ti], "map_size_px": list(plan.map_size), "map_mpp": cfg.mpp,
         "tiles": {"inference_tile_px": tile_px, "stride_px": plan.stride_px, "active": int(active.sum()),
-                  "readers": f"{workers} {'processes' if use_read_processes(opts.readers, lm.device, workers) else 'threads'}",
+                  "readers": f"{workers} {'processes' if stats['read_processes'] else 'threads'}",
                   "computed_this_run": stats["tiles"], "resumed": store.resumed,
                   "tile_objects": sum(o.object_type == "tile" for o in objs)},
         "tissue_area_mm2": tissue_area, "tissue_mask_mpp": mask_mpp, "tumor_area_mm2": tumor_area_l0 * slide_mpp**2 / 1e6,

@@ -24,7 +24,7 @@ import torch
 
 from qupath_camseg.chunks import TilePlan
 
-__all__ = ["BLOCK_CACHE_BYTES", "BlockCache", "TileBatches", "TileReader", "thread_batches", "use_read_processes"]
+__all__ = ["BLOCK_CACHE_BYTES", "BlockCache", "TileBatches", "TileReader", "thread_batches", "use_read_processes", "PREFETCH_BATCHES"]
 
 
 class BlockCache:
@@ -195,12 +195,23 @@ def thread_batches(pool: Any, reader: TileReader, batches: list[list[tuple[int, 
         yield out
 
 
-def use_read_processes(readers: str, device: Any, workers: int) -> bool:
+#: Batches each reader process keeps in flight (DataLoader ``prefetch_factor``).
+PREFETCH_BATCHES = 2
+
+
+def use_read_processes(readers: str, device: Any, workers: int, *, batch_bytes: int = 0) -> bool:
     """Whether tiles are read in worker processes: ``readers`` is ``"threads"``, ``"processes"``
     or ``"auto"`` (processes on CUDA with ≥ 2 workers: there the GPU outruns what reader threads
-    sharing one GIL can decode; on a CPU the model is the bottleneck and threads cost less)."""
+    sharing one GIL can decode; on a CPU the model is the bottleneck and threads cost less).
+    ``auto`` also keeps threads when ``/dev/shm`` cannot hold twice the batches in flight
+    (``batch_bytes`` each; containers often give it 64 MB), where worker processes would die."""
+    from qupath_camseg._io import shm_free_bytes
+
     if readers not in ("auto", "threads", "processes"):
         raise ValueError(f"readers must be auto, threads or processes, not {readers!r}")
     if readers == "auto":
-        return torch.device(device).type == "cuda" and workers >= 2
+        if torch.device(device).type != "cuda" or workers < 2:
+            return False
+        free = shm_free_bytes()
+        return free is None or free >= 2 * workers * PREFETCH_BATCHES * batch_bytes
     return readers == "processes"

@@ -124,6 +124,28 @@ def _default_workers(device: torch.device, world_size: int) -> int:
     return min(2, cpus // 2)
 
 
+_PREFETCH_BATCHES = 4  # per training worker
+
+
+def _fit_shared_memory(workers: int, *, batch_bytes: int, given: bool) -> int:
+    """Workers whose batches in flight (``_PREFETCH_BATCHES`` of ``batch_bytes`` each) fit in half
+    of ``/dev/shm``: containers often give it 64 MB, and workers that run out of it die with a
+    bus error. A number the user gave is kept, with a warning."""
+    from qupath_camseg._io import shm_free_bytes
+
+    free = shm_free_bytes()
+    if not workers or free is None or workers * _PREFETCH_BATCHES * batch_bytes <= free // 2:
+        return workers
+    fit = max(0, free // 2 // (_PREFETCH_BATCHES * batch_bytes))
+    if given:
+        log.warning("/dev/shm has %d MB free, too little for %d loader workers (about %d fit); if they die, "
+                    "lower --workers or enlarge /dev/shm (docker: --shm-size 8g)", free >> 20, workers, fit)
+        return workers
+    log.warning("/dev/shm has %d MB free: using %d loader workers instead of %d (docker: --shm-size 8g)",
+                free >> 20, fit, workers)
+    return int(fit)
+
+
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
@@ -212,13 +234,15 @@ def _train(
         augment=config.augment,
     )
     workers = config.workers if config.workers is not None else _default_workers(device, dist.world_size)
+    workers = _fit_shared_memory(workers, batch_bytes=config.batch_size * config.tile_px**2 * 4,
+                                 given=config.workers is not None)
     loader_kw: dict[str, Any] = {
         "num_workers": workers,
         "pin_memory": device.type == "cuda",
         "worker_init_fn": _worker_init if workers else None,
     }
     if workers:
-        loader_kw.update(persistent_workers=True, prefetch_factor=4)
+        loader_kw.update(persistent_workers=True, prefetch_factor=_PREFETCH_BATCHES)
     loader = torch.utils.data.DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, **loader_kw)
     val_loader = None
     if run.val_images:

@@ -51,3 +51,21 @@ def test_cached_reader_matches_on_real_svs(shared_data: Path) -> None:
     # JPEG-2000, no MPP in the file, level 1 at downsample 2.0005
     assert _compare_all_tiles(shared_data / "svs" / "tcga-cr-7395-01a-01-ts1.svs", 1.9, tile_px=256,
                               slide_mpp=0.25) >= 9
+
+
+def test_auto_readers_use_processes_only_on_cuda_with_room_in_dev_shm(monkeypatch):
+    """Containers often give /dev/shm 64 MB; DataLoader readers would die there, so auto keeps threads."""
+    import qupath_camseg._io as io_mod
+    from qupath_camseg.tile_reader import use_read_processes
+
+    batch = 32 * 512 * 512 * 3  # 25 MB
+    monkeypatch.setattr(io_mod, "shm_free_bytes", lambda: 64 << 20)
+    assert not use_read_processes("auto", "cuda", 16, batch_bytes=batch)
+    assert use_read_processes("processes", "cuda", 16, batch_bytes=batch)  # asked for: obeyed
+    monkeypatch.setattr(io_mod, "shm_free_bytes", lambda: 64 << 30)
+    assert use_read_processes("auto", "cuda", 16, batch_bytes=batch)
+    assert not use_read_processes("auto", "cpu", 16, batch_bytes=batch)
+    assert not use_read_processes("auto", "cuda", 1, batch_bytes=batch)
+    monkeypatch.setattr(io_mod, "shm_free_bytes", lambda: None)  # no /dev/shm (not Linux)
+    assert use_read_processes("auto", "cuda", 4, batch_bytes=batch)
+    assert io_mod.shm_free_bytes() is None

@@ -96,3 +96,22 @@ def test_augment_tile_copy_flag_changes_layout_only() -> None:
         a = augment_tile(rgb, label, np.random.default_rng(seed), AugmentConfig())
         b = augment_tile(rgb, label, np.random.default_rng(seed), AugmentConfig(), copy=False)
         assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
+
+
+def test_training_workers_fit_dev_shm(monkeypatch, caplog):
+    """Default loader workers shrink to what /dev/shm holds; a number the user gave is kept, with a warning."""
+    import qupath_camseg._io as io_mod
+    from qupath_camseg.train import _fit_shared_memory
+
+    batch = 32 * 512 * 512 * 4  # 32 MB: RGB + label
+    monkeypatch.setattr(io_mod, "shm_free_bytes", lambda: 1 << 30)  # 1 GB: 512 MB usable, 4 batches each
+    assert _fit_shared_memory(15, batch_bytes=batch, given=False) == 4
+    with caplog.at_level("WARNING"):
+        assert _fit_shared_memory(15, batch_bytes=batch, given=True) == 15
+    assert "--shm-size" in caplog.text
+    assert _fit_shared_memory(2, batch_bytes=batch, given=False) == 2  # fits
+    assert _fit_shared_memory(0, batch_bytes=batch, given=False) == 0
+    monkeypatch.setattr(io_mod, "shm_free_bytes", lambda: 64 << 20)
+    assert _fit_shared_memory(15, batch_bytes=batch, given=False) == 0  # main process reads
+    monkeypatch.setattr(io_mod, "shm_free_bytes", lambda: None)
+    assert _fit_shared_memory(15, batch_bytes=batch, given=False) == 15
