@@ -169,7 +169,11 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
     reader_args = (slide_path, slide_mpp, plan, lm.config.mpp)
     reader, pool, loader, loader_used = None, None, None, False
     batch_bytes = batch_size * plan.tile_px * plan.tile_px * 3
-    if use_read_processes(readers, device, workers, batch_bytes=batch_bytes) and total:
+    processes = use_read_processes(readers, device, workers, batch_bytes=batch_bytes)
+    if readers == "auto" and cuda and workers >= 2 and not processes:
+        emit({"event": "note", "image": image, "message": "/dev/shm is too small for reader processes; reading "
+              "tiles with threads (docker: --shm-size 8g)"})
+    if processes and total:
         # workers are forked before any thread of ours starts; they never touch CUDA. Two batches
         # per worker in flight bound the shared memory (16 workers × 2 × 32 tiles of 0.75 MB ≈ 0.8 GB)
         loader_used = True
