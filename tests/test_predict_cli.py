@@ -65,6 +65,22 @@ def test_jsonl_events_and_outputs(data, tmp_path):
     assert [e["event"] for e in _events(res.stdout)] == ["note", "skip"]
 
 
+def test_reader_and_tissue_mask_options_reach_the_report(data, tmp_path):
+    """--readers processes and --no-tissue-mask are honoured (the report says which readers ran)."""
+    runner = CliRunner()
+    base = ["predict", str(data["slide"]), "--model", str(data["model"]), "--progress", "none", "--workers", "2"]
+    res = runner.invoke(cli, [*base, "--out", str(tmp_path / "a"), "--readers", "processes", "--no-tissue-mask"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "a" / "reports" / "slide.json").read_text(encoding="utf-8"))
+    assert rep["tiles"]["readers"] == "2 processes"
+    assert rep["settings"]["readers"] == "processes" and rep["settings"]["mask_to_tissue"] is False
+    res = runner.invoke(cli, [*base, "--out", str(tmp_path / "b"), "--readers", "threads"])
+    assert res.exit_code == 0, res.output
+    rep_b = json.loads((tmp_path / "b" / "reports" / "slide.json").read_text(encoding="utf-8"))
+    assert rep_b["tiles"]["readers"] == "2 threads" and rep_b["settings"]["mask_to_tissue"] is True
+    assert rep_b["settings_key"] != rep["settings_key"]  # the tissue mask changes the map
+
+
 def test_bar_mode_shows_progress_on_stderr(data, tmp_path):
     res = CliRunner().invoke(cli, ["predict", str(data["slide"]), "--model", str(data["model"]),
                                    "--out", str(tmp_path), "--workers", "1"])
