@@ -125,7 +125,7 @@ class _Reporter:
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Tiles per forward pass.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Tile readers (and output-stage processes, up to half the CPUs). "
-                   "[default: 4 on a CPU, one per CPU core up to 16 on a GPU]")
+                   "[default: 4 on a CPU; on a GPU half the CPU cores, at most 8]")
 @click.option("--readers", type=click.Choice(["auto", "threads", "processes"]), default="auto", show_default=True,
               help="Read tiles on threads or worker processes (auto: processes on a GPU). Speed only, same result.")
 @overwrite_option
