@@ -194,7 +194,7 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
             acc = StripeAccumulator(plan, x0, x1, n, first_row, window)
             band = _Band(plan, store, needed, roi, c0, c1, b0, writer, pending, on_chunk, tissue)
             if loader is not None:
-                source = (next(loader) for _ in stripe_batches)
+                source = (_next_from_workers(loader, slide_path) for _ in stripe_batches)
             else:
                 source = thread_batches(pool, reader, stripe_batches, max(2 * batch_size, 4 * workers))
             for batch in stripe_batches:
@@ -234,6 +234,23 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
     return {"tiles": done, "read_processes": loader_used,
             "timings": {"setup": t_start - t_fn, "waiting_for_tiles": t_wait, "model_and_blend": t_model,
                         "last_rows": t_tail, "waiting_for_writes": t_writes}}
+
+
+def _next_from_workers(loader: Any, slide_path: Path) -> torch.Tensor:
+    """The next batch from the DataLoader readers, with their failures as one-line errors: the
+    loader re-raises a worker's exception with the worker's traceback as the message."""
+    from qupath_camseg.errors import CamsegError
+
+    try:
+        return next(loader)
+    except CamsegError as err:
+        last = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+        name = f"{type(err).__module__}.{type(err).__name__}: "
+        raise type(err)(last[len(name):] if last.startswith(name) else last) from None
+    except RuntimeError as err:  # a reader process was killed (out of memory, /dev/shm full, ...)
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise CamsegError(f"{slide_path}: a tile reader process died ({first}); rerun the same command to "
+                          "resume, or pass --readers threads") from err
 
 
 def _forward(model: Any, rgb: npt.NDArray[np.uint8] | torch.Tensor, device: torch.device, cuda: bool) -> torch.Tensor:

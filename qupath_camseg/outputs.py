@@ -15,10 +15,12 @@ identical either way (``tests/test_outputs.py``).
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,8 @@ from qupath_camseg.geojson import (
 )
 
 __all__ = ["BACKGROUND_CLASS", "ChunkSummaries", "ChunkSummary", "build_objects", "summarize_chunk"]
+
+log = logging.getLogger(__name__)
 
 #: Name given to tiles whose most probable class is the background (QuPath's catch-all class).
 BACKGROUND_CLASS = "Other"
@@ -126,13 +130,16 @@ class ChunkSummaries:
             self._pool = None
 
     def submit(self, row: int, col: int) -> None:
-        """Chunk ``(row, col)`` has been written: start summarising it (no-op without a pool)."""
-        if self._pool is None:
-            return
+        """Chunk ``(row, col)`` has been written: start summarising it (no-op without a pool, or
+        once a worker process has died: :meth:`finish` then does the rest in-process)."""
         with self._lock:
-            if (row, col) not in self._futures:
+            if self._pool is None or (row, col) in self._futures:
+                return
+            try:
                 self._futures[(row, col)] = self._pool.submit(
                     _summarize_stored, self.store, row, col, self.store.plan.ds, self.measure_px, self.threshold_q)
+            except BrokenProcessPool:
+                self._broken()
 
     def finish(self) -> list[ChunkSummary]:
         """Summaries of all stored chunks (including ones resumed from an earlier run), row-major."""
@@ -141,12 +148,26 @@ class ChunkSummaries:
         for r in range(rows):
             for c in range(cols):
                 fut = self._futures.get((r, c))
+                summary = None
                 if fut is not None:
-                    out.append(fut.result())
-                elif self.store.has(r, c):
-                    out.append(_summarize_stored(self.store, r, c, self.store.plan.ds, self.measure_px,
-                                                 self.threshold_q))
+                    try:
+                        summary = fut.result()
+                    except (BrokenProcessPool, CancelledError):
+                        with self._lock:
+                            self._broken()
+                if summary is None and self.store.has(r, c):
+                    summary = _summarize_stored(self.store, r, c, self.store.plan.ds, self.measure_px,
+                                                self.threshold_q)
+                if summary is not None:
+                    out.append(summary)
         return out
+
+    def _broken(self) -> None:
+        """A worker process died (killed for memory, say): stop using the pool (lock held)."""
+        if self._pool is not None:
+            log.warning("a chunk-summary worker process died; summarising the rest in this process")
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
 
 def measure_tile_px(plan: TilePlan, model_tile_px: int) -> int:

@@ -119,3 +119,23 @@ def test_full_and_empty_chunks_take_the_shortcut_and_still_join(tmp_path):
     assert len(region.interiors) == 0
     truth = shapely.box(10 * DS, 20 * DS, 250 * DS, 230 * DS)
     assert region.symmetric_difference(truth).area / truth.area < 0.005
+
+
+def test_a_dead_worker_process_costs_time_not_the_result(tmp_path, caplog):
+    """If a summary process dies (killed for memory, say), the rest is done in-process: same result."""
+    store, plan, _ = _store(tmp_path)
+    n_chunks = plan.chunk_shape[0] * plan.chunk_shape[1]
+    with ChunkSummaries(store, measure_px=32, threshold_q=128) as serial:
+        ref = serial.finish()
+    with ChunkSummaries(store, measure_px=32, threshold_q=128, processes=2, expected=n_chunks) as pooled:
+        pooled.submit(0, 0)
+        pooled._futures[(0, 0)].result()  # the pool is up
+        for proc in list(pooled._pool._processes.values()):
+            proc.kill()
+        for r in range(plan.chunk_shape[0]):
+            for c in range(plan.chunk_shape[1]):
+                pooled.submit(r, c)  # must not raise, before or after the pool notices
+        with caplog.at_level("WARNING"):
+            got = pooled.finish()
+    assert _key(got) == _key(ref)
+    assert "worker process died" in caplog.text

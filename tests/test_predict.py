@@ -356,3 +356,24 @@ def test_reader_processes_and_pooled_summaries_give_identical_outputs(slide, who
     assert objects(res2.outputs["geojson"]) == objects(res.outputs["geojson"])
     with pytest.raises(ValueError, match="readers must be"):
         predict_slide(slide, _fake_model(), tmp_path / "bad", options=_opts(readers="gpu", overwrite=True))
+
+
+@pytest.mark.parametrize("readers", ["threads", "processes"])
+def test_a_corrupt_tile_is_a_one_line_error_with_either_reader(slide, tmp_path, readers):
+    """Reader processes re-raise a worker's error with its traceback as message; it must come out
+    as the same one-line error as with threads."""
+    import tifffile
+
+    from qupath_camseg.errors import SlideReadError
+
+    data = bytearray(slide.read_bytes())
+    with tifffile.TiffFile(slide) as tif:
+        for page in list(tif.pages)[:3]:  # the levels inference reads; tissue detection's is intact
+            for off, n in zip(page.dataoffsets, page.databytecounts):
+                data[off + 2:off + n] = b"\xff" * (n - 2)
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(SlideReadError) as info:
+        predict_slide(bad, _fake_model(), tmp_path / "o", options=_opts(readers=readers))
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(str(bad)) and "re-copy" in msg
