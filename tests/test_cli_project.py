@@ -184,3 +184,15 @@ def test_doctor_reports_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> No
         assert key in out
     assert find_qupath_installation()[1] in out  # paquo's answer, verbatim
     assert "paquo 0.9" in out and "ok: qcamseg can run here" in out
+
+
+def test_doctor_warns_about_a_small_dev_shm(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    import qupath_camseg._io as io_mod
+
+    monkeypatch.setattr(io_mod, "shm_free_bytes", lambda: 64 << 20)  # Docker's default
+    assert main(["doctor"]) == 0  # a slowdown, not a failure
+    out = capsys.readouterr().out
+    assert "/dev/shm): 64 MB free" in out and "--shm-size" in out
+    monkeypatch.setattr(io_mod, "shm_free_bytes", lambda: 24 << 30)
+    assert main(["doctor"]) == 0
+    assert "/dev/shm): 24 GB free" in capsys.readouterr().out

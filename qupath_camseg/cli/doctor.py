@@ -85,6 +85,19 @@ def _temp_line() -> tuple[str, bool]:
         return f"temp folder: {tempfile.gettempdir()} NOT writable ({err}); set TMPDIR to a writable folder", False
 
 
+def _shm_line() -> str | None:
+    """How much room worker processes have to hand tiles over (``None`` off Linux)."""
+    from qupath_camseg._io import shm_free_bytes
+
+    free = shm_free_bytes()
+    if free is None:
+        return None
+    if free < 1 << 30:
+        return (f"shared memory (/dev/shm): {free >> 20} MB free - little for loader/reader processes: training "
+                "uses fewer workers and GPU prediction reads with threads; in Docker pass --shm-size 8g")
+    return f"shared memory (/dev/shm): {free >> 30} GB free"
+
+
 def collect_report() -> tuple[list[str], bool]:
     """The report's lines and whether the tool can run on this machine."""
     py_ok = sys.version_info >= (3, 10)
@@ -101,12 +114,14 @@ def collect_report() -> tuple[list[str], bool]:
     reader_lines, reader_ok = _slide_reader_lines()
     temp, temp_ok = _temp_line()
     lines += torch_lines + reader_lines + [_qupath_line(), temp]
+    if (shm := _shm_line()) is not None:
+        lines.append(shm)
     return lines, py_ok and torch_ok and reader_ok and temp_ok
 
 
 @click.command("doctor")
 def doctor() -> int:
-    """Check Python, torch/CUDA/MPS, slide readers, QuPath and the temp folder."""
+    """Check Python, torch/CUDA/MPS, slide readers, QuPath, the temp folder and shared memory."""
     lines, ok = collect_report()
     for line in lines:
         click.echo(line)
