@@ -168,6 +168,7 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
     batches = [[tiles[i:i + batch_size] for i in range(0, len(tiles), batch_size)] for *_, tiles, _ in stripes]
     reader_args = (slide_path, slide_mpp, plan, lm.config.mpp)
     reader, pool, loader, loader_used = None, None, None, False
+    pad_to = batch_size if getattr(lm, "compiled", False) else None  # one static shape per slide
     batch_bytes = batch_size * plan.tile_px * plan.tile_px * 3
     processes = use_read_processes(readers, device, workers, batch_bytes=batch_bytes)
     if readers == "auto" and cuda and workers >= 2 and not processes:
@@ -201,7 +202,7 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
                 t0 = time.perf_counter()
                 rgb = next(source)
                 t1 = time.perf_counter()
-                probs = _forward(lm.model, rgb, device, cuda)
+                probs = _forward(lm.model, rgb, device, cuda, pad_to=pad_to)
                 for (ty, tx), p in zip(batch, probs):
                     while acc.row < ty:
                         band.put(*acc.finish_row())
@@ -253,9 +254,11 @@ def _next_from_workers(loader: Any, slide_path: Path) -> torch.Tensor:
                           "resume, or pass --readers threads") from err
 
 
-def _forward(model: Any, rgb: npt.NDArray[np.uint8] | torch.Tensor, device: torch.device, cuda: bool) -> torch.Tensor:
+def _forward(model: Any, rgb: npt.NDArray[np.uint8] | torch.Tensor, device: torch.device, cuda: bool, *,
+             pad_to: int | None = None) -> torch.Tensor:
     """Softmax foreground probabilities ``(B, n_classes, t, t)`` float32 on ``device`` for RGB tiles
-    ``uint8 (B, t, t, 3)`` (a numpy array or a CPU tensor).
+    ``uint8 (B, t, t, 3)`` (a numpy array or a CPU tensor). ``pad_to``: zero-pad the batch to
+    this size before the model (and drop the padding after), for compiled models.
 
     With one foreground class (background + tumour, the Camelyon case) the softmax is computed
     as ``sigmoid(l₁ - l₀)``: the same value, without a second exp and a reduction.
@@ -268,8 +271,11 @@ def _forward(model: Any, rgb: npt.NDArray[np.uint8] | torch.Tensor, device: torc
         a = rgb.numpy() if isinstance(rgb, torch.Tensor) else rgb
         x = torch.from_numpy(a.astype(np.float32)).permute(0, 3, 1, 2)
     # either way: NHWC memory → channels-last NCHW view
+    n = x.shape[0]
+    if pad_to is not None and n < pad_to:  # a compiled model keeps one static batch shape
+        x = torch.cat([x, x.new_zeros((pad_to - n, *x.shape[1:])).contiguous(memory_format=torch.channels_last)])
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-        logits = model(x)
+        logits = model(x)[:n]
     logits = logits.float()
     if logits.shape[-2:] != x.shape[-2:]:
         logits = torch.nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -377,3 +377,14 @@ def test_a_corrupt_tile_is_a_one_line_error_with_either_reader(slide, tmp_path, 
         predict_slide(bad, _fake_model(), tmp_path / "o", options=_opts(readers=readers))
     msg = str(info.value)
     assert "\n" not in msg and msg.startswith(str(bad)) and "re-copy" in msg
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_same_map(slide, whole, tmp_path):
+    """--compile: torch.compile with one static batch shape (short batches are padded); the map
+    must equal the eager one within float rounding."""
+    out, res, _ = whole
+    res2 = predict_slide(slide, _fake_model(), tmp_path, options=_opts(compile=True))
+    assert res2.report["tiles"]["computed_this_run"] == res.report["tiles"]["computed_this_run"]
+    assert res.report["tiles"]["computed_this_run"] % 8  # a short last batch was padded
+    assert np.abs(_store_map(tmp_path).astype(int) - _store_map(out).astype(int)).max() <= 1
