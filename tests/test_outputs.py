@@ -127,15 +127,20 @@ def test_a_dead_worker_process_costs_time_not_the_result(tmp_path, caplog):
     n_chunks = plan.chunk_shape[0] * plan.chunk_shape[1]
     with ChunkSummaries(store, measure_px=32, threshold_q=128) as serial:
         ref = serial.finish()
+    import os
+    from concurrent.futures.process import BrokenProcessPool
+
     with ChunkSummaries(store, measure_px=32, threshold_q=128, processes=2, expected=n_chunks) as pooled:
         pooled.submit(0, 0)
+        pooled.submit(0, 1)
         pooled._futures[(0, 0)].result()  # the pool is up
-        for proc in list(pooled._pool._processes.values()):
-            proc.kill()
-        for r in range(plan.chunk_shape[0]):
-            for c in range(plan.chunk_shape[1]):
-                pooled.submit(r, c)  # must not raise, before or after the pool notices
+        death = pooled._pool.submit(os._exit, 1)  # a worker dies, as when the kernel kills it
+        with pytest.raises(BrokenProcessPool):
+            death.result(timeout=60)  # the pool knows it is broken: no respawn race from here on
         with caplog.at_level("WARNING"):
+            for r in range(plan.chunk_shape[0]):
+                for c in range(plan.chunk_shape[1]):
+                    pooled.submit(r, c)  # must not raise
             got = pooled.finish()
     assert _key(got) == _key(ref)
     assert "worker process died" in caplog.text
