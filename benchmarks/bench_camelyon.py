@@ -2,6 +2,7 @@
 
     python benchmarks/bench_camelyon.py --device cuda                      # the GPU figure (issue 8)
     python benchmarks/bench_camelyon.py --width-mm 2 --height-mm 4 --device cpu --models default
+    python benchmarks/bench_camelyon.py --device cuda --models default --compile --predict-runs 2
 
 **The slide.** Level 0 at ``--mpp`` 0.5 µm/px with the physical size of a Camelyon16 slide
 (23.8 × 53.7 mm → 47,600 × 107,400 px), tissue shrunk about the centre to ``--tissue`` 25 % of the
@@ -192,22 +193,25 @@ def flops_per_tile(arch: dict[str, Any], tile_px: int) -> float | None:
 
 
 def model_only_rate(slide: Path, model_dir: Path, *, device: str, batch_size: int, max_tiles: int,
-                    min_seconds: float = 3.0, workers: int = 8) -> dict[str, Any]:
+                    min_seconds: float = 3.0, workers: int = 8, compile: bool = False) -> dict[str, Any]:
     """Tiles/s of ``blending._forward`` alone on the slide's first ``max_tiles`` tissue tiles.
 
     Tiles are chosen as ``predict_slide`` chooses them (same plan, tissue mask, threshold) and
-    read into memory first; passes repeat until ``min_seconds`` have been timed.
+    read into memory first; passes repeat until ``min_seconds`` have been timed. ``compile``: the
+    network through ``predict.compile_model`` (its compile time is in the untimed warm-up pass).
     """
     import torch
 
     from qupath_camseg.blending import _forward
     from qupath_camseg.tile_reader import TileReader
     from qupath_camseg.chunks import TilePlan
-    from qupath_camseg.predict import PredictOptions, _active_tiles, load_model
+    from qupath_camseg.predict import PredictOptions, _active_tiles, compile_model, load_model
     from qupath_camseg.slides import open_slide
     from qupath_camseg.tissue import detect_tissue
 
     lm = load_model(model_dir, device=device)
+    if compile:
+        lm = compile_model(lm)
     opts = PredictOptions()
     with open_slide(slide) as s:
         plan = TilePlan.create(s.dimensions, s.mpp, lm.config.mpp, tile_px=lm.config.tile_px, overlap=opts.overlap,
@@ -223,7 +227,7 @@ def model_only_rate(slide: Path, model_dir: Path, *, device: str, batch_size: in
 
     def one_pass() -> None:
         for i in range(0, len(tiles), batch_size):
-            _forward(lm.model, tiles[i:i + batch_size], dev, cuda)
+            _forward(lm.model, tiles[i:i + batch_size], dev, cuda, pad_to=batch_size if compile else None)
         if cuda:
             torch.cuda.synchronize(dev)
 
@@ -266,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=["default", "resnet34"])
     ap.add_argument("--predict-args", default="", help="extra qcamseg predict options, e.g. '--workers 16'")
     ap.add_argument("--batch-size", type=int, default=16, help="model-only batch (qcamseg predict's default: 16)")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the network in both measurements (qcamseg predict --compile)")
+    ap.add_argument("--predict-runs", type=int, default=1,
+                    help="qcamseg predict runs per model, the last one reported (2 with --compile: warm cache)")
     ap.add_argument("--model-only-tiles", type=int, default=512)
     ap.add_argument("--gen-workers", type=int, default=None, help="processes writing the slide (default: all CPUs)")
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "qcamseg-bench")
@@ -294,12 +302,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"slide {w_px} x {h_px} px at {args.mpp} µm/px, tissue {res['slide']['tissue_fraction']:.1%}, {written}",
           file=sys.stderr)
     for name, b in _bundles(args.workdir, args.models).items():
-        run = _predict_cli(slide, b["dir"], args.workdir / f"out_{name}", device=args.device, extra=args.predict_args.split())
+        extra = [*args.predict_args.split(), *(["--compile"] if args.compile else [])]
+        for _ in range(max(1, args.predict_runs)):
+            run = _predict_cli(slide, b["dir"], args.workdir / f"out_{name}", device=args.device, extra=extra)
         entry: dict[str, Any] = {"arch": b["arch"], "note": b["note"], "gflop_per_tile": b["gflop_per_tile"],
-                                 "params_m": b["params_m"], "predict": run}
+                                 "params_m": b["params_m"], "predict": run, "compile": args.compile}
         if "error" not in run:
             mo = model_only_rate(slide, b["dir"], device=args.device, batch_size=args.batch_size,
-                                 max_tiles=args.model_only_tiles)
+                                 max_tiles=args.model_only_tiles, compile=args.compile)
             entry["model_only"] = mo
             entry["slide_seconds"] = run["process_wall_s"]
             entry["ratio_end_to_end"] = run["tiles_per_s_predict_slide"] / mo["tiles_per_s"]
