@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from qupath_camseg.tissue import summed_area_table
+
 __all__ = ["Box", "TissueFractions", "level0_size", "tile_grid", "tissue_fractions", "tissue_tiles"]
 
 Box = tuple[int, int, int, int]
@@ -94,9 +96,7 @@ class TissueFractions:
         mask = np.asarray(tissue.mask, dtype=bool)
         self.ds = float(tissue.downsample)
         self.h, self.w = mask.shape
-        self.table = np.zeros((self.h + 1, self.w + 1), dtype=np.int32)
-        np.cumsum(mask, axis=0, dtype=np.int32, out=self.table[1:, 1:])
-        np.cumsum(self.table[1:, 1:], axis=1, out=self.table[1:, 1:])
+        self.table = summed_area_table(mask)
 
     def __call__(self, boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
         """``boxes`` level-0 ``(x, y, w, h)``, shape ``(n, 4)`` → float64 fractions ``(n,)``."""

@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +29,16 @@ from skimage import filters, measure, morphology
 
 from qupath_camseg.slides import Slide
 
-__all__ = ["TissueMask", "detect_tissue", "tissue_mask_from_rgb"]
+__all__ = ["TissueMask", "detect_tissue", "summed_area_table", "tissue_mask_from_rgb"]
+
+
+def summed_area_table(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.int32]:
+    """``int32 (H + 1, W + 1)`` table ``t`` with ``t[r, c]`` = tissue pixels in ``mask[:r, :c]``,
+    built in place (4 bytes per mask pixel; masks stay far below 2³¹ pixels)."""
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int32)
+    np.cumsum(mask, axis=0, dtype=np.int32, out=table[1:, 1:])
+    np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
+    return table
 
 
 @dataclass(frozen=True)
@@ -39,7 +48,6 @@ class TissueMask:
 
     mask: npt.NDArray[np.bool_]
     downsample: float
-    _integral: npt.NDArray[np.integer] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         m = np.asarray(self.mask, dtype=bool)
@@ -48,11 +56,11 @@ class TissueMask:
         if not self.downsample > 0:
             raise ValueError(f"downsample must be positive (got {self.downsample})")
         object.__setattr__(self, "mask", m)
-        # int32 summed-area table built in place (a capped mask has ~1 Mpx: counts fit easily)
-        integral = np.zeros((m.shape[0] + 1, m.shape[1] + 1), np.int32 if m.size < 2**31 else np.int64)
-        np.cumsum(m, axis=0, dtype=integral.dtype, out=integral[1:, 1:])
-        np.cumsum(integral[1:, 1:], axis=1, out=integral[1:, 1:])
-        object.__setattr__(self, "_integral", integral)
+
+    @functools.cached_property
+    def _integral(self) -> npt.NDArray[np.int32]:
+        """The mask's summed-area table, built on the first :meth:`fraction` call."""
+        return summed_area_table(self.mask)
 
     def fraction(self, box_px: tuple[float, float, float, float]) -> float:
         """Fraction (0–1) of the level-0 box ``(x, y, width, height)`` covered by tissue, from
@@ -66,7 +74,7 @@ class TissueMask:
         H, W = self.mask.shape
         cc0, rr0, cc1, rr1 = min(max(c0, 0), W), min(max(r0, 0), H), min(max(c1, 0), W), min(max(r1, 0), H)
         s = self._integral
-        inside = s[rr1, cc1] - s[rr0, cc1] - s[rr1, cc0] + s[rr0, cc0]
+        inside = int(s[rr1, cc1]) - int(s[rr0, cc1]) - int(s[rr1, cc0]) + int(s[rr0, cc0])
         return float(inside) / total if total > 0 else 0.0
 
     @property
