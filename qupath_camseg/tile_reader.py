@@ -205,13 +205,13 @@ def use_read_processes(readers: str, device: Any, workers: int, *, batch_bytes: 
     sharing one GIL can decode; on a CPU the model is the bottleneck and threads cost less).
     ``auto`` also keeps threads when ``/dev/shm`` cannot hold twice the batches in flight
     (``batch_bytes`` each; containers often give it 64 MB), where worker processes would die."""
-    from qupath_camseg._io import shm_free_bytes
+    from qupath_camseg._io import workers_fitting_shm
 
     if readers not in ("auto", "threads", "processes"):
         raise ValueError(f"readers must be auto, threads or processes, not {readers!r}")
     if readers == "auto":
         if torch.device(device).type != "cuda" or workers < 2:
             return False
-        free = shm_free_bytes()
-        return free is None or free >= 2 * workers * PREFETCH_BATCHES * batch_bytes
+        fit = workers_fitting_shm(PREFETCH_BATCHES * batch_bytes)
+        return fit is None or fit >= workers
     return readers == "processes"

@@ -131,19 +131,19 @@ def _fit_shared_memory(workers: int, *, batch_bytes: int, given: bool) -> int:
     """Workers whose batches in flight (``_PREFETCH_BATCHES`` of ``batch_bytes`` each) fit in half
     of ``/dev/shm``: containers often give it 64 MB, and workers that run out of it die with a
     bus error. A number the user gave is kept, with a warning."""
-    from qupath_camseg._io import shm_free_bytes
+    from qupath_camseg._io import shm_free_bytes, workers_fitting_shm
 
-    free = shm_free_bytes()
-    if not workers or free is None or workers * _PREFETCH_BATCHES * batch_bytes <= free // 2:
+    fit = workers_fitting_shm(_PREFETCH_BATCHES * batch_bytes)
+    if not workers or fit is None or workers <= fit:
         return workers
-    fit = max(0, free // 2 // (_PREFETCH_BATCHES * batch_bytes))
+    free_mb = (shm_free_bytes() or 0) >> 20
     if given:
         log.warning("/dev/shm has %d MB free, too little for %d loader workers (about %d fit); if they die, "
-                    "lower --workers or enlarge /dev/shm (docker: --shm-size 8g)", free >> 20, workers, fit)
+                    "lower --workers or enlarge /dev/shm (docker: --shm-size 8g)", free_mb, workers, fit)
         return workers
     log.warning("/dev/shm has %d MB free: using %d loader workers instead of %d (docker: --shm-size 8g)",
-                free >> 20, fit, workers)
-    return int(fit)
+                free_mb, fit, workers)
+    return fit
 
 
 def _worker_init(_: int) -> None:
