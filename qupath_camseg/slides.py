@@ -141,6 +141,7 @@ class Slide:
         self.path = path
         self.backend = backend
         self._h = handle
+        self._pages: dict[int, Any] = {}  # level -> tifffile page decoded directly (None: tiffslide's path)
         self.properties: dict[str, Any] = dict(handle.properties)
         prefix = "openslide" if backend == "openslide" else "tiffslide"
         full_w, full_h = (int(v) for v in handle.dimensions)
@@ -213,13 +214,12 @@ class Slide:
         # level-0 location whose level coordinate floors *and* rounds to x0 for ds >= 2
         loc = (math.ceil(x0 * ds) + self.bounds_offset[0], math.ceil(y0 * ds) + self.bounds_offset[1])
         try:
-            arr = self._read_stored_tiles(level, x0, y0, x1, y1) if self.backend == "tiffslide" else None
-            if arr is not None:
-                pass
-            elif self.backend == "tiffslide":
-                arr = self._h.read_region(loc, level, (x1 - x0, y1 - y0), as_array=True)
-            else:
+            if self.backend != "tiffslide":
                 arr = np.asarray(self._h.read_region(loc, level, (x1 - x0, y1 - y0)))
+            else:
+                arr = self._read_stored_tiles(level, x0, y0, x1, y1)
+                if arr is None:
+                    arr = self._h.read_region(loc, level, (x1 - x0, y1 - y0), as_array=True)
         except Exception as err:
             raise SlideReadError(
                 f"{self.path}: cannot read level {level} at {loc} ({type(err).__name__}: {err}); "
@@ -231,7 +231,7 @@ class Slide:
     def _level_page(self, level: int) -> Any:
         """The tifffile page holding ``level`` when its stored tiles can be decoded directly (one
         tiled, contiguous-sample page whose size is the level's; cached), else ``None``."""
-        cache = self.__dict__.setdefault("_pages", {})
+        cache = self._pages
         if level not in cache:
             cache[level] = None
             try:
