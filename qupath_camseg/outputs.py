@@ -93,10 +93,9 @@ def summarize_chunk(data: npt.NDArray[np.uint8], box: tuple[int, int, int, int],
     return out
 
 
-def _summarize_stored(store: ChunkStore, row: int, col: int, ds: float, measure_px: int,
-                      threshold_q: int) -> ChunkSummary:
+def _summarize_stored(store: ChunkStore, row: int, col: int, measure_px: int, threshold_q: int) -> ChunkSummary:
     """Process-pool task: read chunk ``(row, col)`` from ``store`` (a pickled handle) and summarise it."""
-    return summarize_chunk(store.read(row, col), store.plan.chunk_box(row, col), ds=ds, measure_px=measure_px,
+    return summarize_chunk(store.read(row, col), store.plan.chunk_box(row, col), ds=store.plan.ds, measure_px=measure_px,
                            threshold_q=threshold_q, row=row, col=col)
 
 
@@ -137,7 +136,7 @@ class ChunkSummaries:
                 return
             try:
                 self._futures[(row, col)] = self._pool.submit(
-                    _summarize_stored, self.store, row, col, self.store.plan.ds, self.measure_px, self.threshold_q)
+                    _summarize_stored, self.store, row, col, self.measure_px, self.threshold_q)
             except BrokenProcessPool:
                 self._broken()
 
@@ -156,8 +155,7 @@ class ChunkSummaries:
                         with self._lock:
                             self._broken()
                 if summary is None and self.store.has(r, c):
-                    summary = _summarize_stored(self.store, r, c, self.store.plan.ds, self.measure_px,
-                                                self.threshold_q)
+                    summary = _summarize_stored(self.store, r, c, self.measure_px, self.threshold_q)
                 if summary is not None:
                     out.append(summary)
         return out
