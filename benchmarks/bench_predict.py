@@ -4,7 +4,7 @@
    pixel size so a 60k² slide finishes in seconds); the child reports its peak RSS
    (``ru_maxrss``). A child that only imports and loads the model gives the fixed floor. The
    figure of merit is ``peak RSS(largest) / peak RSS(smallest)`` (issue 8 target: ≤ 1.3).
-2. **Throughput** - in one process, :func:`qupath_camseg.predict.predict_slide` end to end
+2. **Throughput** - in one process, :func:`qupath_camseg.predict.slide.predict_slide` end to end
    (tissue detection, reading, model, blending, chunk writes, vectorising, heatmap, GeoJSON) on
    one slide, then the model alone on the *identical* tiles (read beforehand into memory, same
    batch size, same device). Figure of merit: end-to-end tiles/s ÷ model-only tiles/s (target ≥ 0.7
@@ -13,7 +13,7 @@
     python benchmarks/bench_predict.py                          # CPU defaults: 6k², 20k², 60k²
     python benchmarks/bench_predict.py --device cuda --throughput-mpp 0.5 --throughput-tile 512
 
-Benchmark slides: synthetic (:mod:`qupath_camseg.synthetic`), level 0 at 0.25 µm/px. Levels at
+Benchmark slides: synthetic (:mod:`qupath_camseg.synthetic.slides`), level 0 at 0.25 µm/px. Levels at
 ≥ 8× downsample are rendered from the ground truth; the finer levels (never read at the coarse
 model pixel sizes used here) repeat pre-encoded JPEG tiles chosen by the truth, so writing a 60k²
 pyramid takes seconds instead of rendering 3.6 Gpx. Prints a table and writes JSON (``--json``).
@@ -59,7 +59,7 @@ def write_bench_slide(path: Path, size_px: int, *, mpp: float = 0.25, seed: int 
     import shapely.affinity
     import tifffile
 
-    from qupath_camseg.synthetic import (
+    from qupath_camseg.synthetic.slides import (
         SyntheticTruth,
         make_truth,
         pyramid_dimensions,
@@ -103,8 +103,8 @@ def write_bench_slide(path: Path, size_px: int, *, mpp: float = 0.25, seed: int 
 def _bundle(folder: Path, *, mpp: float, tile_px: int, width: int, depth: int) -> Path:
     import torch
 
-    from qupath_camseg.bundle import ModelConfig, save_bundle
-    from qupath_camseg.model import build_model
+    from qupath_camseg.model.bundle import ModelConfig, save_bundle
+    from qupath_camseg.model.networks import build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(arch={"name": "unet", "width": width, "depth": depth}, mpp=mpp, tile_px=tile_px,
@@ -138,7 +138,7 @@ def _child(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from qupath_camseg.predict import PredictOptions, load_model, predict_slide
+    from qupath_camseg.predict.slide import PredictOptions, load_model, predict_slide
 
     t0 = time.perf_counter()
     lm = load_model(args.model, device=args.device)
@@ -172,17 +172,17 @@ def _throughput(slide: Path, model_dir: Path, work: Path, args: argparse.Namespa
     import numpy as np
     import torch
 
-    from qupath_camseg.blending import _forward
-    from qupath_camseg.tile_reader import TileReader
-    from qupath_camseg.chunks import TilePlan
-    from qupath_camseg.predict import (
+    from qupath_camseg.predict.blending import _forward
+    from qupath_camseg.predict.tile_reader import TileReader
+    from qupath_camseg.predict.chunks import TilePlan
+    from qupath_camseg.predict.slide import (
         PredictOptions,
         _active_tiles,
         load_model,
         predict_slide,
     )
-    from qupath_camseg.slides import open_slide
-    from qupath_camseg.tissue import detect_tissue
+    from qupath_camseg.wsi.slides import open_slide
+    from qupath_camseg.wsi.tissue import detect_tissue
 
     lm = load_model(model_dir, device=args.device)
     opts = PredictOptions(overwrite=True, batch_size=args.batch_size, workers=args.workers, device=args.device)

@@ -6,18 +6,18 @@
 For every slide, backend and access pattern, the *same* list of level-0 ``--tile``² regions (drawn
 once with ``--seed``, over tissue) is read ``--reads`` times in all, best of ``--repeats`` passes
 with the backends alternating; with ``t`` threads each thread opens its own
-handle (as :mod:`qupath_camseg.blending` does) and reads every ``t``-th region. Patterns:
+handle (as :mod:`qupath_camseg.predict.blending` does) and reads every ``t``-th region. Patterns:
 
 * ``aligned`` - regions on the file's own tile grid at multiples of ``--tile`` (one JPEG per
   512² tile on a 512-tiled file; a 240-tiled Aperio file decodes up to 9 tiles per read);
 * ``random`` - regions at random pixel offsets (typically 4 stored tiles decoded per read);
-* ``camseg`` - ``qupath_camseg.slides.Slide.read_region`` (our wrapper, each library with its
+* ``camseg`` - ``qupath_camseg.wsi.slides.Slide.read_region`` (our wrapper, each library with its
   defaults: OpenSlide's tile cache on) at the aligned positions.
 
 OpenSlide's tile cache is switched off (``OpenSlideCache(0)``) so that neither library reuses
 decoded tiles; the operating system's page cache holds the file for both (read it once first).
 The figure of merit is the tiles/s ratio tiffslide / OpenSlide for each pattern.
-The synthetic slide is :func:`qupath_camseg.synthetic.write_synthetic_slide` (JPEG q95, 4:4:4,
+The synthetic slide is :func:`qupath_camseg.synthetic.slides.write_synthetic_slide` (JPEG q95, 4:4:4,
 512² tiles, 0.25 µm/px), cached in ``--workdir``.
 """
 
@@ -48,7 +48,7 @@ PATTERNS = ("aligned", "random", "camseg")
 
 def synthetic_slide(workdir: Path, size_px: int, *, seed: int = 0) -> Path:
     """The cached synthetic pyramid ``workdir/read_<size>.tif`` (written on first use)."""
-    from qupath_camseg.synthetic import write_synthetic_slide
+    from qupath_camseg.synthetic.slides import write_synthetic_slide
 
     path = workdir / f"read_{size_px}.tif"
     if not path.exists():
@@ -61,11 +61,11 @@ def _positions(path: Path, size: tuple[int, int], tile: int, reads: int,
                rng: np.random.Generator) -> dict[str, list[tuple[int, int]]]:
     """Level-0 top-left corners for each pattern, ``reads`` each, over tissue where there is any.
 
-    Regions with at least a quarter tissue (:func:`qupath_camseg.tissue.detect_tissue`) are
+    Regions with at least a quarter tissue (:func:`qupath_camseg.wsi.tissue.detect_tissue`) are
     preferred, since prediction reads only those; grid cells repeat when there are too few.
     """
-    from qupath_camseg.slides import open_slide
-    from qupath_camseg.tissue import detect_tissue
+    from qupath_camseg.wsi.slides import open_slide
+    from qupath_camseg.wsi.tissue import detect_tissue
 
     w, h = size
     try:
@@ -89,7 +89,7 @@ def _positions(path: Path, size: tuple[int, int], tile: int, reads: int,
 
 
 def _has_mpp(path: Path) -> bool:
-    from qupath_camseg.slides import open_slide
+    from qupath_camseg.wsi.slides import open_slide
 
     with open_slide(path) as s:
         return bool(s.has_mpp)
@@ -100,7 +100,7 @@ def _opener(path: Path, backend: str, pattern: str, tile: int) -> Callable[[], t
 
     def make() -> tuple[Callable[[int, int], Any], Callable[[], None]]:
         if pattern == "camseg":
-            from qupath_camseg.slides import open_slide
+            from qupath_camseg.wsi.slides import open_slide
 
             s = open_slide(path, backend=backend)
             return (lambda x, y: s.read_region((x, y), 0, (tile, tile))), s.close

@@ -24,7 +24,7 @@ from pathlib import Path
 
 _CHILD = """
 import sys
-from qupath_camseg.synthetic import write_synthetic_slide
+from qupath_camseg.synthetic.slides import write_synthetic_slide
 w, h, seed, path = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 write_synthetic_slide(path, width=w, height=h, seed=seed)
 """

@@ -3,7 +3,7 @@
 Both are measured in one run, on identical batches: the model-only rate replays batches drawn
 from the same data pipeline (same keys, already in device memory) through the same step
 function (photometric augmentation on the device, loss, backward, AdamW); the full loop is
-:func:`qupath_camseg.train.train` for ``--steps`` steps (steady-state tiles/s, after the first
+:func:`qupath_camseg.train.loop.train` for ``--steps`` steps (steady-state tiles/s, after the first
 step). The ratio full/model-only is the figure of merit (issue 8 target on a GPU: ≥ 0.8).
 
 **Loader only** (no model): the tiles/s that ONE DataLoader worker process delivers, and the main
@@ -64,10 +64,10 @@ def _model_only_rate(config, project: Path, device, steps: int) -> float:  # noq
     """Tiles/s of the step alone, replaying ``steps`` batches of the real pipeline from device memory."""
     import torch
 
-    from qupath_camseg.augment import photometric
-    from qupath_camseg.data import TileSampler, TrainTileDataset, collect_images
-    from qupath_camseg.model import build_model, normalize_arch
-    from qupath_camseg.train import _amp_dtype, _Dist, _step
+    from qupath_camseg.train.augment import photometric
+    from qupath_camseg.train.data import TileSampler, TrainTileDataset, collect_images
+    from qupath_camseg.model.networks import build_model, normalize_arch
+    from qupath_camseg.train.loop import _amp_dtype, _Dist, _step
 
     data = collect_images(project, classes=config.classes, mpp=config.mpp, tile_px=config.tile_px, seed=config.seed)
     ds = TrainTileDataset(data.train_images, mpp=config.mpp, tile_px=config.tile_px, seed=config.seed)
@@ -124,8 +124,8 @@ def _loader_rates(project: Path, *, mpp: float, tile_px: int, tiles: int, batch_
     """
     import torch
 
-    from qupath_camseg.data import TileSampler, TrainTileDataset, collect_images
-    from qupath_camseg.train import _worker_init
+    from qupath_camseg.train.data import TileSampler, TrainTileDataset, collect_images
+    from qupath_camseg.train.loop import _worker_init
 
     data = collect_images(project, classes=["Tumor"], mpp=mpp, tile_px=tile_px, seed=seed)
     ds = TrainTileDataset([*data.train_images, *data.val_images], mpp=mpp, tile_px=tile_px, seed=seed)
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from qupath_camseg.train import TrainConfig, _Dist, _resolve_device, train
+    from qupath_camseg.train.loop import TrainConfig, _Dist, _resolve_device, train
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qupath_camseg.asap import read_asap_xml
-from qupath_camseg.detections import detect_lesions, write_detections_csv
-from qupath_camseg.evaluation import read_heatmap
-from qupath_camseg.metrics import evaluation_mask_from_polygons, froc, match_detections
+from qupath_camseg.annotations.asap import read_asap_xml
+from qupath_camseg.evaluate.detections import detect_lesions, write_detections_csv
+from qupath_camseg.evaluate.project import read_heatmap
+from qupath_camseg.evaluate.metrics import evaluation_mask_from_polygons, froc, match_detections
 
 
 def main() -> None:

@@ -255,7 +255,7 @@ class Camseg {
     /**
      * Objects this tool created: metadata created_by = qupath-camseg, else (no such metadata) a name
      * starting with "camseg" (qcamseg names them camseg Tumor, camseg tile...). The same rule
-     * as Python's qupath_camseg.geojson.is_ours and the paquo door. QuPath 0.5+ has getMetadata();
+     * as Python's qupath_camseg.annotations.geojson.is_ours and the paquo door. QuPath 0.5+ has getMetadata();
      * 0.4 keeps object metadata behind retrieveMetadataValue (protected in Java, callable from
      * Groovy) and only on annotations, so re-saved tiles are recognised by their name.
      */

@@ -11,8 +11,8 @@ import shapely
 import torch
 from shapely.geometry import Polygon, box
 
-from qupath_camseg.augment import IDENTITY_PARAMS, AugmentConfig, augment_tile, dihedral, draw_params, photometric
-from qupath_camseg.data import (
+from qupath_camseg.train.augment import IDENTITY_PARAMS, AugmentConfig, augment_tile, dihedral, draw_params, photometric
+from qupath_camseg.train.data import (
     IGNORE_INDEX,
     TileSampler,
     TrainTileDataset,
@@ -22,8 +22,8 @@ from qupath_camseg.data import (
     prepare_image,
     val_tiles,
 )
-from qupath_camseg.geojson import QPObject
-from qupath_camseg.masks import label_mask
+from qupath_camseg.annotations.geojson import QPObject
+from qupath_camseg.annotations.masks import label_mask
 
 MPP = 2.0
 TILE = 64
@@ -42,7 +42,7 @@ def _objs() -> list[QPObject]:
 @pytest.mark.parametrize("unannotated, fill", [("negative", 0), ("ignore", IGNORE_INDEX)])
 def test_labels_from_polygons(unannotated: str, fill: int) -> None:
     shapes, regions = build_shapes(_objs(), {"Tumor": 1}, background_classes=["Stroma"])
-    from qupath_camseg.data import LabelledImage
+    from qupath_camseg.train.data import LabelledImage
 
     img = LabelledImage(
         name="a",
@@ -85,7 +85,7 @@ def test_sampler_shards_and_resumes() -> None:
 
 @pytest.fixture(scope="module")
 def slide_image(tmp_path_factory: pytest.TempPathFactory):
-    from qupath_camseg.synthetic import write_synthetic_slide
+    from qupath_camseg.synthetic.slides import write_synthetic_slide
 
     path = tmp_path_factory.mktemp("data") / "s.tif"
     truth = write_synthetic_slide(path, width=768, height=768, seed=1, mpp=MPP, tile_px=256)
@@ -242,7 +242,7 @@ def test_draw_params_deterministic() -> None:
 
 def test_collect_images_names_missing_val_image(tmp_path: Path) -> None:
     from qupath_camseg.cli import main
-    from qupath_camseg.data import collect_images
+    from qupath_camseg.train.data import collect_images
     from qupath_camseg.errors import ProjectError
 
     folder = tmp_path / "p"

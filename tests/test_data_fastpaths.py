@@ -9,9 +9,9 @@ import shapely
 import torch
 from shapely.geometry import Polygon, box
 
-from qupath_camseg.augment import AugmentConfig, augment_tile, dihedral
-from qupath_camseg.data import IGNORE_INDEX, LabelledImage, _to_tensors
-from qupath_camseg.masks import rasterize
+from qupath_camseg.train.augment import AugmentConfig, augment_tile, dihedral
+from qupath_camseg.train.data import IGNORE_INDEX, LabelledImage, _to_tensors
+from qupath_camseg.annotations.masks import rasterize
 
 
 def _wiggly(cx: float, cy: float, radius: float, n: int, seed: int) -> Polygon:
@@ -101,7 +101,7 @@ def test_augment_tile_copy_flag_changes_layout_only() -> None:
 def test_training_workers_fit_dev_shm(monkeypatch, caplog):
     """Default loader workers shrink to what /dev/shm holds; a number the user gave is kept, with a warning."""
     import qupath_camseg._io as io_mod
-    from qupath_camseg.train import _fit_shared_memory
+    from qupath_camseg.train.loop import _fit_shared_memory
 
     batch = 32 * 512 * 512 * 4  # 32 MB: RGB + label
     monkeypatch.setattr(io_mod, "shm_free_bytes", lambda: 1 << 30)  # 1 GB: 512 MB usable, 4 batches each

@@ -17,9 +17,9 @@ import tifffile
 from shapely.geometry import box
 
 from qupath_camseg.cli import main
-from qupath_camseg.geojson import CAMSEG_METADATA, QPObject, write_geojson
-from qupath_camseg.heatmap import write_heatmap
-from qupath_camseg.project import create_project
+from qupath_camseg.annotations.geojson import CAMSEG_METADATA, QPObject, write_geojson
+from qupath_camseg.wsi.heatmap import write_heatmap
+from qupath_camseg.qupath.project import create_project
 
 SIZE = 2048
 MPP = 1.0

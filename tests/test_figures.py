@@ -10,7 +10,7 @@ from PIL import Image
 from shapely.geometry import box
 
 from qupath_camseg.errors import CamsegError
-from qupath_camseg.figures import (
+from qupath_camseg.evaluate.figures import (
     PREDICTION_COLOR,
     TRUTH_COLOR,
     froc_figure,
@@ -19,7 +19,7 @@ from qupath_camseg.figures import (
     seed_figure,
     training_curve_figure,
 )
-from qupath_camseg.metrics import evaluation_mask, froc, match_detections
+from qupath_camseg.evaluate.metrics import evaluation_mask, froc, match_detections
 
 
 def _rgb() -> np.ndarray:

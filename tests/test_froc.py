@@ -13,9 +13,9 @@ import math
 import numpy as np
 import pytest
 
-from qupath_camseg.detections import Detection, detect_lesions, read_detections_csv, write_detections_csv
+from qupath_camseg.evaluate.detections import Detection, detect_lesions, read_detections_csv, write_detections_csv
 from qupath_camseg.errors import InvalidAnnotationError
-from qupath_camseg.metrics import (
+from qupath_camseg.evaluate.metrics import (
     default_eval_downsample,
     evaluation_mask,
     froc,
@@ -265,8 +265,8 @@ def test_detection_csv_round_trip(tmp_path) -> None:
 
 
 def test_real_camelyon17_annotation_is_three_itcs(shared_data) -> None:
-    from qupath_camseg.asap import read_asap_xml
-    from qupath_camseg.metrics import evaluation_mask_from_polygons
+    from qupath_camseg.annotations.asap import read_asap_xml
+    from qupath_camseg.evaluate.metrics import evaluation_mask_from_polygons
 
     objs = read_asap_xml(shared_data / "camelyon17" / "patient_004_node_4.xml")
     geoms = [o.geometry for o in objs]

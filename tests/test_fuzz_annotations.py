@@ -21,15 +21,15 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from shapely.geometry import Polygon
 
-from qupath_camseg.asap import read_asap_xml
+from qupath_camseg.annotations.asap import read_asap_xml
 from qupath_camseg.errors import CamsegError, InvalidGeoJSONError
-from qupath_camseg.geojson import (
+from qupath_camseg.annotations.geojson import (
     objects_to_geojson,
     read_geojson,
     validate_qupath_geojson,
     write_geojson,
 )
-from qupath_camseg.masks import rasterize, vectorize
+from qupath_camseg.annotations.masks import rasterize, vectorize
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qupath_camseg.heatmap import heatmap_levels, write_heatmap
-from qupath_camseg.slides import open_slide
+from qupath_camseg.wsi.heatmap import heatmap_levels, write_heatmap
+from qupath_camseg.wsi.slides import open_slide
 
 
 @pytest.fixture(scope="module")

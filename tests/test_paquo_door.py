@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from qupath_camseg.errors import QuPathNotFoundError
-from qupath_camseg.paquo_door import PAQUO_API, find_qupath_installation
+from qupath_camseg.qupath.paquo_project import PAQUO_API, find_qupath_installation
 
 REPO = Path(__file__).resolve().parents[1]
 QUPATH_DIR, QUPATH_REASON = find_qupath_installation()
@@ -79,7 +79,7 @@ def test_every_paquo_call_binds_to_paquo_09_signatures() -> None:
     import paquo
 
     assert paquo.__version__.startswith("0.9"), f"API table written against paquo 0.9, found {paquo.__version__}"
-    source = REPO / "qupath_camseg" / "paquo_door.py"
+    source = REPO / "qupath_camseg" / "qupath" / "paquo_project.py"
     result = _check_source(source, PAQUO_API)
     assert result["problems"] == []
     # every table entry is really called (a stale entry would hide an unchecked call)
@@ -117,7 +117,7 @@ def test_find_qupath_installation_agrees_with_paquo_finder() -> None:
 
 
 def test_bad_paquo_qupath_dir_is_reported_with_the_setting(tmp_path: Path) -> None:
-    code = "from qupath_camseg.paquo_door import find_qupath_installation as f; import json; print(json.dumps(f()[1]))"
+    code = "from qupath_camseg.qupath.paquo_project import find_qupath_installation as f; import json; print(json.dumps(f()[1]))"
     env = dict(os.environ, PAQUO_QUPATH_DIR=str(tmp_path / "not-qupath"))
     env.pop("PAQUO_MOCK_BACKEND", None)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True)
@@ -127,7 +127,7 @@ def test_bad_paquo_qupath_dir_is_reported_with_the_setting(tmp_path: Path) -> No
 
 @without_qupath
 def test_paquo_door_without_qupath_raises_with_fix(tmp_path: Path) -> None:
-    from qupath_camseg.project import create_project, open_project
+    from qupath_camseg.qupath.project import create_project, open_project
 
     create_project(tmp_path / "p").close()
     with pytest.raises(QuPathNotFoundError, match="PAQUO_QUPATH_DIR"):
@@ -141,9 +141,9 @@ def test_paquo_door_without_qupath_raises_with_fix(tmp_path: Path) -> None:
 def test_paquo_door_round_trip_keeps_user_objects(tmp_path: Path) -> None:  # pragma: no cover - needs QuPath
     from shapely.geometry import box
 
-    from qupath_camseg.synth_project import write_synthetic_project
-    from qupath_camseg.geojson import CAMSEG_METADATA, QPObject, is_ours
-    from qupath_camseg.project import open_project
+    from qupath_camseg.synthetic.project import write_synthetic_project
+    from qupath_camseg.annotations.geojson import CAMSEG_METADATA, QPObject, is_ours
+    from qupath_camseg.qupath.project import open_project
 
     out = tmp_path / "proj"
     write_synthetic_project(out, slides=1, width=2048, height=2048, seed=3, door="paquo")
@@ -174,8 +174,8 @@ def test_objects_read_through_paquo_are_ours_by_name_only() -> None:
 
     from shapely.geometry import box
 
-    from qupath_camseg.geojson import is_ours
-    from qupath_camseg.paquo_door import _to_qpobject
+    from qupath_camseg.annotations.geojson import is_ours
+    from qupath_camseg.qupath.paquo_project import _to_qpobject
 
     def paquo_object(name: str | None) -> SimpleNamespace:  # test double for a paquo path object
         return SimpleNamespace(path_class=None, name=name, measurements={"p": 0.5}, roi=box(0, 0, 5, 5), locked=False)

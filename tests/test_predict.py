@@ -1,5 +1,5 @@
 """Whole-slide inference: blending against a whole-slide reference, resume, ROI halves, outputs,
-and Dice of a model trained by ``qupath_camseg.train`` on a held-out synthetic slide."""
+and Dice of a model trained by ``qupath_camseg.train.loop`` on a held-out synthetic slide."""
 
 from __future__ import annotations
 
@@ -13,27 +13,27 @@ import torch
 import torch.nn.functional as F
 from shapely.geometry import box
 
-from qupath_camseg.blending import blend_window
-from qupath_camseg.chunks import ChunkStore, TilePlan
-from qupath_camseg.bundle import ModelConfig
+from qupath_camseg.predict.blending import blend_window
+from qupath_camseg.predict.chunks import ChunkStore, TilePlan
+from qupath_camseg.model.bundle import ModelConfig
 from qupath_camseg.errors import CamsegError
-from qupath_camseg.geojson import (
+from qupath_camseg.annotations.geojson import (
     QPObject,
     is_ours,
     read_geojson,
     validate_qupath_geojson,
     write_geojson,
 )
-from qupath_camseg.predict import (
+from qupath_camseg.predict.slide import (
     LoadedModel,
     PredictOptions,
     _active_tiles,
     predict_project,
     predict_slide,
 )
-from qupath_camseg.slides import open_slide
-from qupath_camseg.synthetic import write_synthetic_slide
-from qupath_camseg.tissue import detect_tissue
+from qupath_camseg.wsi.slides import open_slide
+from qupath_camseg.synthetic.slides import write_synthetic_slide
+from qupath_camseg.wsi.tissue import detect_tissue
 
 MODEL_MPP, TILE = 4.0, 32
 
@@ -197,7 +197,7 @@ def test_outputs_geojson_heatmap_report(slide, whole):
     sizes = np.bincount(lab.ravel())[1:] * (ds**2)
     keep_ids = np.flatnonzero(sizes >= PredictOptions().min_area_um2) + 1
     big = np.isin(lab, keep_ids)
-    from qupath_camseg.masks import rasterize
+    from qupath_camseg.annotations.masks import rasterize
 
     h, w = prob.shape
     drawn = rasterize([(o.geometry, 1) for o in regions], (0, 0, w * ds, h * ds), (w, h)) > 0
@@ -276,8 +276,8 @@ def test_model_finer_than_slide_is_refused(slide, tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A synthetic project and a small model trained on two of its slides by ``train``."""
-    from qupath_camseg.synth_project import write_synthetic_project
-    from qupath_camseg.train import TrainConfig, train
+    from qupath_camseg.synthetic.project import write_synthetic_project
+    from qupath_camseg.train.loop import TrainConfig, train
 
     d = tmp_path_factory.mktemp("trained")
     write_synthetic_project(d / "proj", slides=3, width=2048, height=2048, seed=3, mpp=1.0, door="files")
@@ -312,7 +312,7 @@ def test_trained_model_dice_on_held_out_slide(trained):
 @pytest.mark.parametrize("n_channels", [2, 3])
 def test_forward_equals_softmax_of_the_logits(n_channels):
     """Two classes take the sigmoid(l1 - l0) shortcut; it must equal the softmax (and 3 classes too)."""
-    from qupath_camseg.blending import _forward
+    from qupath_camseg.predict.blending import _forward
 
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, n_channels, 3, padding=1).eval()
@@ -327,8 +327,8 @@ def test_forward_equals_softmax_of_the_logits(n_channels):
 def test_reader_processes_and_pooled_summaries_give_identical_outputs(slide, whole, tmp_path, monkeypatch):
     """The GPU configuration (tiles read by DataLoader worker processes, chunks traced on a process
     pool during inference) must write exactly what the threaded, in-process path writes."""
-    import qupath_camseg.outputs as outputs_mod
-    import qupath_camseg.predict as predict_mod
+    import qupath_camseg.predict.outputs as outputs_mod
+    import qupath_camseg.predict.slide as predict_mod
 
     out, res, _ = whole
     monkeypatch.setattr(predict_mod.os, "cpu_count", lambda: 8)  # 2 workers → 2 summary processes

@@ -18,8 +18,8 @@ from qupath_camseg.errors import (
     ProjectLockedError,
     ProjectNotFoundError,
 )
-from qupath_camseg.geojson import CAMSEG_METADATA, QPObject, is_ours
-from qupath_camseg.project import (
+from qupath_camseg.annotations.geojson import CAMSEG_METADATA, QPObject, is_ours
+from qupath_camseg.qupath.project import (
     FileProject,
     ImageInfo,
     argb_to_rgb,

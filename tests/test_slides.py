@@ -7,7 +7,7 @@ import pytest
 import tifffile
 
 from qupath_camseg.errors import CamsegError, MissingMppError, SlideNotFoundError, SlideReadError
-from qupath_camseg.slides import Slide, open_slide
+from qupath_camseg.wsi.slides import Slide, open_slide
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image, ImageDraw
 from shapely.geometry import box
 
-from qupath_camseg.slides import open_slide
-from qupath_camseg.tissue import TissueMask, detect_tissue, tissue_mask_from_rgb
+from qupath_camseg.wsi.slides import open_slide
+from qupath_camseg.wsi.tissue import TissueMask, detect_tissue, tissue_mask_from_rgb
 
 
 def _iou(a, b) -> float:

@@ -19,7 +19,7 @@ several images fail, each one's error is printed as ``IMAGE: failed - MESSAGE`` 
 0 on success and 2 for an error the user can fix.
 
 Under ``torchrun --nproc_per_node=N -m qupath_camseg predict PROJECT ...`` each process predicts
-its share of the images (see :func:`qupath_camseg.predict.predict_project`); JSON events carry
+its share of the images (see :func:`qupath_camseg.predict.slide.predict_project`); JSON events carry
 ``"rank"``, only rank 0 draws progress bars and prints the summary, other ranks' lines start with
 ``[rank R]``, and image errors are printed as they happen.
 """
@@ -155,7 +155,7 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
     """
     from qupath_camseg._dist import env_rank
     from qupath_camseg.errors import CamsegError, SlideNotFoundError
-    from qupath_camseg.predict import (
+    from qupath_camseg.predict.slide import (
         PredictOptions,
         load_model,
         predict_project,

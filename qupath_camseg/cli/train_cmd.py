@@ -171,8 +171,8 @@ def train(
     import dataclasses
     import os
 
-    from qupath_camseg.train import TrainConfig, default_out_dir
-    from qupath_camseg.train import train as run_train
+    from qupath_camseg.train.loop import TrainConfig, default_out_dir
+    from qupath_camseg.train.loop import train as run_train
 
     given: dict[str, Any] = {
         "mpp": mpp,

@@ -1,0 +1,250 @@
+"""Model folders: weights in safetensors plus a ``model.json`` holding everything inference needs.
+
+A model folder (``MODEL_DIR``) holds::
+
+    model.safetensors   the weights (safetensors: no code can hide in it)
+    model.json          architecture, pixel size, tile size, classes and colours, input convention,
+                        package version, training summary
+
+``save_bundle`` writes the weights first and ``model.json`` last, each atomically, so a folder
+with a ``model.json`` always has matching weights. ``load_bundle`` never unpickles: ``.pt``,
+``.pth``, ``.ckpt`` and ``.bin`` files are refused with an explanation.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from qupath_camseg import __version__
+from qupath_camseg._io import atomic_write_bytes, atomic_write_json
+from qupath_camseg.errors import ModelBundleError
+from qupath_camseg.model.networks import build_model, input_multiple, normalize_arch
+
+__all__ = ["ModelConfig", "save_bundle", "load_bundle", "read_model_config", "WEIGHTS_NAME", "CONFIG_NAME"]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "model.json"
+_FORMAT = "qupath-camseg-model"
+_FORMAT_VERSION = 1
+_PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
+
+
+def _now_utc() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class ModelConfig:
+    """What a model folder says about its network (stored as ``model.json``).
+
+    ``classes`` lists the foreground classes in output-channel order (channel ``i + 1``), each
+    ``{"name": str, "color": [r, g, b]}``; channel 0 is background. ``mpp`` is the pixel size
+    (µm/px) the model was trained at; ``tile_px`` the training tile size (px at ``mpp``).
+    """
+
+    arch: dict[str, Any]
+    mpp: float
+    tile_px: int
+    classes: list[dict[str, Any]]
+    version: str = __version__
+    created: str = field(default_factory=_now_utc)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.arch = normalize_arch({**self.arch, "n_classes": len(self.classes)} if self.classes else self.arch)
+        self.classes = [_check_class(c) for c in self.classes]
+
+    @property
+    def class_names(self) -> list[str]:
+        """Foreground class names; class ``i`` is output channel ``i + 1``."""
+        return [c["name"] for c in self.classes]
+
+    @property
+    def n_channels(self) -> int:
+        """Number of output channels (background + classes)."""
+        return 1 + len(self.classes)
+
+    @property
+    def input_multiple(self) -> int:
+        """Input height and width must be divisible by this (pad tiles up to it)."""
+        return input_multiple(self.arch)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``model.json`` content (a JSON-ready dict)."""
+        data = asdict(self)
+        data = {"format": _FORMAT, "format_version": _FORMAT_VERSION, **data}
+        data["weights"] = WEIGHTS_NAME
+        data["input"] = {
+            "layout": "NCHW",
+            "channels": "RGB",
+            "dtype": "float32",
+            "range": [0, 255],
+            "normalization": "inside the model (mean/std buffers)",
+            "multiple_px": self.input_multiple,
+        }
+        data["output"] = {"kind": "logits", "channels": ["background", *self.class_names], "activation": "softmax"}
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, *, source: str = "model.json") -> ModelConfig:
+        """Validate a ``model.json`` dict; raise :class:`ModelBundleError` naming ``source``."""
+        if not isinstance(data, dict):
+            raise ModelBundleError(f"{source} must hold a JSON object; re-save the model with qcamseg train")
+        fmt_version = data.get("format_version", _FORMAT_VERSION)
+        if data.get("format", _FORMAT) != _FORMAT:
+            raise ModelBundleError(f"{source} is not a qupath-camseg model (format {data.get('format')!r})")
+        if not isinstance(fmt_version, int) or fmt_version > _FORMAT_VERSION:
+            raise ModelBundleError(
+                f"{source} has model format {fmt_version!r}, newer than this qupath-camseg "
+                f"{__version__} understands; upgrade with: pip install -U qupath-camseg"
+            )
+        missing = [k for k in ("arch", "mpp", "tile_px", "classes") if k not in data]
+        if missing:
+            raise ModelBundleError(
+                f"{source} lacks {', '.join(missing)}; the model folder is incomplete, retrain or re-export it"
+            )
+        mpp, tile_px = data["mpp"], data["tile_px"]
+        if isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not mpp > 0:
+            raise ModelBundleError(f"{source}: mpp must be a positive number (µm/px), not {mpp!r}")
+        if isinstance(tile_px, bool) or not isinstance(tile_px, int) or tile_px < 1:
+            raise ModelBundleError(f"{source}: tile_px must be a positive integer, not {tile_px!r}")
+        if not isinstance(data["arch"], dict) or not isinstance(data["classes"], list) or not data["classes"]:
+            raise ModelBundleError(f"{source}: arch must be an object and classes a non-empty list")
+        try:
+            return cls(
+                arch=data["arch"],
+                mpp=float(mpp),
+                tile_px=tile_px,
+                classes=data["classes"],
+                version=str(data.get("version", "unknown")),
+                created=str(data.get("created", "")),
+                training=dict(data.get("training") or {}),
+            )
+        except ModelBundleError as err:
+            raise ModelBundleError(f"{source}: {err}") from err
+
+
+def _check_class(item: Any) -> dict[str, Any]:
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
+        raise ModelBundleError(f"each class must be {{'name': str, 'color': [r, g, b]}}, not {item!r}")
+    color = item.get("color")
+    if color is None:
+        from qupath_camseg.annotations.geojson import default_class_color
+
+        color = list(default_class_color(item["name"]))
+    if not (
+        isinstance(color, (list, tuple))
+        and len(color) == 3
+        and all(isinstance(v, int) and 0 <= v <= 255 for v in color)
+    ):
+        raise ModelBundleError(f"class {item['name']!r}: color must be [r, g, b] with 0–255 integers, not {color!r}")
+    return {**item, "name": item["name"], "color": [int(v) for v in color]}
+
+
+def save_bundle(model_dir: str | os.PathLike[str], model: nn.Module, config: ModelConfig) -> Path:
+    """Write ``model.safetensors`` then ``model.json`` into ``model_dir`` (each atomically).
+
+    The weights are saved contiguous (channels-last training is fine) and on the CPU. Returns the
+    folder. Raises :class:`~qupath_camseg.errors.OutputNotWritableError` if it cannot be written.
+    """
+    from safetensors.torch import save as st_save
+
+    folder = Path(model_dir)
+    module = getattr(model, "module", model)  # DistributedDataParallel / DataParallel wrappers
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+    meta = {"format": _FORMAT, "format_version": str(_FORMAT_VERSION)}
+    atomic_write_bytes(folder / WEIGHTS_NAME, st_save(state, metadata=meta))
+    atomic_write_json(folder / CONFIG_NAME, config.to_json())
+    return folder
+
+
+def read_model_config(model_dir: str | os.PathLike[str]) -> ModelConfig:
+    """Read and validate ``MODEL_DIR/model.json`` without loading weights."""
+    folder = _resolve_folder(Path(model_dir))
+    path = folder / CONFIG_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ModelBundleError(
+            f"{path} is not valid JSON ({err.msg} at line {err.lineno}); retrain or restore the model folder"
+        ) from err
+    except OSError as err:
+        raise ModelBundleError(f"cannot read {path}: {err.strerror}") from err
+    return ModelConfig.from_json(data, source=str(path))
+
+
+def _resolve_folder(path: Path) -> Path:
+    """Accept the folder itself or a file inside it; refuse pickles and folders without model.json."""
+    if path.is_file():
+        if path.suffix.lower() in _PICKLE_SUFFIXES:
+            raise ModelBundleError(
+                f"{path} is a pickle-based PyTorch file; qcamseg never unpickles (pickles can run code). "
+                "Pass a model folder with model.safetensors + model.json (as written by qcamseg train)"
+            )
+        if path.name in (CONFIG_NAME, WEIGHTS_NAME):
+            return path.parent
+        raise ModelBundleError(f"{path} is a file; pass the model folder holding {CONFIG_NAME} and {WEIGHTS_NAME}")
+    if not path.exists():
+        raise ModelBundleError(
+            f"model folder {path} does not exist; train one with: qcamseg train PROJECT --out {path}"
+        )
+    if not (path / CONFIG_NAME).is_file():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
+        if pickles:
+            raise ModelBundleError(
+                f"{path} holds only pickle-based weights ({', '.join(pickles)}) and no {CONFIG_NAME}; qcamseg "
+                "never unpickles. Use a folder written by qcamseg train (model.safetensors + model.json)"
+            )
+        hint = (
+            " (training may still be running or was interrupted before its first validation)"
+            if (path / "checkpoints").is_dir()
+            else ""
+        )
+        raise ModelBundleError(f"{path} has no {CONFIG_NAME}{hint}; pass a folder written by qcamseg train")
+    return path
+
+
+def load_bundle(
+    model_dir: str | os.PathLike[str], *, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ModelConfig]:
+    """Load a model folder: returns ``(model in eval mode on device, config)``.
+
+    Only safetensors weights are read (never pickles). Raises :class:`ModelBundleError` for a
+    missing or incomplete folder, invalid ``model.json`` or weights that do not fit the architecture.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = _resolve_folder(Path(model_dir))
+    config = read_model_config(folder)
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ModelBundleError(
+            f"{folder} has {CONFIG_NAME} but no {WEIGHTS_NAME}; the model folder is incomplete, copy it again"
+        )
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelBundleError(
+            f"{weights} is not a valid safetensors file ({err}); qcamseg loads safetensors only, never pickles"
+        ) from err
+    model = build_model(config.arch, pretrained=False)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelBundleError(
+            f"{weights} does not match the architecture in {CONFIG_NAME} ({first}); the folder mixes two models"
+        ) from err
+    model.eval()
+    return model.to(device), config
