@@ -193,11 +193,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from qupath_camseg.train.loop import TrainConfig, _Dist, _resolve_device, train
+    from qupath_camseg._runtime import resolve_device
+    from qupath_camseg.train.loop import TrainConfig, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = _resolve_device(args.device, _Dist())
+    device = torch.device(resolve_device(args.device))
     loader = None
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         if args.loader_tiles > 0:

@@ -28,28 +28,7 @@ __all__ = [
     "atomic_write_json",
     "backup_file",
     "file_lock",
-    "shm_free_bytes",
-    "workers_fitting_shm",
 ]
-
-
-def shm_free_bytes() -> int | None:
-    """Free bytes of ``/dev/shm``, where DataLoader workers hand batches over (containers often
-    give it only 64 MB); ``None`` where there is no such folder (not Linux)."""
-    try:
-        st = os.statvfs("/dev/shm")
-    except (OSError, AttributeError):
-        return None
-    return st.f_bavail * st.f_frsize
-
-
-def workers_fitting_shm(bytes_per_worker: int) -> int | None:
-    """How many DataLoader worker processes, each with ``bytes_per_worker`` of batches in flight,
-    fit in half of ``/dev/shm`` (``None``: no such folder, no limit known)."""
-    free = shm_free_bytes()
-    if free is None:
-        return None
-    return int(free // 2 // max(1, bytes_per_worker))
 
 
 def _not_writable(path: Path, err: OSError) -> OutputNotWritableError:

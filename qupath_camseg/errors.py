@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "CamsegError",
+    "InvalidSettingsError",
     "SlideNotFoundError",
     "SlideReadError",
     "MissingMppError",
@@ -33,6 +34,11 @@ class CamsegError(Exception):
     """Base class of every error this package raises on purpose (exit code 2 in the CLI)."""
 
     exit_code = 2
+
+
+class InvalidSettingsError(CamsegError, ValueError):
+    """An option or setting is impossible (``--epochs 0``, ``--threshold nan``, a device that is
+    not there); the message names the option and a value that works."""
 
 
 class SlideNotFoundError(CamsegError, FileNotFoundError):

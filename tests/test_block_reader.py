@@ -55,7 +55,7 @@ def test_cached_reader_matches_on_real_svs(shared_data: Path) -> None:
 
 def test_auto_readers_use_processes_only_on_cuda_with_room_in_dev_shm(monkeypatch):
     """Containers often give /dev/shm 64 MB; DataLoader readers would die there, so auto keeps threads."""
-    import qupath_camseg._io as io_mod
+    import qupath_camseg._runtime as io_mod
     from qupath_camseg.predict.tile_reader import use_read_processes
 
     batch = 32 * 512 * 512 * 3  # 25 MB

@@ -187,7 +187,7 @@ def test_doctor_reports_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_doctor_warns_about_a_small_dev_shm(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
-    import qupath_camseg._io as io_mod
+    import qupath_camseg._runtime as io_mod
 
     monkeypatch.setattr(io_mod, "shm_free_bytes", lambda: 64 << 20)  # Docker's default
     assert main(["doctor"]) == 0  # a slowdown, not a failure

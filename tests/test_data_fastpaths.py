@@ -100,7 +100,7 @@ def test_augment_tile_copy_flag_changes_layout_only() -> None:
 
 def test_training_workers_fit_dev_shm(monkeypatch, caplog):
     """Default loader workers shrink to what /dev/shm holds; a number the user gave is kept, with a warning."""
-    import qupath_camseg._io as io_mod
+    import qupath_camseg._runtime as io_mod
     from qupath_camseg.train.loop import _fit_shared_memory
 
     batch = 32 * 512 * 512 * 4  # 32 MB: RGB + label

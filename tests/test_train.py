@@ -16,7 +16,13 @@ import torch
 
 from qupath_camseg.model.bundle import load_bundle
 from qupath_camseg.cli import main
-from qupath_camseg.errors import InvalidAnnotationError, ModelBundleError, OutputNotWritableError, TrainingDivergedError
+from qupath_camseg.errors import (
+    InvalidAnnotationError,
+    InvalidSettingsError,
+    ModelBundleError,
+    OutputNotWritableError,
+    TrainingDivergedError,
+)
 from qupath_camseg.train.loop import CHECKPOINT_NAME, TrainConfig, dice_ce_loss, train
 
 # Small and fast: 2 µm/px, 64–128 px tiles, a narrow U-Net.
@@ -282,7 +288,7 @@ def test_run_folder_rules(project: Path, tmp_path: Path) -> None:
     (used / "model.json").write_text("{}")
     with pytest.raises(ModelBundleError, match="already holds a training run; pass --resume"):
         train(project, used, TrainConfig(workers=0))
-    with pytest.raises(ModelBundleError, match="--tile 100 must be a multiple of 16"):
+    with pytest.raises(InvalidSettingsError, match="--tile 100 must be a multiple of 16"):
         train(project, tmp_path / "t", TrainConfig(tile_px=100, workers=0))
 
 

@@ -87,7 +87,7 @@ def _temp_line() -> tuple[str, bool]:
 
 def _shm_line() -> str | None:
     """How much room worker processes have to hand tiles over (``None`` off Linux)."""
-    from qupath_camseg._io import shm_free_bytes
+    from qupath_camseg._runtime import shm_free_bytes
 
     free = shm_free_bytes()
     if free is None:

@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,9 +46,9 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from qupath_camseg import __version__
 from qupath_camseg._dist import Dist, env_rank, shard_by_weight
 from qupath_camseg._io import atomic_write_json, file_lock
+from qupath_camseg._runtime import default_reader_workers, device_name, resolve_device, versions
 from qupath_camseg.predict.blending import run_inference
 from qupath_camseg.predict.chunks import ChunkStore, TilePlan
 from qupath_camseg.errors import (
@@ -162,32 +161,13 @@ def compile_model(lm: LoadedModel) -> LoadedModel:
     return LoadedModel(torch.compile(lm.model, dynamic=False), lm.config, lm.path, lm.sha256, lm.device, True)
 
 
-def _pick_device(device: str) -> str:
-    """``auto``/``cuda`` → a concrete device; under ``torchrun`` each process takes the GPU
-    ``LOCAL_RANK`` (one GPU per process; narrow them with ``CUDA_VISIBLE_DEVICES``)."""
-    import torch
-
-    if device in ("auto", "", None):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CamsegError(f"--device {device} was asked for but PyTorch sees no CUDA GPU; use --device cpu or auto")
-    _, world, local = env_rank()
-    if device == "cuda" and world > 1:
-        if local >= torch.cuda.device_count():
-            raise CamsegError(f"torchrun started process LOCAL_RANK={local} but only {torch.cuda.device_count()} "
-                              "GPU(s) are visible; use --nproc_per_node at most the number of GPUs per node")
-        device = f"cuda:{local}"
-        torch.cuda.set_device(local)
-    return device
-
-
 def load_model(model_dir: str | Path, *, device: str = "auto") -> LoadedModel:
     """Load a model folder for inference (``MODEL_DIR`` with ``model.json`` + ``model.safetensors``)."""
     import torch
 
     from qupath_camseg.model.bundle import WEIGHTS_NAME, load_bundle
 
-    dev = _pick_device(device)
+    dev = resolve_device(device)
     model, config = load_bundle(model_dir, device=dev)
     folder = Path(model_dir)
     folder = folder.parent if folder.is_file() else folder
@@ -227,18 +207,6 @@ def _tumor_index(names: Sequence[str]) -> int:
 
 def _key(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"qupath-camseg": __version__, "python": platform.python_version()}
-    for pkg in ("torch", "numpy", "tiffslide", "tifffile", "shapely", "openslide-python"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def predict_slide(
@@ -312,7 +280,7 @@ def predict_slide(
             ti = _tumor_index(cfg.class_names)
             # chunk summaries (polygons, tile means) start on worker processes as chunks are written;
             # with few cores they would only compete with inference, so they run at the end instead
-            workers = opts.workers or _default_workers(lm.device)
+            workers = opts.workers or default_reader_workers(lm.device)
             processes = min(workers, (os.cpu_count() or 1) // 2)
             with ChunkSummaries(store, measure_px=measure_px, threshold_q=math.ceil(opts.threshold * 255 - 1e-9),
                                 processes=processes, expected=int(needed.sum())) as summaries:
@@ -366,7 +334,7 @@ def predict_slide(
                       "outputs_geojson": t_geojson, "outputs_other": t_out - t_summaries - t_objects - t_geojson,
                       "total": time.perf_counter() - t_start, **stats["timings"]},
         "tiles_per_s": stats["tiles"] / t_infer if t_infer > 0 else None,
-        "device": _device_name(lm.device), "versions": _versions(),
+        "device": device_name(lm.device), "versions": versions(),
         "settings": {k: v for k, v in asdict(opts).items()},
         "outputs": {k: str(v) for k, v in paths.items()},
     }
@@ -382,21 +350,6 @@ def _dilated(tissue: Any) -> Any:
     from qupath_camseg.wsi.tissue import TissueMask
 
     return TissueMask(ndimage.binary_dilation(tissue.mask, np.ones((3, 3), bool)), tissue.downsample)
-
-
-def _default_workers(device: str) -> int:
-    """Tile readers when the user gave none: 4 on a CPU (the model is the bottleneck); on a GPU
-    half the cores, at most 8 (one reader decodes ≈ 1,000 tiles/s of 512², and the main thread
-    and the output-stage processes need cores too)."""
-    return max(2, min(8, (os.cpu_count() or 1) // 2)) if device.startswith("cuda") else 4
-
-
-def _device_name(dev: str) -> str:
-    import torch
-
-    if dev.startswith("cuda"):
-        return f"{dev} ({torch.cuda.get_device_name(torch.device(dev))})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def _check_mpp(slide_path: Path, slide_mpp: float, model_mpp: float, model_path: Path | None,

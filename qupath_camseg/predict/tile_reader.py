@@ -205,7 +205,7 @@ def use_read_processes(readers: str, device: Any, workers: int, *, batch_bytes: 
     sharing one GIL can decode; on a CPU the model is the bottleneck and threads cost less).
     ``auto`` also keeps threads when ``/dev/shm`` cannot hold twice the batches in flight
     (``batch_bytes`` each; containers often give it 64 MB), where worker processes would die."""
-    from qupath_camseg._io import workers_fitting_shm
+    from qupath_camseg._runtime import workers_fitting_shm
 
     if readers not in ("auto", "threads", "processes"):
         raise ValueError(f"readers must be auto, threads or processes, not {readers!r}")

@@ -13,7 +13,7 @@ from typing import Any
 
 from qupath_camseg.train.augment import AugmentConfig
 from qupath_camseg.train.data import SamplingConfig
-from qupath_camseg.errors import ModelBundleError
+from qupath_camseg.errors import InvalidSettingsError
 from qupath_camseg.model.networks import input_multiple, normalize_arch
 
 __all__ = ["FIXED_ON_RESUME", "TrainConfig"]
@@ -82,22 +82,22 @@ class TrainConfig:
         arch = normalize_arch({**self.arch, "n_classes": max(1, len(self.classes))})
         multiple = input_multiple(arch)
         if self.tile_px < multiple or self.tile_px % multiple:
-            raise ModelBundleError(
+            raise InvalidSettingsError(
                 f"--tile {self.tile_px} must be a multiple of {multiple} for this model; "
                 f"try {max(multiple, round(self.tile_px / multiple) * multiple)}"
             )
         for name in ("mpp", "lr"):
             if not getattr(self, name) > 0:
-                raise ModelBundleError(f"--{name} must be positive, not {getattr(self, name)}")
+                raise InvalidSettingsError(f"--{name} must be positive, not {getattr(self, name)}")
         for name in ("batch_size", "tiles_per_epoch"):
             if getattr(self, name) < 1:
-                raise ModelBundleError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+                raise InvalidSettingsError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
         if self.epochs is not None and self.epochs < 1 or self.steps is not None and self.steps < 1:
-            raise ModelBundleError("--epochs and --steps must be at least 1")
+            raise InvalidSettingsError("--epochs and --steps must be at least 1")
         if self.unannotated not in ("negative", "ignore"):
-            raise ModelBundleError(f"--unannotated must be 'negative' or 'ignore', not {self.unannotated!r}")
+            raise InvalidSettingsError(f"--unannotated must be 'negative' or 'ignore', not {self.unannotated!r}")
         if not self.classes or len(set(self.classes)) != len(self.classes):
-            raise ModelBundleError(f"--classes must name distinct classes, not {list(self.classes)}")
+            raise InvalidSettingsError(f"--classes must name distinct classes, not {list(self.classes)}")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""

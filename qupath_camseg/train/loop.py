@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from qupath_camseg._dist import Dist as _Dist
+from qupath_camseg._runtime import default_loader_workers, resolve_device, shm_free_bytes, workers_fitting_shm
 from qupath_camseg.train.augment import photometric
 from qupath_camseg.model.bundle import ModelConfig, save_bundle
 from qupath_camseg.train.data import (
@@ -44,7 +45,7 @@ from qupath_camseg.train.data import (
     collect_images,
     val_tiles,
 )
-from qupath_camseg.errors import ModelBundleError, TrainingDivergedError
+from qupath_camseg.errors import TrainingDivergedError
 from qupath_camseg.model.networks import build_model, normalize_arch
 from qupath_camseg.train.config import TrainConfig
 from qupath_camseg.train.run_folder import (
@@ -96,32 +97,12 @@ def _lr_lambda(total_steps: int) -> Callable[[int], float]:
     return f
 
 
-def _resolve_device(name: str, dist: _Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ModelBundleError(
-                "--device cuda was requested but PyTorch sees no GPU; use --device cpu or install a CUDA build of torch"
-            )
-        if dist.world_size > 1 and name == "cuda":
-            return torch.device("cuda", dist.local_rank)
-    return torch.device(name)
-
-
 def _amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     if device.type != "cuda" or setting == "off":
         return None
     if setting == "bf16" or (setting == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float16
-
-
-def _default_workers(device: torch.device, world_size: int) -> int:
-    cpus = max(1, (os.cpu_count() or 1) // world_size)
-    if device.type == "cuda":  # one worker decodes ≈ 60-70 tiles/s of 512² (benchmarks/RESULTS.md): use the cores
-        return max(1, min(16, cpus - 1))
-    return min(2, cpus // 2)
 
 
 _PREFETCH_BATCHES = 4  # per training worker
@@ -131,8 +112,6 @@ def _fit_shared_memory(workers: int, *, batch_bytes: int, given: bool) -> int:
     """Workers whose batches in flight (``_PREFETCH_BATCHES`` of ``batch_bytes`` each) fit in half
     of ``/dev/shm``: containers often give it 64 MB, and workers that run out of it die with a
     bus error. A number the user gave is kept, with a warning."""
-    from qupath_camseg._io import shm_free_bytes, workers_fitting_shm
-
     fit = workers_fitting_shm(_PREFETCH_BATCHES * batch_bytes)
     if not workers or fit is None or workers <= fit:
         return workers
@@ -181,7 +160,7 @@ def _train(
     if ckpt is not None:
         config = merge_resume_config(out, json.loads(ckpt["config"]), config)
     config.validate()
-    device = _resolve_device(config.device, dist)
+    device = torch.device(resolve_device(config.device))
     if device.type == "cuda":
         torch.cuda.set_device(device)
     run = collect_images(
@@ -233,7 +212,7 @@ def _train(
         sampling=config.sampling,
         augment=config.augment,
     )
-    workers = config.workers if config.workers is not None else _default_workers(device, dist.world_size)
+    workers = config.workers if config.workers is not None else default_loader_workers(str(device), dist.world_size)
     workers = _fit_shared_memory(workers, batch_bytes=config.batch_size * config.tile_px**2 * 4,
                                  given=config.workers is not None)
     loader_kw: dict[str, Any] = {

@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import torch
 from qupath_camseg import __version__
 from qupath_camseg._dist import Dist as _Dist
 from qupath_camseg._io import atomic_write_bytes, atomic_write_json
+from qupath_camseg._runtime import versions
 from qupath_camseg.train.data import TrainingData
 from qupath_camseg.errors import ModelBundleError, OutputNotWritableError
 from qupath_camseg.train.config import FIXED_ON_RESUME, TrainConfig
@@ -123,17 +123,6 @@ def merge_resume_config(out: Path, saved_json: dict[str, Any], given: TrainConfi
     return dataclasses.replace(saved, **changes)
 
 
-def _versions() -> dict[str, str]:
-    import numpy
-
-    return {
-        "qupath_camseg": __version__,
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "python": sys.version.split()[0],
-    }
-
-
 def write_run_info(out: Path, config: TrainConfig, run: TrainingData, device: torch.device, dist: _Dist) -> None:
     atomic_write_json(
         out / "train_config.json",
@@ -144,7 +133,7 @@ def write_run_info(out: Path, config: TrainConfig, run: TrainingData, device: to
             "device": str(device),
             "world_size": dist.world_size,
             "effective_batch_size": config.batch_size * dist.world_size,
-            "versions": _versions(),
+            "versions": versions(),
             "data": run.summary,
         },
     )

@@ -1,0 +1,127 @@
+"""The machine a command runs on: device, worker counts, shared memory, versions.
+
+One place for the run-time choices that training and prediction share: which torch device
+``--device auto`` means (one GPU per ``torchrun`` process), how many reader/loader workers a
+machine affords, how many worker processes fit in ``/dev/shm`` (containers often give it 64 MB),
+and the versions recorded with every output. torch is imported inside the functions that need
+it, so importing this module stays cheap (the CLI and the output-stage workers import it).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as _md
+import os
+import platform
+from collections.abc import Iterable
+
+from qupath_camseg import __version__
+from qupath_camseg._dist import env_rank
+from qupath_camseg.errors import InvalidSettingsError
+
+__all__ = [
+    "cpu_count",
+    "default_loader_workers",
+    "default_reader_workers",
+    "device_name",
+    "resolve_device",
+    "shm_free_bytes",
+    "versions",
+    "workers_fitting_shm",
+]
+
+_VERSIONED = ("torch", "numpy", "tiffslide", "tifffile", "shapely", "openslide-python")
+
+
+def cpu_count() -> int:
+    """CPU cores this process may run on (its affinity where the platform has one, else all)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_device(name: str | None) -> str:
+    """``auto``/``cuda``/``cpu``/``cuda:N`` → a concrete torch device string.
+
+    ``auto`` is CUDA when PyTorch sees a GPU, else the CPU. Under
+    ``torchrun`` (``WORLD_SIZE`` > 1) plain ``cuda`` becomes ``cuda:LOCAL_RANK`` (one GPU per
+    process) and that GPU is made current. A GPU that is asked for but missing is an
+    :class:`~qupath_camseg.errors.InvalidSettingsError` naming the fix.
+    """
+    import torch
+
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InvalidSettingsError(
+                f"--device {name} was asked for but PyTorch sees no CUDA GPU; use --device cpu or auto, "
+                "or install a CUDA build of torch")
+        _, world, local = env_rank()
+        if name == "cuda" and world > 1:
+            if local >= torch.cuda.device_count():
+                raise InvalidSettingsError(
+                    f"torchrun started process LOCAL_RANK={local} but only {torch.cuda.device_count()} GPU(s) "
+                    "are visible; use --nproc_per_node at most the number of GPUs per node")
+            name = f"cuda:{local}"
+            torch.cuda.set_device(local)
+    elif name != "cpu":
+        raise InvalidSettingsError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N")
+    return name
+
+
+def device_name(device: str) -> str:
+    """A readable name of ``device`` for reports, e.g. ``cuda:0 (NVIDIA H100)``."""
+    import torch
+
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def default_reader_workers(device: str) -> int:
+    """Tile readers for whole-slide inference when the user gave none: 4 on a CPU (the model is
+    the bottleneck); on a GPU half the cores, at most 8 (one reader decodes ≈ 1,000 tiles/s of
+    512², and the main thread and the output-stage processes need cores too)."""
+    return max(2, min(8, cpu_count() // 2)) if device.startswith("cuda") else 4
+
+
+def default_loader_workers(device: str, world_size: int = 1) -> int:
+    """Training loader processes when the user gave none: on a GPU one per core of this rank's
+    share minus one, at most 16 (one worker delivers ≈ 60–70 tiles/s of 512²); on a CPU at most 2
+    (the model step is the bottleneck and needs the cores)."""
+    cpus = max(1, cpu_count() // max(1, world_size))
+    if device.startswith("cuda"):
+        return max(1, min(16, cpus - 1))
+    return min(2, cpus // 2)
+
+
+def shm_free_bytes() -> int | None:
+    """Free bytes of ``/dev/shm``, where DataLoader workers hand batches over (containers often
+    give it only 64 MB); ``None`` where there is no such folder (macOS, Windows)."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def workers_fitting_shm(bytes_per_worker: int) -> int | None:
+    """How many worker processes, each with ``bytes_per_worker`` of batches in flight, fit in half
+    of ``/dev/shm`` (``None``: no such folder, no limit known)."""
+    free = shm_free_bytes()
+    if free is None:
+        return None
+    return int(free // 2 // max(1, bytes_per_worker))
+
+
+def versions(packages: Iterable[str] = _VERSIONED) -> dict[str, str]:
+    """``{"qupath-camseg": ..., "python": ..., package: version}`` for the installed ``packages``."""
+    out = {"qupath-camseg": __version__, "python": platform.python_version()}
+    for pkg in packages:
+        try:
+            out[pkg] = _md.version(pkg)
+        except _md.PackageNotFoundError:
+            pass
+    return out
