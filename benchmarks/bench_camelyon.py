@@ -41,7 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_predict import _JPEG, _encode_tile  # the predict benchmark's JPEG settings and tile bytes
+from bench_predict import (  # the predict benchmark's JPEG settings and tile bytes
+    _JPEG,
+    _encode_tile,
+)
 
 __all__ = ["CAMELYON_MM", "camelyon_truth", "flops_per_tile", "main", "model_only_rate", "write_camelyon_slide"]
 
@@ -56,7 +59,7 @@ def camelyon_truth(width_px: int, height_px: int, *, mpp: float, seed: int, tiss
     slide centre to cover ``tissue`` of the area when it covers more (``None``: as drawn)."""
     import shapely.affinity
 
-    from qupath_camseg.synthetic.slides import SyntheticTruth, make_truth
+    from qupath_camseg.synthetic import SyntheticTruth, make_truth
 
     truth = make_truth(width_px, height_px, seed=seed, mpp=mpp)
     frac = truth.tissue.area / (width_px * height_px)
@@ -72,7 +75,7 @@ def camelyon_truth(width_px: int, height_px: int, *, mpp: float, seed: int, tiss
 def _scaled(truth: Any, ds: float) -> Any:
     import shapely.affinity
 
-    from qupath_camseg.synthetic.slides import SyntheticTruth
+    from qupath_camseg.synthetic import SyntheticTruth
 
     return SyntheticTruth(shapely.affinity.scale(truth.tumor, 1 / ds, 1 / ds, origin=(0, 0)),
                           shapely.affinity.scale(truth.tissue, 1 / ds, 1 / ds, origin=(0, 0)),
@@ -111,7 +114,7 @@ def write_camelyon_slide(path: Path, truth: Any, *, tile: int = 512, variants: i
     """Write ``truth`` as a pyramidal JPEG TIFF (see the module docstring); return what was done."""
     import tifffile
 
-    from qupath_camseg.synthetic.slides import pyramid_dimensions
+    from qupath_camseg.synthetic import pyramid_dimensions
 
     t0 = time.perf_counter()
     dims = pyramid_dimensions(truth.width, truth.height, tile)
@@ -148,8 +151,7 @@ def _bundles(workdir: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     """Untrained bundles (0.5 µm/px, 512² tiles, one class) in ``workdir/model_<name>``."""
     import torch
 
-    from qupath_camseg.model.bundle import ModelConfig, save_bundle
-    from qupath_camseg.model.networks import build_model
+    from qupath_camseg.model import ModelConfig, build_model, save_bundle
 
     out = {}
     for name in names:
@@ -179,7 +181,7 @@ def flops_per_tile(arch: dict[str, Any], tile_px: int) -> float | None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from qupath_camseg.model.networks import build_model
+    from qupath_camseg.model import build_model
 
     try:
         with torch.device("meta"):
@@ -202,12 +204,15 @@ def model_only_rate(slide: Path, model_dir: Path, *, device: str, batch_size: in
     """
     import torch
 
+    from qupath_camseg.predict import TilePlan, TileReader
     from qupath_camseg.predict.blending import _forward
-    from qupath_camseg.predict.tile_reader import TileReader
-    from qupath_camseg.predict.chunks import TilePlan
-    from qupath_camseg.predict.slide import PredictOptions, _active_tiles, compile_model, load_model
-    from qupath_camseg.wsi.slides import open_slide
-    from qupath_camseg.wsi.tissue import detect_tissue
+    from qupath_camseg.predict.slide import (
+        PredictOptions,
+        _active_tiles,
+        compile_model,
+        load_model,
+    )
+    from qupath_camseg.wsi import detect_tissue, open_slide
 
     lm = load_model(model_dir, device=device)
     if compile:

@@ -58,9 +58,8 @@ def _loaded_model(work: Path, *, mpp: float, tile_px: int, device: str) -> Any:
     """A :class:`~qupath_camseg.predict.slide.LoadedModel` whose network is the trivial model."""
     import torch
 
-    from qupath_camseg.model.bundle import ModelConfig, save_bundle
-    from qupath_camseg.model.networks import build_model
-    from qupath_camseg.predict.slide import LoadedModel, load_model
+    from qupath_camseg.model import ModelConfig, build_model, save_bundle
+    from qupath_camseg.predict import LoadedModel, load_model
 
     folder = work / f"pipeline_model_{mpp:g}_{tile_px}"
     if not (folder / "model.json").is_file():
@@ -79,15 +78,12 @@ def _read_only(slide: Path, lm: Any, workers: int, opts: Any, processes: bool) -
     processes (as run_inference does)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    import numpy as np
     import torch
 
-    from qupath_camseg.predict.tile_reader import TileBatches, TileReader
-    from qupath_camseg.predict.chunks import TilePlan
+    from qupath_camseg.predict import TileBatches, TilePlan, TileReader
     from qupath_camseg.predict.slide import _active_tiles
-    from qupath_camseg.wsi.slides import open_slide
-    from qupath_camseg.wsi.tissue import detect_tissue
-
-    import numpy as np
+    from qupath_camseg.wsi import detect_tissue, open_slide
 
     with open_slide(slide) as s:
         plan = TilePlan.create(s.dimensions, s.mpp, lm.config.mpp, tile_px=lm.config.tile_px,
@@ -152,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         write_bench_slide(slide, args.size)
         print(f"wrote {slide} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     lm = _loaded_model(work, mpp=args.mpp, tile_px=args.tile, device=args.device)
-    from qupath_camseg.predict.tile_reader import use_read_processes
+    from qupath_camseg.predict import use_read_processes
 
     auto = "processes" if use_read_processes("auto", lm.device, args.workers) else "threads"
     modes = args.readers or [auto]
@@ -181,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _measure(slide: Path, lm: Any, work: Path, args: Any, readers: str) -> dict[str, Any]:
     """Read-only, inference-stage and end-to-end tiles/s with one kind of tile readers."""
-    from qupath_camseg.predict.slide import PredictOptions, predict_slide
+    from qupath_camseg.predict import PredictOptions, predict_slide
 
     opts = PredictOptions(overwrite=True, batch_size=args.batch_size, workers=args.workers, device=args.device,
                           readers=readers)

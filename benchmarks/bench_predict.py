@@ -59,7 +59,7 @@ def write_bench_slide(path: Path, size_px: int, *, mpp: float = 0.25, seed: int 
     import shapely.affinity
     import tifffile
 
-    from qupath_camseg.synthetic.slides import (
+    from qupath_camseg.synthetic import (
         SyntheticTruth,
         make_truth,
         pyramid_dimensions,
@@ -103,8 +103,7 @@ def write_bench_slide(path: Path, size_px: int, *, mpp: float = 0.25, seed: int 
 def _bundle(folder: Path, *, mpp: float, tile_px: int, width: int, depth: int) -> Path:
     import torch
 
-    from qupath_camseg.model.bundle import ModelConfig, save_bundle
-    from qupath_camseg.model.networks import build_model
+    from qupath_camseg.model import ModelConfig, build_model, save_bundle
 
     torch.manual_seed(0)
     cfg = ModelConfig(arch={"name": "unet", "width": width, "depth": depth}, mpp=mpp, tile_px=tile_px,
@@ -138,7 +137,7 @@ def _child(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from qupath_camseg.predict.slide import PredictOptions, load_model, predict_slide
+    from qupath_camseg.predict import PredictOptions, load_model, predict_slide
 
     t0 = time.perf_counter()
     lm = load_model(args.model, device=args.device)
@@ -172,17 +171,15 @@ def _throughput(slide: Path, model_dir: Path, work: Path, args: argparse.Namespa
     import numpy as np
     import torch
 
+    from qupath_camseg.predict import TilePlan, TileReader
     from qupath_camseg.predict.blending import _forward
-    from qupath_camseg.predict.tile_reader import TileReader
-    from qupath_camseg.predict.chunks import TilePlan
     from qupath_camseg.predict.slide import (
         PredictOptions,
         _active_tiles,
         load_model,
         predict_slide,
     )
-    from qupath_camseg.wsi.slides import open_slide
-    from qupath_camseg.wsi.tissue import detect_tissue
+    from qupath_camseg.wsi import detect_tissue, open_slide
 
     lm = load_model(model_dir, device=args.device)
     opts = PredictOptions(overwrite=True, batch_size=args.batch_size, workers=args.workers, device=args.device)

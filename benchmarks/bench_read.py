@@ -48,7 +48,7 @@ PATTERNS = ("aligned", "random", "camseg")
 
 def synthetic_slide(workdir: Path, size_px: int, *, seed: int = 0) -> Path:
     """The cached synthetic pyramid ``workdir/read_<size>.tif`` (written on first use)."""
-    from qupath_camseg.synthetic.slides import write_synthetic_slide
+    from qupath_camseg.synthetic import write_synthetic_slide
 
     path = workdir / f"read_{size_px}.tif"
     if not path.exists():
@@ -64,8 +64,7 @@ def _positions(path: Path, size: tuple[int, int], tile: int, reads: int,
     Regions with at least a quarter tissue (:func:`qupath_camseg.wsi.tissue.detect_tissue`) are
     preferred, since prediction reads only those; grid cells repeat when there are too few.
     """
-    from qupath_camseg.wsi.slides import open_slide
-    from qupath_camseg.wsi.tissue import detect_tissue
+    from qupath_camseg.wsi import detect_tissue, open_slide
 
     w, h = size
     try:
@@ -89,7 +88,7 @@ def _positions(path: Path, size: tuple[int, int], tile: int, reads: int,
 
 
 def _has_mpp(path: Path) -> bool:
-    from qupath_camseg.wsi.slides import open_slide
+    from qupath_camseg.wsi import open_slide
 
     with open_slide(path) as s:
         return bool(s.has_mpp)
@@ -100,7 +99,7 @@ def _opener(path: Path, backend: str, pattern: str, tile: int) -> Callable[[], t
 
     def make() -> tuple[Callable[[int, int], Any], Callable[[], None]]:
         if pattern == "camseg":
-            from qupath_camseg.wsi.slides import open_slide
+            from qupath_camseg.wsi import open_slide
 
             s = open_slide(path, backend=backend)
             return (lambda x, y: s.read_region((x, y), 0, (tile, tile))), s.close

@@ -64,9 +64,13 @@ def _model_only_rate(config, project: Path, device, steps: int) -> float:  # noq
     """Tiles/s of the step alone, replaying ``steps`` batches of the real pipeline from device memory."""
     import torch
 
-    from qupath_camseg.train.augment import photometric
-    from qupath_camseg.train.data import TileSampler, TrainTileDataset, collect_images
-    from qupath_camseg.model.networks import build_model, normalize_arch
+    from qupath_camseg.model import build_model, normalize_arch
+    from qupath_camseg.train import (
+        TileSampler,
+        TrainTileDataset,
+        collect_images,
+        photometric,
+    )
     from qupath_camseg.train.loop import _amp_dtype, _Dist, _step
 
     data = collect_images(project, classes=config.classes, mpp=config.mpp, tile_px=config.tile_px, seed=config.seed)
@@ -124,7 +128,7 @@ def _loader_rates(project: Path, *, mpp: float, tile_px: int, tiles: int, batch_
     """
     import torch
 
-    from qupath_camseg.train.data import TileSampler, TrainTileDataset, collect_images
+    from qupath_camseg.train import TileSampler, TrainTileDataset, collect_images
     from qupath_camseg.train.loop import _worker_init
 
     data = collect_images(project, classes=["Tumor"], mpp=mpp, tile_px=tile_px, seed=seed)
@@ -194,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from qupath_camseg._runtime import resolve_device
-    from qupath_camseg.train.loop import TrainConfig, train
+    from qupath_camseg.train import TrainConfig, train
 
     if args.threads:
         torch.set_num_threads(args.threads)

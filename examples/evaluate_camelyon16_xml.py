@@ -13,10 +13,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qupath_camseg.annotations.asap import read_asap_xml
-from qupath_camseg.evaluate.detections import detect_lesions, write_detections_csv
-from qupath_camseg.evaluate.project import read_heatmap
-from qupath_camseg.evaluate.metrics import evaluation_mask_from_polygons, froc, match_detections
+from qupath_camseg.annotations import read_asap_xml
+from qupath_camseg.evaluate import (
+    detect_lesions,
+    evaluation_mask_from_polygons,
+    froc,
+    match_detections,
+    read_heatmap,
+    write_detections_csv,
+)
 
 
 def main() -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from qupath_camseg.annotations.geojson import read_geojson
-from qupath_camseg.predict.slide import PredictOptions, predict_slide
+from qupath_camseg.annotations import read_geojson
+from qupath_camseg.predict import PredictOptions, predict_slide
 
 
 def main() -> None:

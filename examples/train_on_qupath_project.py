@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from qupath_camseg.qupath.project import open_project
-from qupath_camseg.train.loop import TrainConfig, train
+from qupath_camseg.qupath import open_project
+from qupath_camseg.train import TrainConfig, train
 
 
 def main() -> None:

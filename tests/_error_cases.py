@@ -41,7 +41,7 @@ class _Templates:
 
     def project(self) -> Path:
         if self._project is None:
-            from qupath_camseg.synthetic.project import write_synthetic_project
+            from qupath_camseg.synthetic import write_synthetic_project
 
             self._project = self.root / "proj"
             write_synthetic_project(self._project, slides=2, negatives=1, width=1024, height=1024,
@@ -52,8 +52,7 @@ class _Templates:
         if self._model is None:
             import torch
 
-            from qupath_camseg.model.bundle import ModelConfig, save_bundle
-            from qupath_camseg.model.networks import build_model
+            from qupath_camseg.model import ModelConfig, build_model, save_bundle
 
             torch.manual_seed(0)
             arch = {"name": "unet", "width": 4, "depth": 2, "n_classes": 1}
@@ -97,13 +96,18 @@ class Ctx:
         return path
 
     def geojson(self, name: str, objs: list[Any]) -> Path:
-        from qupath_camseg.annotations.geojson import write_geojson
+        from qupath_camseg.annotations import write_geojson
 
         return write_geojson(self.tmp / name, objs)
 
     def predictions(self, project: Path, entry_id: str = "1", classification: str = "Tumor") -> Path:
         """Predictions for an entry: its ground truth, marked as ours (as ``qcamseg predict``)."""
-        from qupath_camseg.annotations.geojson import CAMSEG_METADATA, copy_object, read_geojson, write_geojson
+        from qupath_camseg.annotations import (
+            CAMSEG_METADATA,
+            copy_object,
+            read_geojson,
+            write_geojson,
+        )
 
         truth = read_geojson(project / "camseg" / "annotations" / f"{entry_id}.geojson")
         objs = [copy_object(o, metadata=dict(CAMSEG_METADATA), classification=classification, color=None)
@@ -442,7 +446,7 @@ def _(ctx: Ctx) -> list[str]:
 @case("train-empty-project", "train", "project without images", "add images in QuPath and annotate them",
       "empty", "no annotations")
 def _(ctx: Ctx) -> list[str]:
-    from qupath_camseg.qupath.project import create_project
+    from qupath_camseg.qupath import create_project
 
     create_project(ctx.tmp / "empty").close()
     return ["train", str(ctx.tmp / "empty"), "--out", str(ctx.tmp / "m"), *_TINY]
@@ -519,7 +523,7 @@ def _(ctx: Ctx) -> list[str]:
 @case("predict-empty-project", "predict", "project without images", "add images in QuPath",
       "empty", "no images")
 def _(ctx: Ctx) -> list[str]:
-    from qupath_camseg.qupath.project import create_project
+    from qupath_camseg.qupath import create_project
 
     create_project(ctx.tmp / "empty").close()
     return ["predict", str(ctx.tmp / "empty"), "--model", str(ctx.model()), "--progress", "none"]
@@ -535,7 +539,7 @@ def _(ctx: Ctx) -> list[str]:
 @case("evaluate-empty-project", "evaluate", "project without images", "add images in QuPath", "empty/project.qpproj",
       "has no images", "Add images")
 def _(ctx: Ctx) -> list[str]:
-    from qupath_camseg.qupath.project import create_project
+    from qupath_camseg.qupath import create_project
 
     create_project(ctx.tmp / "empty").close()
     return ["evaluate", str(ctx.tmp / "empty")]
@@ -562,8 +566,8 @@ def _project_with_image(ctx: Ctx, write_image: Callable[[Path], None]) -> Path:
     one Tumor annotation and a prediction."""
     from shapely.geometry import box
 
-    from qupath_camseg.annotations.geojson import QPObject
-    from qupath_camseg.qupath.project import ImageInfo, create_project
+    from qupath_camseg.annotations import QPObject
+    from qupath_camseg.qupath import ImageInfo, create_project
 
     proj = ctx.tmp / "proj"
     image = proj / "images" / "slide.tif"

@@ -26,7 +26,7 @@ def synthetic_slide(tmp_path_factory: pytest.TempPathFactory):
 
     4096 x 3072 px at 0.25 µm/px (1 x 0.77 mm), seed 0, written once (about 2 s).
     """
-    from qupath_camseg.synthetic.slides import write_synthetic_slide
+    from qupath_camseg.synthetic import write_synthetic_slide
 
     path = tmp_path_factory.mktemp("synthetic") / "synthetic_seed0.tif"
     truth = write_synthetic_slide(path, width=4096, height=3072, seed=0, mpp=0.25)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import shapely
 import pytest
+import shapely
 from shapely.geometry import MultiPoint, MultiPolygon, Point, Polygon, box
 
-from qupath_camseg.annotations.asap import read_asap_xml, write_asap_xml
+from qupath_camseg.annotations import (
+    QPObject,
+    read_asap_xml,
+    read_geojson,
+    validate_qupath_geojson,
+    write_asap_xml,
+    write_geojson,
+)
 from qupath_camseg.errors import InvalidXMLError
-from qupath_camseg.annotations.geojson import QPObject, read_geojson, validate_qupath_geojson, write_geojson
 
 
 def ann(group, pts, kind="Polygon", name="A", orders=None):

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qupath_camseg.predict.tile_reader import TileReader
-from qupath_camseg.predict.chunks import TilePlan
-from qupath_camseg.wsi.slides import open_slide
+from qupath_camseg.predict import TilePlan, TileReader
+from qupath_camseg.wsi import open_slide
 
 
 def _compare_all_tiles(path: Path, model_mpp: float, *, tile_px: int, slide_mpp: float | None = None,
@@ -56,7 +55,7 @@ def test_cached_reader_matches_on_real_svs(shared_data: Path) -> None:
 def test_auto_readers_use_processes_only_on_cuda_with_room_in_dev_shm(monkeypatch):
     """Containers often give /dev/shm 64 MB; DataLoader readers would die there, so auto keeps threads."""
     import qupath_camseg._runtime as io_mod
-    from qupath_camseg.predict.tile_reader import use_read_processes
+    from qupath_camseg.predict import use_read_processes
 
     batch = 32 * 512 * 512 * 3  # 25 MB
     monkeypatch.setattr(io_mod, "shm_free_bytes", lambda: 64 << 20)

@@ -8,9 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from qupath_camseg.model.bundle import ModelConfig, load_bundle, read_model_config, save_bundle
 from qupath_camseg.errors import ModelBundleError, OutputNotWritableError
-from qupath_camseg.model.networks import build_model
+from qupath_camseg.model import (
+    ModelConfig,
+    build_model,
+    load_bundle,
+    read_model_config,
+    save_bundle,
+)
 
 ARCH = {"name": "unet", "width": 4, "depth": 2, "norm": "batch"}
 
@@ -50,7 +55,7 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
 
 def test_n_classes_follows_classes() -> None:
     cfg = _config(classes=[{"name": "Tumor", "color": [200, 0, 0]}, {"name": "Stroma"}])
-    from qupath_camseg.annotations.geojson import default_class_color
+    from qupath_camseg.annotations import default_class_color
 
     assert cfg.arch["n_classes"] == 2 and cfg.classes[1]["color"] == list(default_class_color("Stroma"))
 

@@ -10,10 +10,10 @@ import pytest
 from shapely.geometry import box
 from shapely.ops import unary_union
 
+from qupath_camseg.annotations import QPObject, is_ours, write_geojson
 from qupath_camseg.cli import main
-from qupath_camseg.annotations.geojson import QPObject, is_ours, write_geojson
-from qupath_camseg.qupath.project import open_project
-from qupath_camseg.synthetic.slides import make_truth
+from qupath_camseg.qupath import open_project
+from qupath_camseg.synthetic import make_truth
 
 SIZE = ["--width", "2048", "--height", "2048"]
 
@@ -58,7 +58,7 @@ def test_synth_project_rereads_to_its_truth(synth_project: Path) -> None:
 
 
 def test_synth_images_are_readable_slides_with_mpp(synth_project: Path) -> None:
-    from qupath_camseg.wsi.slides import open_slide
+    from qupath_camseg.wsi import open_slide
 
     with open_slide(synth_project / "images" / "tumor_001.tif") as s:
         assert s.dimensions == (2048, 2048)
@@ -136,7 +136,7 @@ def test_import_asap_xml_with_replace(synth_project: Path, tmp_path: Path, share
 )
 def test_import_bad_input(synth_project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                           args: list[str], message: str) -> None:
-    from qupath_camseg.qupath.paquo_project import find_qupath_installation
+    from qupath_camseg.qupath import find_qupath_installation
 
     if "paquo" in args and find_qupath_installation()[0] is not None:  # pragma: no cover - QuPath installed
         pytest.skip("QuPath is installed, so the paquo door works")
@@ -176,7 +176,7 @@ def test_moved_project_and_missing_images(tmp_path: Path) -> None:
 
 
 def test_doctor_reports_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
-    from qupath_camseg.qupath.paquo_project import find_qupath_installation
+    from qupath_camseg.qupath import find_qupath_installation
 
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out

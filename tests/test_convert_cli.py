@@ -6,9 +6,12 @@ import json
 
 import pytest
 
-from qupath_camseg.annotations.asap import read_asap_xml
+from qupath_camseg.annotations import (
+    read_asap_xml,
+    read_geojson,
+    validate_qupath_geojson,
+)
 from qupath_camseg.cli import main
-from qupath_camseg.annotations.geojson import read_geojson, validate_qupath_geojson
 
 
 @pytest.fixture

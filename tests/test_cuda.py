@@ -15,10 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qupath_camseg.model.bundle import ModelConfig
 from qupath_camseg.cli import main
-from qupath_camseg.predict.slide import LoadedModel, PredictOptions, predict_slide
-from qupath_camseg.synthetic.slides import write_synthetic_slide
+from qupath_camseg.model import ModelConfig
+from qupath_camseg.predict import LoadedModel, PredictOptions, predict_slide
+from qupath_camseg.synthetic import write_synthetic_slide
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
 
@@ -42,7 +42,7 @@ def _model(device: str) -> LoadedModel:
 
 
 def _map(out) -> np.ndarray:
-    from qupath_camseg.predict.chunks import ChunkStore, TilePlan
+    from qupath_camseg.predict import ChunkStore, TilePlan
 
     meta = json.loads((out / "probability" / "slide" / "meta.json").read_text())
     plan = TilePlan(**{**meta["plan"], "map_size": tuple(meta["plan"]["map_size"])})

@@ -11,7 +11,15 @@ import shapely
 import torch
 from shapely.geometry import Polygon, box
 
-from qupath_camseg.train.augment import IDENTITY_PARAMS, AugmentConfig, augment_tile, dihedral, draw_params, photometric
+from qupath_camseg.annotations import QPObject, label_mask
+from qupath_camseg.train import (
+    IDENTITY_PARAMS,
+    AugmentConfig,
+    augment_tile,
+    dihedral,
+    draw_params,
+    photometric,
+)
 from qupath_camseg.train.data import (
     IGNORE_INDEX,
     TileSampler,
@@ -22,8 +30,6 @@ from qupath_camseg.train.data import (
     prepare_image,
     val_tiles,
 )
-from qupath_camseg.annotations.geojson import QPObject
-from qupath_camseg.annotations.masks import label_mask
 
 MPP = 2.0
 TILE = 64
@@ -42,7 +48,7 @@ def _objs() -> list[QPObject]:
 @pytest.mark.parametrize("unannotated, fill", [("negative", 0), ("ignore", IGNORE_INDEX)])
 def test_labels_from_polygons(unannotated: str, fill: int) -> None:
     shapes, regions = build_shapes(_objs(), {"Tumor": 1}, background_classes=["Stroma"])
-    from qupath_camseg.train.data import LabelledImage
+    from qupath_camseg.train import LabelledImage
 
     img = LabelledImage(
         name="a",
@@ -85,7 +91,7 @@ def test_sampler_shards_and_resumes() -> None:
 
 @pytest.fixture(scope="module")
 def slide_image(tmp_path_factory: pytest.TempPathFactory):
-    from qupath_camseg.synthetic.slides import write_synthetic_slide
+    from qupath_camseg.synthetic import write_synthetic_slide
 
     path = tmp_path_factory.mktemp("data") / "s.tif"
     truth = write_synthetic_slide(path, width=768, height=768, seed=1, mpp=MPP, tile_px=256)
@@ -242,8 +248,8 @@ def test_draw_params_deterministic() -> None:
 
 def test_collect_images_names_missing_val_image(tmp_path: Path) -> None:
     from qupath_camseg.cli import main
-    from qupath_camseg.train.data import collect_images
     from qupath_camseg.errors import ProjectError
+    from qupath_camseg.train import collect_images
 
     folder = tmp_path / "p"
     assert (

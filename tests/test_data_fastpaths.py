@@ -9,9 +9,9 @@ import shapely
 import torch
 from shapely.geometry import Polygon, box
 
-from qupath_camseg.train.augment import AugmentConfig, augment_tile, dihedral
+from qupath_camseg.annotations import rasterize
+from qupath_camseg.train import AugmentConfig, augment_tile, dihedral
 from qupath_camseg.train.data import IGNORE_INDEX, LabelledImage, _to_tensors
-from qupath_camseg.annotations.masks import rasterize
 
 
 def _wiggly(cx: float, cy: float, radius: float, n: int, seed: int) -> Polygon:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from _error_cases import CASES, COMMAND_ORDER, Case, _Templates, make_ctx
+
 from qupath_camseg.cli import main
 from qupath_camseg.errors import CamsegError
 

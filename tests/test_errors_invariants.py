@@ -16,8 +16,14 @@ from pathlib import Path
 import pytest
 from shapely.geometry import box
 
-from qupath_camseg.annotations.geojson import CAMSEG_METADATA, QPObject, is_ours, read_geojson, write_geojson
-from qupath_camseg.qupath.project import create_project, open_project
+from qupath_camseg.annotations import (
+    CAMSEG_METADATA,
+    QPObject,
+    is_ours,
+    read_geojson,
+    write_geojson,
+)
+from qupath_camseg.qupath import create_project, open_project
 
 PACKAGE = Path(__file__).resolve().parents[1] / "qupath_camseg"
 
@@ -81,7 +87,7 @@ def test_scan_catches_direct_writes(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
-    from qupath_camseg.synthetic.slides import write_synthetic_slide
+    from qupath_camseg.synthetic import write_synthetic_slide
 
     folder = tmp_path / "proj"
     image = tmp_path / "slide.tif"

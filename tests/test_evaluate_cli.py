@@ -16,10 +16,10 @@ import pytest
 import tifffile
 from shapely.geometry import box
 
+from qupath_camseg.annotations import CAMSEG_METADATA, QPObject, write_geojson
 from qupath_camseg.cli import main
-from qupath_camseg.annotations.geojson import CAMSEG_METADATA, QPObject, write_geojson
-from qupath_camseg.wsi.heatmap import write_heatmap
-from qupath_camseg.qupath.project import create_project
+from qupath_camseg.qupath import create_project
+from qupath_camseg.wsi import write_heatmap
 
 SIZE = 2048
 MPP = 1.0

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from qupath_camseg.annotations.asap import write_asap_xml
-from qupath_camseg.qupath.project import open_project
+from qupath_camseg.annotations import write_asap_xml
+from qupath_camseg.qupath import open_project
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

@@ -14,15 +14,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _opencv_env import OPENCV_VERSIONS, run_opencv
 from PIL import Image
 
-from _opencv_env import OPENCV_VERSIONS, run_opencv
-from qupath_camseg.model.bundle import ModelConfig, save_bundle
 from qupath_camseg.cli import main
 from qupath_camseg.errors import ModelBundleError
-from qupath_camseg.export.onnx import ProbabilityModel, check_onnx_graph, export_onnx
-from qupath_camseg.model.networks import build_model
-from qupath_camseg.export.pixel_classifier import model_path_from_classifier, qupath_tiled_predict, validate_pixel_classifier
+from qupath_camseg.export import (
+    ProbabilityModel,
+    check_onnx_graph,
+    export_onnx,
+    model_path_from_classifier,
+    qupath_tiled_predict,
+    validate_pixel_classifier,
+)
+from qupath_camseg.model import ModelConfig, build_model, save_bundle
 
 TILE, PAD = 64, 16
 INPUT = TILE + 2 * PAD  # 96
@@ -164,7 +169,7 @@ def test_export_folder_and_readme(exported: dict) -> None:
 
 def test_into_project_places_files_and_refuses_to_overwrite(exported: dict, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    from qupath_camseg.qupath.project import create_project
+    from qupath_camseg.qupath import create_project
 
     create_project(tmp_path / "proj").close()
     args = ["export-qupath", str(exported["root"] / "model"), "--out", str(tmp_path / "out"), "--padding", str(PAD),
@@ -243,9 +248,9 @@ def test_qupath_tiling_of_exported_model_matches_qcamseg_predict(tmp_path: Path)
     import tifffile
     import tiffslide
 
-    from qupath_camseg.annotations.masks import rasterize
-    from qupath_camseg.predict.slide import PredictOptions, predict_slide
-    from qupath_camseg.synthetic.slides import write_synthetic_slide
+    from qupath_camseg.annotations import rasterize
+    from qupath_camseg.predict import PredictOptions, predict_slide
+    from qupath_camseg.synthetic import write_synthetic_slide
 
     torch.set_num_threads(1)
     width, height = 340, 300

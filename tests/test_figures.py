@@ -10,16 +10,18 @@ from PIL import Image
 from shapely.geometry import box
 
 from qupath_camseg.errors import CamsegError
-from qupath_camseg.evaluate.figures import (
+from qupath_camseg.evaluate import (
     PREDICTION_COLOR,
     TRUTH_COLOR,
+    evaluation_mask,
+    froc,
     froc_figure,
+    match_detections,
     read_history,
     save_figure,
     seed_figure,
     training_curve_figure,
 )
-from qupath_camseg.evaluate.metrics import evaluation_mask, froc, match_detections
 
 
 def _rgb() -> np.ndarray:

@@ -13,14 +13,17 @@ import math
 import numpy as np
 import pytest
 
-from qupath_camseg.evaluate.detections import Detection, detect_lesions, read_detections_csv, write_detections_csv
 from qupath_camseg.errors import InvalidAnnotationError
-from qupath_camseg.evaluate.metrics import (
+from qupath_camseg.evaluate import (
+    Detection,
     default_eval_downsample,
+    detect_lesions,
     evaluation_mask,
     froc,
     froc_score,
     match_detections,
+    read_detections_csv,
+    write_detections_csv,
 )
 
 MPP = 0.25
@@ -265,8 +268,8 @@ def test_detection_csv_round_trip(tmp_path) -> None:
 
 
 def test_real_camelyon17_annotation_is_three_itcs(shared_data) -> None:
-    from qupath_camseg.annotations.asap import read_asap_xml
-    from qupath_camseg.evaluate.metrics import evaluation_mask_from_polygons
+    from qupath_camseg.annotations import read_asap_xml
+    from qupath_camseg.evaluate import evaluation_mask_from_polygons
 
     objs = read_asap_xml(shared_data / "camelyon17" / "patient_004_node_4.xml")
     geoms = [o.geometry for o in objs]

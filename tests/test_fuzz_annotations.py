@@ -21,15 +21,16 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from shapely.geometry import Polygon
 
-from qupath_camseg.annotations.asap import read_asap_xml
-from qupath_camseg.errors import CamsegError, InvalidGeoJSONError
-from qupath_camseg.annotations.geojson import (
+from qupath_camseg.annotations import (
     objects_to_geojson,
+    rasterize,
+    read_asap_xml,
     read_geojson,
     validate_qupath_geojson,
+    vectorize,
     write_geojson,
 )
-from qupath_camseg.annotations.masks import rasterize, vectorize
+from qupath_camseg.errors import CamsegError, InvalidGeoJSONError
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

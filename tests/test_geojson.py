@@ -11,8 +11,7 @@ import pytest
 import shapely
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
 
-from qupath_camseg.errors import CamsegError, InvalidGeoJSONError
-from qupath_camseg.annotations.geojson import (
+from qupath_camseg.annotations import (
     CAMSEG_METADATA,
     OUR_NAME_PREFIX,
     QPObject,
@@ -23,6 +22,7 @@ from qupath_camseg.annotations.geojson import (
     validate_qupath_geojson,
     write_geojson,
 )
+from qupath_camseg.errors import CamsegError, InvalidGeoJSONError
 
 SQUARE = [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]
 
@@ -394,7 +394,7 @@ def test_every_file_we_write_passes(tmp_path):
 
 
 def test_off_slide_objects_clipped_or_dropped():
-    from qupath_camseg.annotations.geojson import clip_to_slide
+    from qupath_camseg.annotations import clip_to_slide
 
     objs = [_obj(geometry=box(-10, -10, 10, 10), name="corner"),
             _obj(geometry=box(500, 500, 600, 600), name="outside"),

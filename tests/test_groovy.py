@@ -25,8 +25,14 @@ from pathlib import Path
 
 import pytest
 
+from qupath_camseg.annotations import (
+    CAMSEG_METADATA,
+    QPObject,
+    is_ours,
+    read_geojson,
+    write_geojson,
+)
 from qupath_camseg.cli import _COMMANDS, cli, main
-from qupath_camseg.annotations.geojson import CAMSEG_METADATA, QPObject, is_ours, read_geojson, write_geojson
 
 REPO = Path(__file__).resolve().parents[1]
 GROOVY = REPO / "groovy"
@@ -99,8 +105,7 @@ def bridge(groovy_jar: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     # A tiny untrained U-Net whose head says "Tumor" everywhere: enough for the mechanics.
     import torch
 
-    from qupath_camseg.model.bundle import ModelConfig, save_bundle
-    from qupath_camseg.model.networks import build_model
+    from qupath_camseg.model import ModelConfig, build_model, save_bundle
 
     torch.set_num_threads(1)
     cfg = ModelConfig(arch={"name": "unet", "width": 4, "depth": 2, "norm": "batch"}, mpp=2.0, tile_px=128,
@@ -397,14 +402,14 @@ def test_every_command_line_is_one_the_cli_accepts(bridge: dict) -> None:
 
 
 def test_scripts_ship_with_the_package() -> None:
-    from qupath_camseg.qupath.scripts import script_files, scripts_source_dir
+    from qupath_camseg.qupath import script_files, scripts_source_dir
 
     assert (scripts_source_dir() / "camseg_lib.groovy").is_file()
     assert {p.name for p in script_files()} == {p.name for p in SCRIPTS} >= set(OWN)
 
 
 def test_install_scripts_copies_backs_up_edits_and_keeps_other_files(tmp_path: Path) -> None:
-    from qupath_camseg.qupath.scripts import install_scripts
+    from qupath_camseg.qupath import install_scripts
 
     target = tmp_path / "QuPath scripts"
     (target).mkdir()
@@ -426,7 +431,7 @@ def test_install_scripts_copies_backs_up_edits_and_keeps_other_files(tmp_path: P
 
 def test_default_scripts_dir_is_the_newest_qupath_user_directory(tmp_path: Path) -> None:
     from qupath_camseg.errors import CamsegError
-    from qupath_camseg.qupath.scripts import default_scripts_dir
+    from qupath_camseg.qupath import default_scripts_dir
 
     with pytest.raises(CamsegError, match="--dir"):
         default_scripts_dir(tmp_path)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qupath_camseg.wsi.heatmap import heatmap_levels, write_heatmap
-from qupath_camseg.wsi.slides import open_slide
+from qupath_camseg.wsi import heatmap_levels, open_slide, write_heatmap
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from qupath_camseg._io import atomic_write, atomic_write_json, atomic_write_text, backup_file, file_lock
+from qupath_camseg._io import (
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    backup_file,
+    file_lock,
+)
 from qupath_camseg.errors import OutputNotWritableError, ProjectLockedError
 
 

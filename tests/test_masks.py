@@ -9,9 +9,15 @@ import pytest
 import shapely
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
 
+from qupath_camseg.annotations import (
+    IGNORE_LABEL,
+    QPObject,
+    is_ignore_class,
+    label_mask,
+    rasterize,
+    vectorize,
+)
 from qupath_camseg.errors import InvalidAnnotationError
-from qupath_camseg.annotations.geojson import QPObject
-from qupath_camseg.annotations.masks import IGNORE_LABEL, is_ignore_class, label_mask, rasterize, vectorize
 
 
 def centre_oracle(geom, box_px, out_size):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from shapely.geometry import Polygon, box
 
-from qupath_camseg.evaluate.metrics import (
+from qupath_camseg.evaluate import (
     PixelCounts,
     evaluation_mask_from_polygons,
     match_detections,

@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from qupath_camseg.errors import ModelBundleError
-from qupath_camseg.model.networks import DEFAULT_ARCH, build_model, input_multiple, normalize_arch
+from qupath_camseg.model import (
+    DEFAULT_ARCH,
+    build_model,
+    input_multiple,
+    normalize_arch,
+)
 
 
 @pytest.mark.parametrize("norm", ["batch", "group"])

@@ -7,8 +7,13 @@ import numpy as np
 import pytest
 import shapely
 
-from qupath_camseg.predict.chunks import ChunkStore, TilePlan
-from qupath_camseg.predict.outputs import ChunkSummaries, build_objects, summarize_chunk
+from qupath_camseg.predict import (
+    ChunkStore,
+    ChunkSummaries,
+    TilePlan,
+    build_objects,
+    summarize_chunk,
+)
 
 CHUNK = 64
 DS = 4.0  # level-0 px per map px

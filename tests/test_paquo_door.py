@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from qupath_camseg.errors import QuPathNotFoundError
-from qupath_camseg.qupath.paquo_project import PAQUO_API, find_qupath_installation
+from qupath_camseg.qupath import PAQUO_API, find_qupath_installation
 
 REPO = Path(__file__).resolve().parents[1]
 QUPATH_DIR, QUPATH_REASON = find_qupath_installation()
@@ -127,7 +127,7 @@ def test_bad_paquo_qupath_dir_is_reported_with_the_setting(tmp_path: Path) -> No
 
 @without_qupath
 def test_paquo_door_without_qupath_raises_with_fix(tmp_path: Path) -> None:
-    from qupath_camseg.qupath.project import create_project, open_project
+    from qupath_camseg.qupath import create_project, open_project
 
     create_project(tmp_path / "p").close()
     with pytest.raises(QuPathNotFoundError, match="PAQUO_QUPATH_DIR"):
@@ -141,9 +141,9 @@ def test_paquo_door_without_qupath_raises_with_fix(tmp_path: Path) -> None:
 def test_paquo_door_round_trip_keeps_user_objects(tmp_path: Path) -> None:  # pragma: no cover - needs QuPath
     from shapely.geometry import box
 
-    from qupath_camseg.synthetic.project import write_synthetic_project
-    from qupath_camseg.annotations.geojson import CAMSEG_METADATA, QPObject, is_ours
-    from qupath_camseg.qupath.project import open_project
+    from qupath_camseg.annotations import CAMSEG_METADATA, QPObject, is_ours
+    from qupath_camseg.qupath import open_project
+    from qupath_camseg.synthetic import write_synthetic_project
 
     out = tmp_path / "proj"
     write_synthetic_project(out, slides=1, width=2048, height=2048, seed=3, door="paquo")
@@ -174,7 +174,7 @@ def test_objects_read_through_paquo_are_ours_by_name_only() -> None:
 
     from shapely.geometry import box
 
-    from qupath_camseg.annotations.geojson import is_ours
+    from qupath_camseg.annotations import is_ours
     from qupath_camseg.qupath.paquo_project import _to_qpobject
 
     def paquo_object(name: str | None) -> SimpleNamespace:  # test double for a paquo path object

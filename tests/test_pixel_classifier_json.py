@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from qupath_camseg.errors import CamsegError, InvalidPixelClassifierError
-from qupath_camseg.export.pixel_classifier import (
+from qupath_camseg.export import (
     build_pixel_classifier,
     model_path_from_classifier,
     set_model_uri,

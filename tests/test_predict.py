@@ -13,17 +13,16 @@ import torch
 import torch.nn.functional as F
 from shapely.geometry import box
 
-from qupath_camseg.predict.blending import blend_window
-from qupath_camseg.predict.chunks import ChunkStore, TilePlan
-from qupath_camseg.model.bundle import ModelConfig
-from qupath_camseg.errors import CamsegError
-from qupath_camseg.annotations.geojson import (
+from qupath_camseg.annotations import (
     QPObject,
     is_ours,
     read_geojson,
     validate_qupath_geojson,
     write_geojson,
 )
+from qupath_camseg.errors import CamsegError
+from qupath_camseg.model import ModelConfig
+from qupath_camseg.predict import ChunkStore, TilePlan, blend_window
 from qupath_camseg.predict.slide import (
     LoadedModel,
     PredictOptions,
@@ -31,9 +30,8 @@ from qupath_camseg.predict.slide import (
     predict_project,
     predict_slide,
 )
-from qupath_camseg.wsi.slides import open_slide
-from qupath_camseg.synthetic.slides import write_synthetic_slide
-from qupath_camseg.wsi.tissue import detect_tissue
+from qupath_camseg.synthetic import write_synthetic_slide
+from qupath_camseg.wsi import detect_tissue, open_slide
 
 MODEL_MPP, TILE = 4.0, 32
 
@@ -197,7 +195,7 @@ def test_outputs_geojson_heatmap_report(slide, whole):
     sizes = np.bincount(lab.ravel())[1:] * (ds**2)
     keep_ids = np.flatnonzero(sizes >= PredictOptions().min_area_um2) + 1
     big = np.isin(lab, keep_ids)
-    from qupath_camseg.annotations.masks import rasterize
+    from qupath_camseg.annotations import rasterize
 
     h, w = prob.shape
     drawn = rasterize([(o.geometry, 1) for o in regions], (0, 0, w * ds, h * ds), (w, h)) > 0
@@ -276,8 +274,8 @@ def test_model_finer_than_slide_is_refused(slide, tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A synthetic project and a small model trained on two of its slides by ``train``."""
-    from qupath_camseg.synthetic.project import write_synthetic_project
-    from qupath_camseg.train.loop import TrainConfig, train
+    from qupath_camseg.synthetic import write_synthetic_project
+    from qupath_camseg.train import TrainConfig, train
 
     d = tmp_path_factory.mktemp("trained")
     write_synthetic_project(d / "proj", slides=3, width=2048, height=2048, seed=3, mpp=1.0, door="files")

@@ -13,11 +13,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from qupath_camseg.model.bundle import ModelConfig, save_bundle
+from qupath_camseg.annotations import validate_qupath_geojson
 from qupath_camseg.cli import cli, main
-from qupath_camseg.annotations.geojson import validate_qupath_geojson
-from qupath_camseg.model.networks import build_model
-from qupath_camseg.synthetic.slides import write_synthetic_slide
+from qupath_camseg.model import ModelConfig, build_model, save_bundle
+from qupath_camseg.synthetic import write_synthetic_slide
 
 
 def _bundle(folder, *, mpp: float, width: int = 8, tile_px: int = 32):
@@ -115,7 +114,7 @@ def test_jsonl_error_event(data, tmp_path, capsys):
 
 
 def test_project_outputs_under_camseg(data, tmp_path):
-    from qupath_camseg.synthetic.project import write_synthetic_project
+    from qupath_camseg.synthetic import write_synthetic_project
 
     write_synthetic_project(tmp_path / "p", slides=1, width=1024, height=1024, seed=1, mpp=1.0, door="files")
     res = CliRunner().invoke(cli, ["predict", str(tmp_path / "p"), "--model", str(data["model"]), "--images",

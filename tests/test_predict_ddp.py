@@ -19,10 +19,9 @@ import pytest
 import torch
 
 from qupath_camseg._dist import shard_by_weight
-from qupath_camseg.model.bundle import ModelConfig, save_bundle
 from qupath_camseg.cli import main
-from qupath_camseg.synthetic.project import write_synthetic_project
-from qupath_camseg.model.networks import build_model
+from qupath_camseg.model import ModelConfig, build_model, save_bundle
+from qupath_camseg.synthetic import write_synthetic_project
 
 ARGS = ["--chunk-px", "64", "--batch-size", "8", "--workers", "1", "--device", "cpu"]
 

@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import pytest
 from shapely.geometry import Polygon, box
 
+from qupath_camseg.annotations import CAMSEG_METADATA, QPObject, is_ours
 from qupath_camseg.errors import (
     ImageMissingError,
     ProjectError,
@@ -18,8 +19,7 @@ from qupath_camseg.errors import (
     ProjectLockedError,
     ProjectNotFoundError,
 )
-from qupath_camseg.annotations.geojson import CAMSEG_METADATA, QPObject, is_ours
-from qupath_camseg.qupath.project import (
+from qupath_camseg.qupath import (
     FileProject,
     ImageInfo,
     argb_to_rgb,

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 import tifffile
 
-from qupath_camseg.errors import CamsegError, MissingMppError, SlideNotFoundError, SlideReadError
-from qupath_camseg.wsi.slides import Slide, open_slide
+from qupath_camseg.errors import (
+    CamsegError,
+    MissingMppError,
+    SlideNotFoundError,
+    SlideReadError,
+)
+from qupath_camseg.wsi import Slide, open_slide
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,13 @@ import tifffile
 from PIL import Image, ImageDraw, ImageFilter
 from shapely.geometry import MultiPolygon
 
-from qupath_camseg.wsi.slides import open_slide
-from qupath_camseg.synthetic.slides import make_truth, pyramid_dimensions, render_region, write_synthetic_slide
+from qupath_camseg.synthetic import (
+    make_truth,
+    pyramid_dimensions,
+    render_region,
+    write_synthetic_slide,
+)
+from qupath_camseg.wsi import open_slide
 
 
 def _raster(geom: MultiPolygon, size: tuple[int, int], scale: float) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qupath_camseg.wsi.tiling import level0_size, tile_grid, tissue_fractions, tissue_tiles
+from qupath_camseg.wsi import level0_size, tile_grid, tissue_fractions, tissue_tiles
 
 
 class _Mask:

@@ -7,8 +7,12 @@ import pytest
 from PIL import Image, ImageDraw
 from shapely.geometry import box
 
-from qupath_camseg.wsi.slides import open_slide
-from qupath_camseg.wsi.tissue import TissueMask, detect_tissue, tissue_mask_from_rgb
+from qupath_camseg.wsi import (
+    TissueMask,
+    detect_tissue,
+    open_slide,
+    tissue_mask_from_rgb,
+)
 
 
 def _iou(a, b) -> float:

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from qupath_camseg.model.bundle import load_bundle
 from qupath_camseg.cli import main
 from qupath_camseg.errors import (
     InvalidAnnotationError,
@@ -23,7 +22,8 @@ from qupath_camseg.errors import (
     OutputNotWritableError,
     TrainingDivergedError,
 )
-from qupath_camseg.train.loop import CHECKPOINT_NAME, TrainConfig, dice_ce_loss, train
+from qupath_camseg.model import load_bundle
+from qupath_camseg.train import CHECKPOINT_NAME, TrainConfig, dice_ce_loss, train
 
 # Small and fast: 2 µm/px, 64–128 px tiles, a narrow U-Net.
 TINY = ["--mpp", "2", "--tile", "64", "--width", "4", "--depth", "2", "--batch-size", "4", "--lr", "2e-3", "-q"]

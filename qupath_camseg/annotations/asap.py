@@ -38,8 +38,13 @@ from shapely.geometry import MultiPoint, MultiPolygon, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg._io import atomic_write_bytes
+from qupath_camseg.annotations.geojson import (
+    QPObject,
+    default_class_color,
+    iter_objects,
+    polygonal_part,
+)
 from qupath_camseg.errors import InvalidXMLError
-from qupath_camseg.annotations.geojson import QPObject, default_class_color, iter_objects, polygonal_part
 
 __all__ = ["read_asap_xml", "write_asap_xml", "POSITIVE_GROUPS", "EXCLUSION_GROUPS"]
 

@@ -52,9 +52,9 @@ from shapely.geometry import (
 )
 from shapely.geometry.base import BaseGeometry
 
-from qupath_camseg.annotations.geojson_validate import validate_qupath_geojson
 from qupath_camseg._io import atomic_write_text
 from qupath_camseg.annotations.geojson_read import read_geojson
+from qupath_camseg.annotations.geojson_validate import validate_qupath_geojson
 from qupath_camseg.annotations.objects import (
     CAMSEG_METADATA,
     OBJECT_TYPES,

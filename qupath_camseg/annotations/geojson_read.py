@@ -29,8 +29,8 @@ from shapely.geometry import (
 )
 from shapely.geometry.base import BaseGeometry
 
-from qupath_camseg.errors import InvalidGeoJSONError
 from qupath_camseg.annotations.objects import QPObject, polygonal_part
+from qupath_camseg.errors import InvalidGeoJSONError
 
 __all__ = ["read_geojson"]
 

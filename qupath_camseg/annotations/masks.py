@@ -31,8 +31,8 @@ from shapely.geometry import GeometryCollection, MultiPolygon, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 from shapely.strtree import STRtree
 
-from qupath_camseg.errors import InvalidAnnotationError
 from qupath_camseg.annotations.geojson import QPObject, iter_objects
+from qupath_camseg.errors import InvalidAnnotationError
 
 __all__ = ["rasterize", "label_mask", "vectorize", "is_ignore_class", "IGNORE_LABEL"]
 

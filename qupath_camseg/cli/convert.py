@@ -63,9 +63,15 @@ def convert(src: Path, dst: Path, qupath_version: str, class_map: tuple[str, ...
       qcamseg convert tumor_001.xml tumor_001.geojson
       qcamseg convert cells.geojson cells_qupath03.geojson --qupath-version 0.3
     """
-    from qupath_camseg.annotations.asap import read_asap_xml, write_asap_xml
+    from qupath_camseg.annotations import (
+        copy_object,
+        iter_objects,
+        read_asap_xml,
+        read_geojson,
+        write_asap_xml,
+        write_geojson,
+    )
     from qupath_camseg.errors import InvalidAnnotationError
-    from qupath_camseg.annotations.geojson import copy_object, iter_objects, read_geojson, write_geojson
 
     in_kind, out_kind = _kind(src, "input"), _kind(dst, "output")
     if not src.is_file():

@@ -66,7 +66,7 @@ def _slide_reader_lines() -> tuple[list[str], bool]:
 
 def _qupath_line() -> str:
     try:
-        from qupath_camseg.qupath.paquo_project import find_qupath_installation
+        from qupath_camseg.qupath import find_qupath_installation
 
         folder, reason = find_qupath_installation()
     except Exception as err:  # noqa: BLE001 - paquo broken: report, the file door still works

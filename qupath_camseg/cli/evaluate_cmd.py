@@ -88,7 +88,7 @@ def evaluate(project: Path, predictions_dir: Path | None, heatmaps_dir: Path | N
     (written by `qcamseg predict`).
     """
     from qupath_camseg._io import atomic_write_json
-    from qupath_camseg.evaluate.project import evaluate_project
+    from qupath_camseg.evaluate import evaluate_project
 
     ev = evaluate_project(
         project, predictions_dir=predictions_dir, heatmaps_dir=heatmaps_dir, images=images,
@@ -105,7 +105,7 @@ def evaluate(project: Path, predictions_dir: Path | None, heatmaps_dir: Path | N
     atomic_write_json(json_path, ev.to_dict())
     click.echo(f"\nreport: {json_path}")
     if ev.froc.n_lesions:
-        from qupath_camseg.evaluate.figures import froc_figure, save_figure
+        from qupath_camseg.evaluate import froc_figure, save_figure
 
         png = froc_plot or reports / "froc.png"
         r = ev.froc
@@ -162,14 +162,18 @@ def figure(project: Path, image: str | None, out: Path | None, region: str | Non
     if image is None and training_log is None:
         raise click.UsageError("give --image NAME (slide figure) or --training-log METRICS_JSON (training curve)")
     if training_log is not None:
-        from qupath_camseg.evaluate.figures import read_history, save_figure, training_curve_figure
+        from qupath_camseg.evaluate import (
+            read_history,
+            save_figure,
+            training_curve_figure,
+        )
 
         history = read_history(training_log)
         png = out if out is not None and image is None else training_log.with_name("training_curve.png")
         save_figure(training_curve_figure(history, title=f"Training ({training_log.parent.name})"), png)
         click.echo(f"training curve: {png}")
     if image is not None:
-        from qupath_camseg.evaluate.project import project_seed_figure
+        from qupath_camseg.evaluate import project_seed_figure
 
         png, dice = project_seed_figure(
             project, image, out=out, region_px=_parse_region(region), predictions_dir=predictions_dir,

@@ -37,8 +37,8 @@ def export_qupath(
     overwrite: bool,
 ) -> None:
     """Export MODEL_DIR as a QuPath pixel classifier (Classify › Pixel classification › Load pixel classifier)."""
-    from qupath_camseg.export.qupath_export import install_into_project, project_folder
-    from qupath_camseg.export.qupath_export import export_qupath as run_export
+    from qupath_camseg.export import export_qupath as run_export
+    from qupath_camseg.export import install_into_project, project_folder
 
     if project is not None:
         project_folder(project)  # fail before the export, not after it

@@ -155,7 +155,7 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
     """
     from qupath_camseg._dist import env_rank
     from qupath_camseg.errors import CamsegError, SlideNotFoundError
-    from qupath_camseg.predict.slide import (
+    from qupath_camseg.predict import (
         PredictOptions,
         load_model,
         predict_project,

@@ -42,7 +42,7 @@ def synth(out_dir: Path, slides: int, width: int, height: int, seed: int, mpp: f
     OUT_DIR/images/*.tif            pyramidal tiled JPEG TIFFs with pixel size
     OUT_DIR/camseg/annotations/     ground truth: class Tumor, normal islands as holes
     """
-    from qupath_camseg.synthetic.project import write_synthetic_project
+    from qupath_camseg.synthetic import write_synthetic_project
 
     if negatives > slides:
         raise click.BadParameter(f"need --slides >= 1 and 0 <= --negatives <= --slides (got {slides}, {negatives})")
@@ -61,7 +61,7 @@ def _check_on_image(file: Path, objs: list[Any], entry: Any) -> list[str]:
     import shapely
 
     from qupath_camseg.errors import CamsegError
-    from qupath_camseg.wsi.slides import open_slide
+    from qupath_camseg.wsi import open_slide
 
     if entry.path is None:
         return []
@@ -101,15 +101,15 @@ def import_annotations(project: Path, file: Path, image: str, replace: bool, doo
     PROJECT/camseg/backups/.
     """
     from qupath_camseg.errors import InvalidAnnotationError
-    from qupath_camseg.qupath.project import open_project
+    from qupath_camseg.qupath import open_project
 
     report: list[str] = []
     if file.suffix.lower() == ".xml":
-        from qupath_camseg.annotations.asap import read_asap_xml
+        from qupath_camseg.annotations import read_asap_xml
 
         objs = read_asap_xml(file, report=report)
     else:
-        from qupath_camseg.annotations.geojson import read_geojson
+        from qupath_camseg.annotations import read_geojson
 
         objs = read_geojson(file, report=report)
     for note in report:

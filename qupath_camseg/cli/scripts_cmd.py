@@ -28,7 +28,7 @@ def install_scripts(folder: Path | None) -> None:
     """
     import sys
 
-    from qupath_camseg.qupath.scripts import install_scripts as _install
+    from qupath_camseg.qupath import install_scripts as _install
 
     result = _install(folder)
     n_total = len(result.copied) + len(result.unchanged)

@@ -7,7 +7,12 @@ from typing import Any
 
 import click
 
-from qupath_camseg.cli._options import device_option, images_option, mpp_override_option, seed_option
+from qupath_camseg.cli._options import (
+    device_option,
+    images_option,
+    mpp_override_option,
+    seed_option,
+)
 
 __all__ = ["train"]
 
@@ -171,8 +176,8 @@ def train(
     import dataclasses
     import os
 
-    from qupath_camseg.train.loop import TrainConfig, default_out_dir
-    from qupath_camseg.train.loop import train as run_train
+    from qupath_camseg.train import TrainConfig, default_out_dir
+    from qupath_camseg.train import train as run_train
 
     given: dict[str, Any] = {
         "mpp": mpp,

@@ -170,7 +170,7 @@ def polygon_pixel_counts(
     :func:`qupath_camseg.annotations.masks.rasterize` (pixel centres), so memory stays bounded for whole
     slides; TN counts the rest of the box.
     """
-    from qupath_camseg.annotations.masks import rasterize
+    from qupath_camseg.annotations import rasterize
 
     x0, y0, w, h = (float(v) for v in box_px)
     ds = float(eval_mpp) / float(mpp)
@@ -325,7 +325,7 @@ def evaluation_mask_from_polygons(
     too small to cover any pixel centre still marks the pixel holding its representative point,
     so a tiny lesion becomes an (ignored) ITC rather than vanishing and turning hits into FPs.
     """
-    from qupath_camseg.annotations.masks import rasterize
+    from qupath_camseg.annotations import rasterize
 
     d = default_eval_downsample(mpp) if downsample is None else float(downsample)
     w, h = (int(v) for v in slide_size_px)

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from qupath_camseg.evaluate.detections import Detection, detect_lesions
 from qupath_camseg.errors import CamsegError, InvalidGeoJSONError, ProjectError
+from qupath_camseg.evaluate.detections import Detection, detect_lesions
 from qupath_camseg.evaluate.metrics import (
     FROCResult,
     PixelCounts,
@@ -116,7 +116,7 @@ def _is_tumor(name: str | None, wanted: Sequence[str]) -> bool:
 
 def _tumor_geoms(objs: Sequence[Any], wanted: Sequence[str], *, ours: bool | None,
                  object_types: Sequence[str] = ("annotation",)) -> list[Any]:
-    from qupath_camseg.annotations.geojson import is_ours, iter_objects, polygonal_part
+    from qupath_camseg.annotations import is_ours, iter_objects, polygonal_part
 
     out = []
     for o in iter_objects(objs):
@@ -134,7 +134,7 @@ def _class_warning(objs: Sequence[Any], found: Sequence[Any], what: str, wanted:
                    consequence: str, *, ours: bool | None) -> list[str]:
     """A warning when ``objs`` hold area annotations (ours or not, as for :func:`_tumor_geoms`)
     but none of a tumour class (``found`` empty): a class-name mismatch would pass silently."""
-    from qupath_camseg.annotations.geojson import is_ours, iter_objects
+    from qupath_camseg.annotations import is_ours, iter_objects
 
     if found:
         return []
@@ -152,7 +152,7 @@ def read_heatmap(path: str | os.PathLike[str], slide_size_px: tuple[int, int], s
     ``downsample`` is slide level-0 px per returned pixel. The finest pyramid level whose longer
     side is at most ``max_side_px`` is read. The heatmap's scale comes from its pixel size, or,
     when the file has none, from its size relative to the slide."""
-    from qupath_camseg.wsi.slides import open_slide
+    from qupath_camseg.wsi import open_slide
 
     with open_slide(path) as heat:
         if heat.has_mpp:
@@ -195,10 +195,9 @@ def evaluate_project(
     ``nms_radius_um``: heatmap → detections. Raises :class:`CamsegError` when no entry has
     predictions.
     """
-    from qupath_camseg.annotations.geojson import read_geojson
-    from qupath_camseg.annotations.masks import rasterize
-    from qupath_camseg.qupath.project import open_project
-    from qupath_camseg.wsi.slides import open_slide
+    from qupath_camseg.annotations import rasterize, read_geojson
+    from qupath_camseg.qupath import open_project
+    from qupath_camseg.wsi import open_slide
 
     wanted = tuple(c.lower() for c in tumor_classes)
     project = open_project(project_path, "r")
@@ -308,10 +307,10 @@ def project_seed_figure(
     Right panel: the heatmap (with a colour bar) when one exists and ``use_heatmap``, and the
     predicted regions. The title gives the image name and the Dice of the shown area.
     """
+    from qupath_camseg.annotations import read_geojson
     from qupath_camseg.evaluate.figures import save_figure, seed_figure
-    from qupath_camseg.annotations.geojson import read_geojson
-    from qupath_camseg.qupath.project import open_project
-    from qupath_camseg.wsi.slides import open_slide
+    from qupath_camseg.qupath import open_project
+    from qupath_camseg.wsi import open_slide
 
     wanted = tuple(c.lower() for c in tumor_classes)
     project = open_project(project_path, "r")
@@ -347,7 +346,7 @@ def project_seed_figure(
     if pred or prob is None:
         counts = polygon_pixel_counts(truth, pred, box_px=box, mpp=mpp, eval_mpp=target)
     else:
-        from qupath_camseg.annotations.masks import rasterize
+        from qupath_camseg.annotations import rasterize
 
         hh, hw = prob.shape
         t = rasterize([(g, 1) for g in truth], (0, 0, hw * heat_ds, hh * heat_ds), (hw, hh)) if truth \

@@ -29,11 +29,31 @@ import numpy as np
 import torch
 
 from qupath_camseg import __version__
-from qupath_camseg._io import atomic_write_bytes, atomic_write_json, atomic_write_text, backup_file, file_lock
-from qupath_camseg.model.bundle import load_bundle
-from qupath_camseg.errors import ModelBundleError, OutputNotWritableError, ProjectError, ProjectNotFoundError
-from qupath_camseg.export.onnx import ONNX_OPSET, ProbabilityModel, export_onnx, export_torchscript
-from qupath_camseg.export.pixel_classifier import build_pixel_classifier, set_model_uri, validate_pixel_classifier
+from qupath_camseg._io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    backup_file,
+    file_lock,
+)
+from qupath_camseg.errors import (
+    ModelBundleError,
+    OutputNotWritableError,
+    ProjectError,
+    ProjectNotFoundError,
+)
+from qupath_camseg.export.onnx import (
+    ONNX_OPSET,
+    ProbabilityModel,
+    export_onnx,
+    export_torchscript,
+)
+from qupath_camseg.export.pixel_classifier import (
+    build_pixel_classifier,
+    set_model_uri,
+    validate_pixel_classifier,
+)
+from qupath_camseg.model import load_bundle
 
 __all__ = ["QuPathExport", "export_qupath", "install_into_project", "DEFAULT_PADDING_PX", "CLASSIFIER_DIR",
            "project_folder"]

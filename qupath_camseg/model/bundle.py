@@ -139,7 +139,7 @@ def _check_class(item: Any) -> dict[str, Any]:
         raise ModelBundleError(f"each class must be {{'name': str, 'color': [r, g, b]}}, not {item!r}")
     color = item.get("color")
     if color is None:
-        from qupath_camseg.annotations.geojson import default_class_color
+        from qupath_camseg.annotations import default_class_color
 
         color = list(default_class_color(item["name"]))
     if not (

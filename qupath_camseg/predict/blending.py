@@ -351,7 +351,7 @@ def _mask_roi(data: npt.NDArray[np.uint8], roi: Any, box: tuple[int, int, int, i
     """Zero ``data`` (``(n, h, w)``, map px box ``box``) outside the level-0 ``roi``."""
     import shapely
 
-    from qupath_camseg.annotations.masks import rasterize
+    from qupath_camseg.annotations import rasterize
 
     x, y, w, h = box
     l0 = (x * ds, y * ds, w * ds, h * ds)

@@ -30,13 +30,13 @@ import shapely
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
-from qupath_camseg.predict.chunks import ChunkStore, TilePlan
-from qupath_camseg.annotations.geojson import (
+from qupath_camseg.annotations import (
     CAMSEG_METADATA,
     OUR_NAME_PREFIX,
     QPObject,
     polygonal_part,
 )
+from qupath_camseg.predict.chunks import ChunkStore, TilePlan
 
 __all__ = ["BACKGROUND_CLASS", "ChunkSummaries", "ChunkSummary", "build_objects", "summarize_chunk"]
 
@@ -71,7 +71,7 @@ def summarize_chunk(data: npt.NDArray[np.uint8], box: tuple[int, int, int, int],
     ``box = (x, y, w, h)``; ``ds`` level-0 px per map px; ``threshold_q`` the quantised threshold
     (foreground: ``data >= threshold_q``); ``measure_px`` the measurement tile in map px (a divisor
     of the chunk size, so tiles never straddle chunks)."""
-    from qupath_camseg.annotations.masks import vectorize
+    from qupath_camseg.annotations import vectorize
 
     cx, cy, w, h = box
     n = data.shape[0]

@@ -48,9 +48,13 @@ from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg._dist import Dist, env_rank, shard_by_weight
 from qupath_camseg._io import atomic_write_json, file_lock
-from qupath_camseg._runtime import default_reader_workers, device_name, resolve_device, versions
-from qupath_camseg.predict.blending import run_inference
-from qupath_camseg.predict.chunks import ChunkStore, TilePlan
+from qupath_camseg._runtime import (
+    default_reader_workers,
+    device_name,
+    resolve_device,
+    versions,
+)
+from qupath_camseg.annotations import QPObject, read_geojson, write_geojson
 from qupath_camseg.errors import (
     CamsegError,
     InvalidAnnotationError,
@@ -58,14 +62,15 @@ from qupath_camseg.errors import (
     ProjectError,
     SlideNotFoundError,
 )
-from qupath_camseg.annotations.geojson import QPObject, read_geojson, write_geojson
+from qupath_camseg.predict.blending import run_inference
+from qupath_camseg.predict.chunks import ChunkStore, TilePlan
 from qupath_camseg.predict.outputs import (
     BACKGROUND_CLASS,
     ChunkSummaries,
     build_objects,
     measure_tile_px,
 )
-from qupath_camseg.wsi.tiling import TissueFractions
+from qupath_camseg.wsi import TissueFractions
 
 __all__ = [
     "BACKGROUND_CLASS",
@@ -165,7 +170,7 @@ def load_model(model_dir: str | Path, *, device: str = "auto") -> LoadedModel:
     """Load a model folder for inference (``MODEL_DIR`` with ``model.json`` + ``model.safetensors``)."""
     import torch
 
-    from qupath_camseg.model.bundle import WEIGHTS_NAME, load_bundle
+    from qupath_camseg.model import WEIGHTS_NAME, load_bundle
 
     dev = resolve_device(device)
     model, config = load_bundle(model_dir, device=dev)
@@ -185,11 +190,11 @@ def read_roi(path: str | Path) -> BaseGeometry:
     if not p.is_file():
         raise InvalidAnnotationError(f"ROI file {p} does not exist; pass a GeoJSON or ASAP XML polygon file")
     if p.suffix.lower() == ".xml":
-        from qupath_camseg.annotations.asap import read_asap_xml
+        from qupath_camseg.annotations import read_asap_xml
 
         objs = read_asap_xml(p)
     else:
-        from qupath_camseg.annotations.geojson import read_geojson
+        from qupath_camseg.annotations import read_geojson
 
         objs = read_geojson(p)
     polys = [o.geometry for o in objs if isinstance(o.geometry, (Polygon, MultiPolygon)) and o.geometry.area > 0]
@@ -221,8 +226,7 @@ def predict_slide(
     ``options.overwrite``; an interrupted one resumes from its finished chunks. ``progress``
     receives event dicts (``start``, ``note``, ``progress``, ``done``, ``skip``).
     """
-    from qupath_camseg.wsi.slides import open_slide
-    from qupath_camseg.wsi.tissue import detect_tissue
+    from qupath_camseg.wsi import detect_tissue, open_slide
 
     opts = options or PredictOptions()
     emit = progress or (lambda event: None)
@@ -293,7 +297,7 @@ def predict_slide(
                 t0 = time.perf_counter()
                 from concurrent.futures import ThreadPoolExecutor
 
-                from qupath_camseg.wsi.heatmap import write_heatmap
+                from qupath_camseg.wsi import write_heatmap
 
                 def heat_tile(r: int, c: int) -> np.ndarray | None:
                     return store.read(r, c)[ti] if store.has(r, c) else None
@@ -347,7 +351,7 @@ def _dilated(tissue: Any) -> Any:
     """The tissue mask grown by one mask pixel (keeps tumour at the very edge of the tissue)."""
     from scipy import ndimage
 
-    from qupath_camseg.wsi.tissue import TissueMask
+    from qupath_camseg.wsi import TissueMask
 
     return TissueMask(ndimage.binary_dilation(tissue.mask, np.ones((3, 3), bool)), tissue.downsample)
 
@@ -413,7 +417,7 @@ def predict_project(
     results into the project hierarchy (a single writer, so the project lock never sees two),
     returns the results of all images and raises the summary error; the others return their own.
     """
-    from qupath_camseg.qupath.project import open_project
+    from qupath_camseg.qupath import open_project
 
     opts = options or PredictOptions()
     emit = progress or (lambda event: None)
@@ -509,7 +513,7 @@ def _result_from_report(out_dir: Path, entry: Any, *, skipped: bool) -> PredictR
 
 def _write_back(project_path: Path, entry_id: str, objs: list[QPObject], emit: Progress, image: str) -> None:
     """Our objects into the QuPath hierarchy through the paquo door, if QuPath is installed."""
-    from qupath_camseg.qupath.paquo_project import find_qupath_installation
+    from qupath_camseg.qupath import find_qupath_installation
 
     folder, reason = find_qupath_installation()
     if folder is None:
@@ -517,7 +521,7 @@ def _write_back(project_path: Path, entry_id: str, objs: list[QPObject], emit: P
               "message": f"results not written into the QuPath project hierarchy ({reason}); "
                          "import predictions/*.geojson in QuPath or run the Groovy bridge"})
         return
-    from qupath_camseg.qupath.project import open_project
+    from qupath_camseg.qupath import open_project
 
     with open_project(project_path, "r+", door="paquo") as proj:
         backup = proj.write_objects(entry_id, objs)

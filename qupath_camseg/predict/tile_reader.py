@@ -99,7 +99,7 @@ class TileReader:
     def _slide(self) -> Any:
         slide = getattr(self._local, "slide", None)
         if slide is None:
-            from qupath_camseg.wsi.slides import open_slide
+            from qupath_camseg.wsi import open_slide
 
             slide = open_slide(self.path, mpp=self.mpp_override)
             self._local.slide = slide
@@ -108,25 +108,25 @@ class TileReader:
         return slide
 
     def _block_px(self, slide: Any, level: int) -> tuple[int, int]:
-        stored = slide._stored_tile_px(level)
+        stored = slide.stored_tile_px(level)
         if stored is None or not (64 <= min(stored) and max(stored) <= 4096):
             return 512, 512  # still aligned to any power-of-two tiling up to 512
         return stored
 
     def read(self, ty: int, tx: int) -> npt.NDArray[np.uint8]:
         """Tile ``(row, col)`` as RGB ``uint8 (tile_px, tile_px, 3)``; outside the slide is white."""
-        from qupath_camseg.wsi.slides import _resample
+        from qupath_camseg.wsi import resample
 
         slide = self._slide()
         p, t = self.plan, self.plan.tile_px
         box = (p.tile_origin(tx) * p.ds, p.tile_origin(ty) * p.ds, t * p.ds, t * p.ds)
         if BLOCK_CACHE_BYTES <= 0:  # cache off (benchmarks compare with it)
             return slide.read_region_mpp(box, self.model_mpp, out_size=(t, t))
-        level, (x, y, w, h), src, size = slide._mpp_geometry(box, self.model_mpp, (t, t))
-        return _resample(self._region(slide, level, x, y, w, h), src, size)
+        level, (x, y, w, h), src, size = slide.mpp_geometry(box, self.model_mpp, (t, t))
+        return resample(self._region(slide, level, x, y, w, h), src, size)
 
     def _region(self, slide: Any, level: int, x: int, y: int, w: int, h: int) -> npt.NDArray[np.uint8]:
-        """Level pixels ``[x, x+w) × [y, y+h)`` (as ``Slide._read_level``) from cached blocks."""
+        """Level pixels ``[x, x+w) × [y, y+h)`` (as ``Slide.read_level``) from cached blocks."""
         bw, bh = self._block_px(slide, level)
         if self._cache is None:
             with self._lock:
@@ -140,7 +140,7 @@ class TileReader:
         out = np.empty((h, w, 3), dtype=np.uint8)
         for by in range(y // bh, (y + h - 1) // bh + 1):
             for bx in range(x // bw, (x + w - 1) // bw + 1):
-                block = cache.get((level, bx, by), lambda bx=bx, by=by: slide._read_level(level, bx * bw, by * bh, bw, bh))
+                block = cache.get((level, bx, by), lambda bx=bx, by=by: slide.read_level(level, bx * bw, by * bh, bw, bh))
                 x0, y0 = max(x, bx * bw), max(y, by * bh)
                 x1, y1 = min(x + w, (bx + 1) * bw), min(y + h, (by + 1) * bh)
                 out[y0 - y:y1 - y, x0 - x:x1 - x] = block[y0 - by * bh:y1 - by * bh, x0 - bx * bw:x1 - bx * bw]

@@ -100,7 +100,7 @@ def find_qupath_installation() -> tuple[Path | None, str]:
 
 
 def _is_ours_name(name: str | None) -> bool:
-    from qupath_camseg.annotations.geojson import OUR_NAME_PREFIX
+    from qupath_camseg.annotations import OUR_NAME_PREFIX
 
     return bool(name) and str(name).startswith(OUR_NAME_PREFIX)
 
@@ -184,7 +184,7 @@ class PaquoProject(_ProjectBase):
     def write_objects(self, entry: str | ProjectEntry, objs: Iterable[Any], *, keep_user: bool = True) -> Path | None:
         """Replace our objects of ``entry`` in the hierarchy by ``objs`` (annotations, detections,
         tiles; cells are written as detections). Backs up first; returns the backup folder."""
-        from qupath_camseg.annotations.geojson import is_ours
+        from qupath_camseg.annotations import is_ours
 
         e, img = self._writable_entry(entry)
         backup = self._backup(e)
@@ -202,7 +202,7 @@ class PaquoProject(_ProjectBase):
 
     def add_annotations(self, entry: str | ProjectEntry, objs: Iterable[Any]) -> Path | None:
         """Add ``objs`` to the entry's hierarchy, keeping everything there (backup first)."""
-        from qupath_camseg.annotations.geojson import is_ours
+        from qupath_camseg.annotations import is_ours
 
         e, img = self._writable_entry(entry)
         backup = self._backup(e)
@@ -254,7 +254,8 @@ class PaquoProject(_ProjectBase):
     @staticmethod
     def _add(h: Any, obj: Any, *, mark: bool) -> None:
         from paquo.classes import QuPathPathClass
-        from qupath_camseg.annotations.geojson import default_class_color
+
+        from qupath_camseg.annotations import default_class_color
 
         pc = None
         if obj.classification:
@@ -270,7 +271,7 @@ class PaquoProject(_ProjectBase):
         else:
             raise ProjectError(f"cannot write a {kind!r} object into QuPath; use annotation, detection or tile")
         if mark and not _is_ours_name(obj.name):
-            from qupath_camseg.annotations.geojson import OUR_NAME_PREFIX
+            from qupath_camseg.annotations import OUR_NAME_PREFIX
 
             new.name = f"{OUR_NAME_PREFIX} {obj.name or obj.classification or kind}"
         else:
@@ -279,7 +280,7 @@ class PaquoProject(_ProjectBase):
 
 def _to_qpobject(obj: Any, object_type: str) -> Any:
     """A paquo path object → :class:`~qupath_camseg.annotations.geojson.QPObject` (ours restored from the name)."""
-    from qupath_camseg.annotations.geojson import CAMSEG_METADATA, QPObject
+    from qupath_camseg.annotations import CAMSEG_METADATA, QPObject
 
     pc = obj.path_class
     name = obj.name

@@ -404,7 +404,7 @@ class FileProject(_ProjectBase):
 
     def read_annotations(self, entry: str | ProjectEntry) -> list[Any]:
         """The entry's objects (list of :class:`~qupath_camseg.annotations.geojson.QPObject`); ``[]`` if none."""
-        from qupath_camseg.annotations.geojson import read_geojson
+        from qupath_camseg.annotations import read_geojson
 
         f = self.annotations_file(entry)
         return read_geojson(f) if f.is_file() else []
@@ -412,7 +412,7 @@ class FileProject(_ProjectBase):
     def write_annotations(self, entry: str | ProjectEntry, objs: Iterable[Any], *, keep_user: bool = True) -> Path | None:
         """Replace *our* objects of ``entry`` by ``objs``; the user's objects are kept unless
         ``keep_user=False``. The previous file is backed up first; returns the backup (or None)."""
-        from qupath_camseg.annotations.geojson import is_ours
+        from qupath_camseg.annotations import is_ours
 
         self._check_writable()
         current = self.read_annotations(entry)
@@ -427,7 +427,7 @@ class FileProject(_ProjectBase):
     write_objects = write_annotations
 
     def _save_annotations(self, entry: str | ProjectEntry, objs: list[Any]) -> Path | None:
-        from qupath_camseg.annotations.geojson import write_geojson
+        from qupath_camseg.annotations import write_geojson
 
         f = self.annotations_file(entry)
         backup = backup_file(f, backup_dir=self.camseg_dir / "backups") if f.is_file() else None
@@ -524,7 +524,7 @@ class ImageInfo:
 def read_image_info(path: str | os.PathLike[str]) -> ImageInfo | None:
     """:class:`ImageInfo` of a slide file (via :mod:`qupath_camseg.wsi.slides`), None if unreadable."""
     from qupath_camseg.errors import CamsegError
-    from qupath_camseg.wsi.slides import open_slide
+    from qupath_camseg.wsi import open_slide
 
     try:
         with open_slide(path) as slide:

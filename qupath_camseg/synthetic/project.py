@@ -46,10 +46,18 @@ def write_synthetic_project(out_dir: str | os.PathLike[str], *, slides: int, wid
     ``"auto"``/``"paquo"``), into the QuPath hierarchy too. Atomic: built in a temporary sibling
     folder and renamed into place. A non-empty ``out_dir`` is refused unless ``overwrite``.
     """
-    from qupath_camseg.errors import OutputNotWritableError, ProjectExistsError, QuPathNotFoundError
-    from qupath_camseg.annotations.geojson import QPObject
-    from qupath_camseg.qupath.paquo_project import PaquoProject, find_qupath_installation
-    from qupath_camseg.qupath.project import ImageInfo, create_project
+    from qupath_camseg.annotations import QPObject
+    from qupath_camseg.errors import (
+        OutputNotWritableError,
+        ProjectExistsError,
+        QuPathNotFoundError,
+    )
+    from qupath_camseg.qupath import (
+        ImageInfo,
+        PaquoProject,
+        create_project,
+        find_qupath_installation,
+    )
     from qupath_camseg.synthetic.slides import pyramid_dimensions, write_synthetic_slide
 
     if slides < 1 or not 0 <= negatives <= slides:

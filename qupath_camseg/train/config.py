@@ -11,10 +11,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from qupath_camseg.errors import InvalidSettingsError
+from qupath_camseg.model import input_multiple, normalize_arch
 from qupath_camseg.train.augment import AugmentConfig
 from qupath_camseg.train.data import SamplingConfig
-from qupath_camseg.errors import InvalidSettingsError
-from qupath_camseg.model.networks import input_multiple, normalize_arch
 
 __all__ = ["FIXED_ON_RESUME", "TrainConfig"]
 

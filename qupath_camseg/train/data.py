@@ -35,7 +35,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.strtree import STRtree
 
 from qupath_camseg.train.augment import IDENTITY_PARAMS, AugmentConfig, augment_tile
-from qupath_camseg.wsi.tiling import level0_size, tissue_tiles
+from qupath_camseg.wsi import level0_size, tissue_tiles
 
 __all__ = [
     "IGNORE_INDEX",
@@ -115,7 +115,7 @@ class LabelledImage:
         to the box plus one output pixel, so the cost follows the vertices inside the tile: every
         pixel centre lies inside that rectangle, so it is labelled as by the whole shape.
         """
-        from qupath_camseg.annotations.masks import rasterize
+        from qupath_camseg.annotations import rasterize
 
         if self._tree is None:
             return np.full((out_size[1], out_size[0]), self.fill, np.uint8)
@@ -162,8 +162,7 @@ def build_shapes(
     annotated inside a larger region wins), ``Ignore*`` last. Classes in ``background_classes``
     (any other named class) paint 0. Returns ``(shapes, regions)``.
     """
-    from qupath_camseg.annotations.geojson import iter_objects
-    from qupath_camseg.annotations.masks import is_ignore_class
+    from qupath_camseg.annotations import is_ignore_class, iter_objects
 
     labelled: list[tuple[Any, int]] = []
     ignored: list[tuple[Any, int]] = []
@@ -206,8 +205,7 @@ def prepare_image(
     mpp_override: float | None = None,
 ) -> LabelledImage:
     """Open a slide once: pixel size, tissue mask and tissue tile origins; build its labels."""
-    from qupath_camseg.wsi.slides import open_slide
-    from qupath_camseg.wsi.tissue import detect_tissue
+    from qupath_camseg.wsi import detect_tissue, open_slide
 
     with open_slide(path, mpp=mpp_override) as slide:
         slide_mpp = float(slide.mpp)
@@ -271,7 +269,7 @@ class _SlideReader:
         return state
 
     def read(self, index: int, box_px: tuple[int, int, int, int]) -> npt.NDArray[np.uint8]:
-        from qupath_camseg.wsi.slides import open_slide
+        from qupath_camseg.wsi import open_slide
 
         if self._pid != os.getpid():  # forked worker: never share the parent's file handles
             self._handles, self._pid = {}, os.getpid()
@@ -434,7 +432,7 @@ class TrainingData:
 
 def _usable(objs: Sequence[Any]) -> list[Any]:
     """The user's area annotations (our own predictions are never training labels)."""
-    from qupath_camseg.annotations.geojson import is_ours, iter_objects
+    from qupath_camseg.annotations import is_ours, iter_objects
 
     return [
         o
@@ -479,10 +477,13 @@ def collect_images(
     from or a class is unknown, :class:`~qupath_camseg.errors.ProjectError` for unknown image
     names, and slide errors (missing image, missing mpp) from the slides module.
     """
+    from qupath_camseg.annotations import (
+        default_class_color,
+        is_ignore_class,
+        iter_objects,
+    )
     from qupath_camseg.errors import InvalidAnnotationError, ProjectError
-    from qupath_camseg.annotations.geojson import default_class_color, iter_objects
-    from qupath_camseg.annotations.masks import is_ignore_class
-    from qupath_camseg.qupath.project import open_project
+    from qupath_camseg.qupath import open_project
 
     project = open_project(project_path, "r")
     try:

@@ -34,9 +34,16 @@ import torch
 import torch.nn.functional as F
 
 from qupath_camseg._dist import Dist as _Dist
-from qupath_camseg._runtime import default_loader_workers, resolve_device, shm_free_bytes, workers_fitting_shm
+from qupath_camseg._runtime import (
+    default_loader_workers,
+    resolve_device,
+    shm_free_bytes,
+    workers_fitting_shm,
+)
+from qupath_camseg.errors import TrainingDivergedError
+from qupath_camseg.model import ModelConfig, build_model, normalize_arch, save_bundle
 from qupath_camseg.train.augment import photometric
-from qupath_camseg.model.bundle import ModelConfig, save_bundle
+from qupath_camseg.train.config import TrainConfig
 from qupath_camseg.train.data import (
     IGNORE_INDEX,
     TileSampler,
@@ -45,9 +52,6 @@ from qupath_camseg.train.data import (
     collect_images,
     val_tiles,
 )
-from qupath_camseg.errors import TrainingDivergedError
-from qupath_camseg.model.networks import build_model, normalize_arch
-from qupath_camseg.train.config import TrainConfig
 from qupath_camseg.train.run_folder import (
     CHECKPOINT_NAME,
     default_out_dir,

@@ -22,9 +22,9 @@ from qupath_camseg import __version__
 from qupath_camseg._dist import Dist as _Dist
 from qupath_camseg._io import atomic_write_bytes, atomic_write_json
 from qupath_camseg._runtime import versions
-from qupath_camseg.train.data import TrainingData
 from qupath_camseg.errors import ModelBundleError, OutputNotWritableError
 from qupath_camseg.train.config import FIXED_ON_RESUME, TrainConfig
+from qupath_camseg.train.data import TrainingData
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -235,7 +235,7 @@ def training_summary(
 def write_metrics(
     out: Path, history: list[dict[str, Any]], config: TrainConfig, run: TrainingData, state: dict[str, Any]
 ) -> None:
-    from qupath_camseg.evaluate.figures import save_figure, training_curve_figure
+    from qupath_camseg.evaluate import save_figure, training_curve_figure
 
     best = max((r for r in history if r.get("best")), key=lambda r: r["step"], default=None)
     split = {"train": [i.name for i in run.train_images], "val": [i.name for i in run.val_images]}

@@ -1,1 +1,18 @@
-"""(stage)"""
+"""Slides by physical pixel size (the only tiffslide/openslide import), tissue masks, tile grids
+and heatmap TIFFs: the first stage of slide → tiles → model → predictions → QuPath objects.
+
+Public names are imported lazily on first use (``lazy_loader``), so importing one module of
+this folder does not import the others (worker processes stay light).
+"""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "heatmap": ["heatmap_levels", "write_heatmap"],
+        "slides": ["BACKENDS", "Slide", "open_slide", "resample"],
+        "tiling": ["Box", "TissueFractions", "level0_size", "tile_grid", "tissue_fractions", "tissue_tiles"],
+        "tissue": ["TissueMask", "detect_tissue", "summed_area_table", "tissue_mask_from_rgb"],
+    },
+)

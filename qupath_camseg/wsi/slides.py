@@ -45,7 +45,7 @@ from PIL import Image
 
 from qupath_camseg.errors import MissingMppError, SlideNotFoundError, SlideReadError
 
-__all__ = ["Slide", "open_slide", "BACKENDS"]
+__all__ = ["Slide", "open_slide", "resample", "BACKENDS"]
 
 BACKENDS = ("auto", "tiffslide", "openslide")
 _MPP_RANGE = (0.01, 20.0)
@@ -72,7 +72,7 @@ def _to_rgb(arr: npt.NDArray[Any]) -> RGB:
     return np.ascontiguousarray(arr[..., :3])
 
 
-def _resample(region: RGB, src: tuple[float, float, float, float], out_size: tuple[int, int]) -> RGB:
+def resample(region: RGB, src: tuple[float, float, float, float], out_size: tuple[int, int]) -> RGB:
     """``region`` resampled so that its sub-box ``src`` (x0, y0, x1, y1 in region px) fills
     ``out_size=(w, h)``: area (box) filter when shrinking, bilinear when enlarging."""
     if region.shape[1] == out_size[0] and region.shape[0] == out_size[1] and src == (0, 0, out_size[0], out_size[1]):
@@ -203,7 +203,7 @@ class Slide:
         ok = [i for i, d in enumerate(self.level_downsamples) if d <= wanted]
         return max(ok, key=lambda i: self.level_downsamples[i]) if ok else 0
 
-    def _read_level(self, level: int, x: int, y: int, w: int, h: int) -> RGB:
+    def read_level(self, level: int, x: int, y: int, w: int, h: int) -> RGB:
         """Level pixels [x, x+w) × [y, y+h) (level coordinates, QuPath frame); outside = white."""
         out = np.full((h, w, 3), 255, np.uint8)
         lw, lh = self.level_dimensions[level]
@@ -280,7 +280,7 @@ class Slide:
             raise ValueError(f"level must be in 0..{self.level_count - 1} (got {level})")
         ds = self.level_downsamples[level]
         w, h = (int(v) for v in size_px)
-        return self._read_level(level, int(math.floor(location_px[0] / ds)), int(math.floor(location_px[1] / ds)), w, h)
+        return self.read_level(level, int(math.floor(location_px[0] / ds)), int(math.floor(location_px[1] / ds)), w, h)
 
     def read_region_mpp(self, box_px: tuple[float, float, float, float], target_mpp: float, *,
                         out_size: tuple[int, int] | None = None) -> RGB:
@@ -290,14 +290,14 @@ class Slide:
         ``out_size=(w, h)``. Reads the best level (:meth:`best_level_for_mpp`) and resamples with
         an area (box) filter, exact to sub-pixel offsets; upsampling is bilinear.
         """
-        level, (ix0, iy0, w, h), src, size = self._mpp_geometry(box_px, target_mpp, out_size)
-        return _resample(self._read_level(level, ix0, iy0, w, h), src, size)
+        level, (ix0, iy0, w, h), src, size = self.mpp_geometry(box_px, target_mpp, out_size)
+        return resample(self.read_level(level, ix0, iy0, w, h), src, size)
 
-    def _mpp_geometry(self, box_px: tuple[float, float, float, float], target_mpp: float,
+    def mpp_geometry(self, box_px: tuple[float, float, float, float], target_mpp: float,
                       out_size: tuple[int, int] | None) -> tuple[int, tuple[int, int, int, int],
                                                                 tuple[float, float, float, float], tuple[int, int]]:
         """What :meth:`read_region_mpp` reads: ``(level, (x, y, w, h) level px, src box in that
-        region, out_size)``; the result is ``_resample(_read_level(level, x, y, w, h), src, out_size)``
+        region, out_size)``; the result is ``resample(read_level(level, x, y, w, h), src, out_size)``
         (so a caller may cut the region from a larger read and get identical pixels)."""
         x, y, bw, bh = (float(v) for v in box_px)
         if bw <= 0 or bh <= 0:
@@ -313,7 +313,7 @@ class Slide:
         src = (lx0 - ix0, ly0 - iy0, lx1 - ix0, ly1 - iy0)
         return level, (ix0, iy0, ix1 - ix0, iy1 - iy0), src, (int(out_size[0]), int(out_size[1]))
 
-    def _stored_tile_px(self, level: int) -> tuple[int, int] | None:
+    def stored_tile_px(self, level: int) -> tuple[int, int] | None:
         """``(w, h)`` of the file's stored tiles at ``level`` when the backend reports them."""
         prefix = "openslide" if self.backend == "openslide" else "tiffslide"
         w = _float_or_none(self.properties.get(f"{prefix}.level[{level}].tile-width"))

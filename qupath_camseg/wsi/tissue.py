@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import shapely
-from shapely.geometry import MultiPolygon, Polygon
 from scipy import ndimage
+from shapely.geometry import MultiPolygon, Polygon
 from skimage import filters, measure, morphology
 
 from qupath_camseg.wsi.slides import Slide
