@@ -5,13 +5,15 @@ This is the only module that imports :mod:`paquo`, and it does so inside functio
 asks paquo's own finder (``paquo.jpype_backend.find_qupath`` with paquo's settings:
 ``PAQUO_QUPATH_DIR``, ``.paquo.toml``, the default search folders) and never starts the JVM.
 
-:class:`PaquoProject` has the interface of :class:`~qupath_camseg.qupath.project.FileProject`, but reads
-annotations from, and writes objects into, the QuPath object hierarchy (``data/<id>/data.qpdata``)
-so they show in QuPath as soon as the project is reopened. paquo exposes no per-object metadata,
-so here the name alone marks our objects: they are written with a name starting with
-:data:`~qupath_camseg.annotations.geojson.OUR_NAME_PREFIX` (``camseg Tumor``, ``camseg tile``), the same rule
-as :func:`~qupath_camseg.annotations.geojson.is_ours` and the Groovy bridge; rewriting removes only those. The project file and the entry's
-data file are backed up to ``<project>/camseg/backups/`` before each write.
+:class:`PaquoProject` implements :class:`~qupath_camseg.qupath.entries.Project` (as
+:class:`~qupath_camseg.qupath.file_project.FileProject` does), but reads annotations from, and
+writes objects into, the QuPath object hierarchy (``data/<id>/data.qpdata``) so they show in
+QuPath as soon as the project is reopened. paquo exposes no per-object metadata, so here the name
+alone marks our objects: they are written with a name starting with
+:data:`~qupath_camseg.annotations.objects.OUR_NAME_PREFIX` (``camseg Tumor``, ``camseg tile``), the
+same rule as :func:`~qupath_camseg.annotations.objects.is_ours` and the Groovy bridge; rewriting
+removes only those. The project file and the entry's data file are backed up to
+``<project>/camseg/backups/`` before each write.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from qupath_camseg._io import backup_file
+from qupath_camseg.annotations import (
+    CAMSEG_METADATA,
+    OUR_NAME_PREFIX,
+    QPObject,
+    default_class_color,
+    is_ours,
+)
 from qupath_camseg.errors import (
     ImageMissingError,
     ProjectError,
@@ -32,12 +41,8 @@ from qupath_camseg.errors import (
     ProjectNotFoundError,
     QuPathNotFoundError,
 )
-from qupath_camseg.qupath.project import (
-    ProjectEntry,
-    _ProjectBase,
-    resolve_image,
-    uri_to_path,
-)
+from qupath_camseg.qupath.entries import Mode, Project, ProjectEntry
+from qupath_camseg.qupath.uris import resolve_image, uri_to_path
 
 __all__ = ["find_qupath_installation", "PaquoProject", "PAQUO_API"]
 
@@ -100,32 +105,24 @@ def find_qupath_installation() -> tuple[Path | None, str]:
 
 
 def _is_ours_name(name: str | None) -> bool:
-    from qupath_camseg.annotations import OUR_NAME_PREFIX
-
     return bool(name) and str(name).startswith(OUR_NAME_PREFIX)
 
 
-class PaquoProject(_ProjectBase):
-    """A QuPath project opened with paquo (QuPath's Java code). Same interface as
-    :class:`~qupath_camseg.qupath.project.FileProject`; modes ``"r"``, ``"r+"``, ``"x"``."""
+class PaquoProject(Project):
+    """A QuPath project opened with paquo (QuPath's Java code): a
+    :class:`~qupath_camseg.qupath.entries.Project`; modes ``"r"``, ``"r+"``, ``"x"``."""
 
     door = "paquo"
 
-    def __init__(self, path: str | os.PathLike[str], mode: str = "r") -> None:
-        if mode not in ("r", "r+", "x"):
-            raise ValueError(f"mode must be 'r', 'r+' or 'x', not {mode!r}")
+    def __init__(self, path: str | os.PathLike[str], mode: Mode = "r") -> None:
+        super().__init__(path, mode)
         folder, reason = find_qupath_installation()
         if folder is None:
             raise QuPathNotFoundError(f"the paquo door needs QuPath: {reason}")
-        p = Path(path).expanduser().absolute()
-        self.qpproj = p if p.suffix == ".qpproj" else p / "project.qpproj"
-        self.path = self.qpproj.parent
-        self.mode = mode
         if mode != "x" and not self.qpproj.is_file():
             raise ProjectNotFoundError(f"no QuPath project at {self.qpproj}; pass a project folder or its project.qpproj")
         if mode == "x" and self.qpproj.exists():
             raise ProjectExistsError(f"{self.qpproj} already exists; choose an empty folder or open it with mode 'r+'")
-        self._stack = contextlib.ExitStack()
         if mode == "r+":  # for "x" the lock comes after QuPath made the project (it wants an empty folder)
             self._lock()
         from paquo.projects import QuPathProject
@@ -160,32 +157,29 @@ class PaquoProject(_ProjectBase):
             entries.append(e)
         self._entries = entries
 
-    # -- the FileProject interface
-    @property
-    def camseg_dir(self) -> Path:
-        return self.path / "camseg"
-
+    # -- the Project interface
     @property
     def version(self) -> str | None:
+        """The QuPath version string stored in the project."""
         return self._qp.version
 
     @property
     def path_classes(self) -> list[tuple[str, tuple[int, int, int] | None]]:
+        """QuPath's class list as ``[(name, (r, g, b) or None)]``."""
         out = []
         for pc in self._qp.path_classes:
             out.append((pc.name, tuple(pc.color.to_rgb()) if pc.color is not None else None))
         return out
 
-    def read_annotations(self, entry: str | ProjectEntry) -> list[Any]:
+    def read_annotations(self, entry: str | ProjectEntry) -> list[QPObject]:
         """The entry's annotations from the QuPath hierarchy, as :class:`QPObject`."""
         img = self._images[self.entry(entry).entry_id]
         return [_to_qpobject(a, "annotation") for a in img.hierarchy.annotations]
 
-    def write_objects(self, entry: str | ProjectEntry, objs: Iterable[Any], *, keep_user: bool = True) -> Path | None:
+    def write_annotations(self, entry: str | ProjectEntry, objs: Iterable[QPObject], *,
+                          keep_user: bool = True) -> Path | None:
         """Replace our objects of ``entry`` in the hierarchy by ``objs`` (annotations, detections,
         tiles; cells are written as detections). Backs up first; returns the backup folder."""
-        from qupath_camseg.annotations import is_ours
-
         e, img = self._writable_entry(entry)
         backup = self._backup(e)
         h = img.hierarchy
@@ -198,12 +192,8 @@ class PaquoProject(_ProjectBase):
         self._qp.save()
         return backup
 
-    write_annotations = write_objects
-
-    def add_annotations(self, entry: str | ProjectEntry, objs: Iterable[Any]) -> Path | None:
+    def add_annotations(self, entry: str | ProjectEntry, objs: Iterable[QPObject]) -> Path | None:
         """Add ``objs`` to the entry's hierarchy, keeping everything there (backup first)."""
-        from qupath_camseg.annotations import is_ours
-
         e, img = self._writable_entry(entry)
         backup = self._backup(e)
         for obj in objs:
@@ -230,10 +220,6 @@ class PaquoProject(_ProjectBase):
         return self.entry(str(img.entry_id))
 
     # -- internals
-    def _check_writable(self) -> None:
-        if self.mode == "r":
-            raise ProjectError(f"{self.qpproj} is open read-only; open it with mode 'r+' to change it")
-
     def _writable_entry(self, entry: str | ProjectEntry) -> tuple[ProjectEntry, Any]:
         self._check_writable()
         e = self.entry(entry)
@@ -252,10 +238,8 @@ class PaquoProject(_ProjectBase):
         return folder
 
     @staticmethod
-    def _add(h: Any, obj: Any, *, mark: bool) -> None:
+    def _add(h: Any, obj: QPObject, *, mark: bool) -> None:
         from paquo.classes import QuPathPathClass
-
-        from qupath_camseg.annotations import default_class_color
 
         pc = None
         if obj.classification:
@@ -271,17 +255,13 @@ class PaquoProject(_ProjectBase):
         else:
             raise ProjectError(f"cannot write a {kind!r} object into QuPath; use annotation, detection or tile")
         if mark and not _is_ours_name(obj.name):
-            from qupath_camseg.annotations import OUR_NAME_PREFIX
-
             new.name = f"{OUR_NAME_PREFIX} {obj.name or obj.classification or kind}"
         else:
             new.name = obj.name
 
 
-def _to_qpobject(obj: Any, object_type: str) -> Any:
-    """A paquo path object → :class:`~qupath_camseg.annotations.geojson.QPObject` (ours restored from the name)."""
-    from qupath_camseg.annotations import CAMSEG_METADATA, QPObject
-
+def _to_qpobject(obj: Any, object_type: str) -> QPObject:
+    """A paquo path object → :class:`~qupath_camseg.annotations.objects.QPObject` (ours restored from the name)."""
     pc = obj.path_class
     name = obj.name
     ours = _is_ours_name(name)
