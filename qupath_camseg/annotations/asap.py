@@ -38,10 +38,11 @@ from shapely.geometry import MultiPoint, MultiPolygon, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg._io import atomic_write_bytes
-from qupath_camseg.annotations.geojson import (
+from qupath_camseg.annotations.objects import (
     QPObject,
     default_class_color,
     iter_objects,
+    pass_on_notes,
     polygonal_part,
 )
 from qupath_camseg.errors import InvalidXMLError
@@ -134,51 +135,78 @@ def read_asap_xml(path: str | os.PathLike[str], *, report: list[str] | None = No
     exclusions: list[tuple[BaseGeometry, str]] = []
     for i, ann in enumerate(root.iter("Annotation")):
         name = ann.get("Name") or f"Annotation {i}"
-        where = f"{path}: annotation {i} ({name[:40]})"
-        kind = (ann.get("Type") or "Polygon").strip()
         group = (ann.get("PartOfGroup") or "None").strip()
-        pts = _vertices(ann, where)
-        geom: BaseGeometry | None
-        if kind == "Dot":
-            geom = Point(pts[0]) if pts else None
-            notes.append(f"{where}: Dot read as a point (no area)")
-        elif kind == "PointSet":
-            geom = MultiPoint(pts) if pts else None
-            notes.append(f"{where}: PointSet read as points (no area)")
-        else:
-            if kind not in ("Polygon", "Rectangle", "Spline"):
-                notes.append(f"{where}: unknown Type {kind[:20]!r} read as a polygon")
-            if kind == "Rectangle" and len(pts) == 2:
-                (x0, y0), (x1, y1) = pts
-                pts = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
-            if len(set(pts)) < 3:
-                notes.append(f"{where}: fewer than 3 distinct vertices; dropped")
-                continue
-            raw = Polygon(pts)
-            geom = polygonal_part(raw)
-            if geom is None:
-                notes.append(f"{where}: zero-area polygon dropped")
-                continue
-            if not raw.is_valid:
-                notes.append(f"{where}: invalid polygon ({shapely.is_valid_reason(raw)}) "
-                             "repaired with make_valid")
+        geom = _geometry(ann, f"{path}: annotation {i} ({name[:40]})", notes)
         if geom is None:
-            notes.append(f"{where}: no coordinates; dropped")
             continue
-        gkey = group.lower()
-        if gkey in EXCLUSION_GROUPS and geom.area > 0:
+        if group.lower() in EXCLUSION_GROUPS and geom.area > 0:
             exclusions.append((geom, group))
             continue
-        if gkey in POSITIVE_GROUPS:
-            cls: str | None = TUMOR_CLASS
-            color = default_class_color(TUMOR_CLASS)
-        elif gkey in ("none", ""):
-            cls, color = None, None
-        else:
-            cls = group
-            color = group_colors.get(group) or _hex_color(ann.get("Color")) or default_class_color(group)
+        cls, color = _class_and_color(group, ann.get("Color"), group_colors)
         objects.append(QPObject(geometry=geom, classification=cls, color=color, name=name,
                                 metadata={"asap_group": group}))
+    _subtract_exclusions(objects, exclusions, path, notes)
+    objects = _drop_emptied(objects, path, notes)
+    pass_on_notes(notes, report, log)
+    return objects
+
+
+def _geometry(ann: ET.Element, where: str, notes: list[str]) -> BaseGeometry | None:
+    """The annotation's shape (level-0 px) by its ``Type``; None (noted) when there is none."""
+    kind = (ann.get("Type") or "Polygon").strip()
+    pts = _vertices(ann, where)
+    geom: BaseGeometry | None
+    if kind == "Dot":
+        geom = Point(pts[0]) if pts else None
+        notes.append(f"{where}: Dot read as a point (no area)")
+    elif kind == "PointSet":
+        geom = MultiPoint(pts) if pts else None
+        notes.append(f"{where}: PointSet read as points (no area)")
+    else:
+        return _polygon(pts, kind, where, notes)
+    if geom is None:
+        notes.append(f"{where}: no coordinates; dropped")
+    return geom
+
+
+def _polygon(pts: list[tuple[float, float]], kind: str, where: str, notes: list[str]) -> BaseGeometry | None:
+    """The polygon through ``pts`` (a two-point ``Rectangle``: its corners), repaired when
+    self-intersecting; None when it has fewer than 3 distinct vertices or no area (noted)."""
+    if kind not in ("Polygon", "Rectangle", "Spline"):
+        notes.append(f"{where}: unknown Type {kind[:20]!r} read as a polygon")
+    if kind == "Rectangle" and len(pts) == 2:
+        (x0, y0), (x1, y1) = pts
+        pts = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+    if len(set(pts)) < 3:
+        notes.append(f"{where}: fewer than 3 distinct vertices; dropped")
+        return None
+    raw = Polygon(pts)
+    geom = polygonal_part(raw)
+    if geom is None:
+        notes.append(f"{where}: zero-area polygon dropped")
+        return None
+    if not raw.is_valid:
+        notes.append(f"{where}: invalid polygon ({shapely.is_valid_reason(raw)}) "
+                     "repaired with make_valid")
+    return geom
+
+
+def _class_and_color(group: str, ann_color: str | None,
+                     group_colors: dict[str, tuple[int, int, int] | None]) -> tuple[str | None, tuple[int, int, int] | None]:
+    """Class and colour of an annotation of ``group``: tumour groups → ``Tumor``; ``None`` →
+    unclassified; any other group keeps its name (colour of the group, else of the annotation)."""
+    gkey = group.lower()
+    if gkey in POSITIVE_GROUPS:
+        return TUMOR_CLASS, default_class_color(TUMOR_CLASS)
+    if gkey in ("none", ""):
+        return None, None
+    return group, group_colors.get(group) or _hex_color(ann_color) or default_class_color(group)
+
+
+def _subtract_exclusions(objects: list[QPObject], exclusions: list[tuple[BaseGeometry, str]], path: Path,
+                         notes: list[str]) -> None:
+    """Cut each ``_2`` outline out of the tumour polygons it overlaps (in place); one that overlaps
+    no tumour is appended as an object of its own group's class (noted)."""
     for excl, group in exclusions:
         hit = False
         for obj in objects:
@@ -193,17 +221,15 @@ def read_asap_xml(path: str | os.PathLike[str], *, report: list[str] | None = No
             objects.append(QPObject(geometry=excl, classification=group,
                                     color=default_class_color(group), name=f"{group} outline",
                                     metadata={"asap_group": group}))
-    before = len(objects)
-    objects = [o for o in objects if not (isinstance(o.geometry, (Polygon, MultiPolygon))
-                                          and o.geometry.is_empty)]
-    if len(objects) < before:
-        notes.append(f"{path}: {before - len(objects)} tumour outline(s) fully covered by '_2' "
+
+
+def _drop_emptied(objects: list[QPObject], path: Path, notes: list[str]) -> list[QPObject]:
+    """``objects`` without the polygons the exclusions emptied (noted)."""
+    kept = [o for o in objects if not (isinstance(o.geometry, (Polygon, MultiPolygon)) and o.geometry.is_empty)]
+    if len(kept) < len(objects):
+        notes.append(f"{path}: {len(objects) - len(kept)} tumour outline(s) fully covered by '_2' "
                      "exclusions dropped")
-    for n in notes:  # the caller shows what it collects; otherwise warn
-        log.log(logging.DEBUG if report is not None else logging.WARNING, "%s", n)
-    if report is not None:
-        report.extend(notes)
-    return objects
+    return kept
 
 
 def _fmt(v: float) -> str:
@@ -236,48 +262,9 @@ def write_asap_xml(path: str | os.PathLike[str], objs: Sequence[QPObject], *,
     notes: list[str] = []
     root = ET.Element("ASAP_Annotations")
     anns = ET.SubElement(root, "Annotations")
-    groups: dict[str, str] = {}
-    n = 0
+    groups: dict[str, str] = {}  # group name -> colour, in order of first use
     for obj in iter_objects(objs):
-        cls = obj.classification
-        is_tumor = cls == TUMOR_CLASS or (cls or "").lower() in POSITIVE_GROUPS
-        group = obj.metadata.get("asap_group") if obj.metadata else None
-        if is_tumor and cls != TUMOR_CLASS:
-            group = cls  # e.g. a class renamed to "metastases"
-        elif is_tumor:
-            group = group if group and group.lower() in POSITIVE_GROUPS else TUMOR_CLASS
-        else:
-            group = cls or "None"
-        color = _hex(obj.color if cls else None)
-        if group != "None":
-            groups.setdefault(group, _hex(obj.color or default_class_color(cls or group)))
-        label = obj.name or f"Annotation {n}"
-        geom = obj.geometry
-        if isinstance(geom, Point):
-            _add(anns, label, "Dot", group, color, [(geom.x, geom.y)])
-            n += 1
-            continue
-        if isinstance(geom, MultiPoint):
-            _add(anns, label, "PointSet", group, color, [(p.x, p.y) for p in geom.geoms])
-            n += 1
-            continue
-        poly = polygonal_part(geom)
-        if poly is None:
-            notes.append(f"{path}: object {label[:40]!r} ({geom.geom_type}) has no area; skipped")
-            continue
-        parts = list(poly.geoms) if isinstance(poly, MultiPolygon) else [poly]
-        for k, part in enumerate(parts):
-            name = label if len(parts) == 1 else f"{label} part {k}"
-            _add(anns, name, "Polygon", group, color, list(part.exterior.coords)[:-1])
-            n += 1
-            for h, ring in enumerate(part.interiors):
-                if is_tumor:
-                    _add(anns, f"{name} hole {h}", "Polygon", "_2", "#64FE2E", list(ring.coords)[:-1])
-                    groups.setdefault("_2", "#64FE2E")
-                    n += 1
-                else:
-                    notes.append(f"{path}: hole {h} of {name[:40]!r} (class {cls!r}) dropped; "
-                                 "ASAP XML holes exist only as '_2' inside tumour")
+        _write_object(anns, obj, groups, path, notes)
     ag = ET.SubElement(root, "AnnotationGroups")
     for gname, gcolor in groups.items():
         g = ET.SubElement(ag, "Group", Name=gname, PartOfGroup="None", Color=gcolor)
@@ -285,8 +272,54 @@ def write_asap_xml(path: str | os.PathLike[str], objs: Sequence[QPObject], *,
     ET.indent(root, space="\t")
     data = ('<?xml version="1.0"?>\n' + ET.tostring(root, encoding="unicode") + "\n").encode()
     atomic_write_bytes(path, data)
-    for note in notes:
-        log.log(logging.DEBUG if report is not None else logging.WARNING, "%s", note)
-    if report is not None:
-        report.extend(notes)
+    pass_on_notes(notes, report, log)
     return Path(path)
+
+
+def _asap_group(obj: QPObject) -> tuple[str, bool]:
+    """``(group, is tumour)``: tumour goes to its original tumour group (``metadata["asap_group"]``)
+    or ``Tumor`` (a tumour class of another name is its own group); others to their class."""
+    cls = obj.classification
+    is_tumor = cls == TUMOR_CLASS or (cls or "").lower() in POSITIVE_GROUPS
+    group = obj.metadata.get("asap_group") if obj.metadata else None
+    if is_tumor and cls != TUMOR_CLASS:
+        group = cls  # e.g. a class renamed to "metastases"
+    elif is_tumor:
+        group = group if group and group.lower() in POSITIVE_GROUPS else TUMOR_CLASS
+    else:
+        group = cls or "None"
+    return group, is_tumor
+
+
+def _write_object(anns: ET.Element, obj: QPObject, groups: dict[str, str], path: str | os.PathLike[str],
+                  notes: list[str]) -> None:
+    """Append ``obj`` to ``<Annotations>`` (one ``Annotation`` per polygon, tumour holes as ``_2``)
+    and its group to ``groups``; shapes without area are skipped (noted)."""
+    group, is_tumor = _asap_group(obj)
+    cls = obj.classification
+    color = _hex(obj.color if cls else None)
+    if group != "None":
+        groups.setdefault(group, _hex(obj.color or default_class_color(cls or group)))
+    label = obj.name or f"Annotation {len(anns)}"  # numbered by the annotations written so far
+    geom = obj.geometry
+    if isinstance(geom, Point):
+        _add(anns, label, "Dot", group, color, [(geom.x, geom.y)])
+        return
+    if isinstance(geom, MultiPoint):
+        _add(anns, label, "PointSet", group, color, [(p.x, p.y) for p in geom.geoms])
+        return
+    poly = polygonal_part(geom)
+    if poly is None:
+        notes.append(f"{path}: object {label[:40]!r} ({geom.geom_type}) has no area; skipped")
+        return
+    parts = list(poly.geoms) if isinstance(poly, MultiPolygon) else [poly]
+    for k, part in enumerate(parts):
+        name = label if len(parts) == 1 else f"{label} part {k}"
+        _add(anns, name, "Polygon", group, color, list(part.exterior.coords)[:-1])
+        for h, ring in enumerate(part.interiors):
+            if is_tumor:
+                _add(anns, f"{name} hole {h}", "Polygon", "_2", "#64FE2E", list(ring.coords)[:-1])
+                groups.setdefault("_2", "#64FE2E")
+            else:
+                notes.append(f"{path}: hole {h} of {name[:40]!r} (class {cls!r}) dropped; "
+                             "ASAP XML holes exist only as '_2' inside tumour")

@@ -29,7 +29,7 @@ from shapely.geometry import (
 )
 from shapely.geometry.base import BaseGeometry
 
-from qupath_camseg.annotations.objects import QPObject, polygonal_part
+from qupath_camseg.annotations.objects import QPObject, pass_on_notes, polygonal_part
 from qupath_camseg.errors import InvalidGeoJSONError
 
 __all__ = ["read_geojson"]
@@ -368,8 +368,5 @@ def read_geojson(src: Any, *, report: list[str] | None = None) -> list[QPObject]
         _collect(data, where, notes, out)
     except RecursionError as err:
         raise InvalidGeoJSONError(f"{where}: nested too deeply to be QuPath GeoJSON") from err
-    for n in notes:  # the caller shows what it collects; otherwise warn
-        log.log(logging.DEBUG if report is not None else logging.WARNING, "%s", n)
-    if report is not None:
-        report.extend(notes)
+    pass_on_notes(notes, report, log)
     return out

@@ -146,11 +146,17 @@ def clip_to_slide(objs: Sequence[QPObject], size_px: tuple[float, float], *,
             notes.append(f"object {label!r} extends beyond the slide ({w}x{h} px); clipped")
             geom = poly
         out.append(copy_object(o, geometry=geom, children=kids))
+    pass_on_notes(notes, report, log)
+    return out
+
+
+def pass_on_notes(notes: Sequence[str], report: list[str] | None, logger: logging.Logger) -> None:
+    """Hand ``notes`` (repairs, dropped shapes...) to the caller: appended to ``report`` and logged
+    at DEBUG when the caller collects them (it shows them itself), else logged as warnings."""
     for n in notes:
-        log.log(logging.DEBUG if report is not None else logging.WARNING, "%s", n)
+        logger.log(logging.DEBUG if report is not None else logging.WARNING, "%s", n)
     if report is not None:
         report.extend(notes)
-    return out
 
 
 def copy_object(obj: QPObject, **changes: Any) -> QPObject:
