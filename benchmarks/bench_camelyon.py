@@ -55,7 +55,7 @@ _TRUTH: Any = None  # the worker processes' truth (set by _init_worker)
 
 # ------------------------------------------------------------------------------------ the slide
 def camelyon_truth(width_px: int, height_px: int, *, mpp: float, seed: int, tissue: float | None) -> Any:
-    """A :class:`~qupath_camseg.synthetic.slides.SyntheticTruth`, tissue (and tumour) scaled about the
+    """A :class:`~qupath_camseg.synthetic.truth.SyntheticTruth`, tissue (and tumour) scaled about the
     slide centre to cover ``tissue`` of the area when it covers more (``None``: as drawn)."""
     import shapely.affinity
 
@@ -89,12 +89,12 @@ def _init_worker(truth: Any) -> None:
 
 def _render_tile(job: tuple[float, int, int, int]) -> bytes:
     """Worker: JPEG bytes of tile ``(tx, ty)`` (``tile`` px) of the level at downsample ``ds``."""
-    from qupath_camseg.synthetic.slides import _Renderer
+    from qupath_camseg.synthetic.render import TileRenderer
 
     ds, tx, ty, tile = job
     truth, renderers = _TRUTH
     if ds not in renderers:  # one renderer (prepared geometry) per level and worker
-        renderers[ds] = _Renderer(_scaled(truth, ds))
+        renderers[ds] = TileRenderer(_scaled(truth, ds))
     return _encode_tile(renderers[ds].render(tx * tile, ty * tile, tile))
 
 

@@ -11,6 +11,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "project": ["SynthResult", "TUMOR_COLOR", "write_synthetic_project"],
-        "slides": ["SyntheticTruth", "make_truth", "pyramid_dimensions", "render_region", "write_synthetic_slide"],
+        "render": ["render_region"],
+        "slides": ["pyramid_dimensions", "write_synthetic_slide"],
+        "truth": ["SyntheticTruth", "make_truth"],
     },
 )

@@ -1,19 +1,26 @@
 """A QuPath project of synthetic Camelyon-style slides with their ground truth (``qcamseg synth``).
 
-Writes the slides (:mod:`qupath_camseg.synthetic.slides`), the project (:mod:`qupath_camseg.qupath.project`)
-and the tumour outlines as annotations, through the file door always and the paquo door when
-QuPath is installed. The whole project is built in a temporary sibling folder and renamed into
-place, so an interrupted run leaves nothing half-written.
+Writes the slides (:mod:`qupath_camseg.synthetic.slides`), the project
+(:mod:`qupath_camseg.qupath.file_project`) and the tumour outlines as annotations, through the
+file door always and the paquo door when QuPath is installed. The whole project is built in a
+temporary sibling folder and renamed into place, so an interrupted run leaves nothing
+half-written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from qupath_camseg._io import atomic_write_json
+from qupath_camseg.annotations import QPObject
+from qupath_camseg.errors import OutputNotWritableError, ProjectExistsError, QuPathNotFoundError
+from qupath_camseg.qupath import FileProject, ImageInfo, PaquoProject, create_project, find_qupath_installation
+from qupath_camseg.synthetic.slides import pyramid_dimensions, write_synthetic_slide
 
 __all__ = ["write_synthetic_project", "SynthResult", "TUMOR_COLOR"]
 
@@ -31,6 +38,20 @@ class SynthResult:
     paquo_note: str = ""
 
 
+@dataclass(frozen=True)
+class _Spec:
+    """The project asked for (written as ``camseg/synth.json``, in this order): slide count,
+    level-0 size in px, seed, level-0 µm/px, how many are tumour-free, TIFF tile size in px."""
+
+    slides: int
+    width: int
+    height: int
+    seed: int
+    mpp: float
+    negatives: int
+    tile_px: int
+
+
 def _slide_seed(seed: int, index: int) -> int:
     return seed * 10_007 + index
 
@@ -46,22 +67,29 @@ def write_synthetic_project(out_dir: str | os.PathLike[str], *, slides: int, wid
     ``"auto"``/``"paquo"``), into the QuPath hierarchy too. Atomic: built in a temporary sibling
     folder and renamed into place. A non-empty ``out_dir`` is refused unless ``overwrite``.
     """
-    from qupath_camseg.annotations import QPObject
-    from qupath_camseg.errors import (
-        OutputNotWritableError,
-        ProjectExistsError,
-        QuPathNotFoundError,
-    )
-    from qupath_camseg.qupath import (
-        ImageInfo,
-        PaquoProject,
-        create_project,
-        find_qupath_installation,
-    )
-    from qupath_camseg.synthetic.slides import pyramid_dimensions, write_synthetic_slide
+    spec = _Spec(slides, width, height, seed, mpp, negatives, tile_px)
+    out = _check_request(out_dir, spec, door=door, overwrite=overwrite)
+    qupath_dir, reason = (None, "not asked (--door files)") if door == "files" else find_qupath_installation()
+    if door == "paquo" and qupath_dir is None:
+        raise QuPathNotFoundError(f"--door paquo needs QuPath: {reason}")
+    written = _build_atomically(out, spec)
+    result = SynthResult(project_dir=out, images=[(name, len(objs), area) for name, objs, area in written],
+                         doors=["files"])
+    if qupath_dir is not None:
+        with PaquoProject(out, "r+") as pq:
+            for name, objs, _ in written:
+                pq.add_annotations(name, objs)
+        result.doors.append("paquo")
+        result.paquo_note = reason
+    else:
+        result.paquo_note = f"annotations not written into QuPath's own data files: {reason}"
+    return result
 
-    if slides < 1 or not 0 <= negatives <= slides:
-        raise ValueError(f"need slides >= 1 and 0 <= negatives <= slides (got {slides}, {negatives})")
+
+def _check_request(out_dir: str | os.PathLike[str], spec: _Spec, *, door: str, overwrite: bool) -> Path:
+    """The absolute project folder, once the arguments make sense and the folder may be (re)written."""
+    if spec.slides < 1 or not 0 <= spec.negatives <= spec.slides:
+        raise ValueError(f"need slides >= 1 and 0 <= negatives <= slides (got {spec.slides}, {spec.negatives})")
     if door not in ("auto", "files", "paquo"):
         raise ValueError(f"door must be 'auto', 'files' or 'paquo', not {door!r}")
     out = Path(out_dir).expanduser().absolute()
@@ -69,46 +97,20 @@ def write_synthetic_project(out_dir: str | os.PathLike[str], *, slides: int, wid
         raise ProjectExistsError(f"{out} is a file; choose a folder name for the project")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ProjectExistsError(f"{out} is not empty; choose a new folder or pass --overwrite to replace it")
-    qupath_dir, reason = (None, "not asked (--door files)") if door == "files" else find_qupath_installation()
-    if door == "paquo" and qupath_dir is None:
-        raise QuPathNotFoundError(f"--door paquo needs QuPath: {reason}")
+    return out
 
+
+def _build_atomically(out: Path, spec: _Spec) -> list[tuple[str, list[QPObject], float]]:
+    """Write the project in a temporary sibling folder and rename it to ``out``; nothing is left
+    behind on failure. Returns per image (name, ground-truth objects, tumour area in µm²)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.synth-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
-    result = SynthResult(project_dir=out)
-    objs_by_name: dict[str, list[Any]] = {}
     try:
         (tmp / "images").mkdir()
         with create_project(tmp, final_folder=out) as project:
-            for i in range(slides):
-                tumor = i < slides - negatives
-                name = f"{'tumor' if tumor else 'normal'}_{i + 1:03d}.tif"
-                s = _slide_seed(seed, i)
-                truth = write_synthetic_slide(tmp / "images" / name, width=width, height=height, seed=s,
-                                              mpp=mpp, tile_px=tile_px, tumor=tumor)
-                info = ImageInfo(width, height, tuple(pyramid_dimensions(width, height, tile_px)), mpp, tile_px)
-                entry = project.add_image(
-                    tmp / "images" / name, name=name, final_path=out / "images" / name, info=info,
-                    metadata={"synthetic": "true", "seed": str(s), "tumor": "yes" if tumor else "no",
-                              "mpp": f"{mpp:g}"},
-                )
-                polys = [] if truth.tumor.is_empty else list(truth.tumor.geoms)
-                objs = [
-                    # ground truth, deliberately NOT marked as ours (CAMSEG_METADATA): training and
-                    # evaluation treat it like a pathologist's outline, and rewrites never drop it
-                    QPObject(geometry=p, classification="Tumor", color=TUMOR_COLOR, name=f"Tumor {k + 1}",
-                             metadata={"source": "qcamseg synth ground truth"})
-                    for k, p in enumerate(polys)
-                ]
-                project.add_annotations(entry, objs)
-                objs_by_name[name] = objs
-                result.images.append((name, len(objs), float(sum(p.area for p in polys)) * mpp * mpp))
-            params = {"slides": slides, "width": width, "height": height, "seed": seed, "mpp": mpp,
-                      "negatives": negatives, "tile_px": tile_px}
-            from qupath_camseg._io import atomic_write_json
-
-            atomic_write_json(project.camseg_dir / "synth.json", params)
+            written = [_add_slide(project, tmp, out, spec, i) for i in range(spec.slides)]
+            atomic_write_json(project.camseg_dir / "synth.json", dataclasses.asdict(spec))
         _move_into_place(tmp, out)
     except OutputNotWritableError as err:  # name the folder the user asked for, not our temporary one
         shutil.rmtree(tmp, ignore_errors=True)
@@ -116,16 +118,33 @@ def write_synthetic_project(out_dir: str | os.PathLike[str], *, slides: int, wid
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    result.doors.append("files")
-    if qupath_dir is not None:
-        with PaquoProject(out, "r+") as pq:
-            for name, objs in objs_by_name.items():
-                pq.add_annotations(name, objs)
-        result.doors.append("paquo")
-        result.paquo_note = reason
-    else:
-        result.paquo_note = f"annotations not written into QuPath's own data files: {reason}"
-    return result
+    return written
+
+
+def _add_slide(project: FileProject, tmp: Path, out: Path, spec: _Spec, i: int) -> tuple[str, list[QPObject], float]:
+    """Write slide ``i`` into ``tmp/images``, add it to ``project`` (recorded at its place under
+    ``out``) with its tumour outlines; returns (name, outlines, tumour area in µm²)."""
+    tumor = i < spec.slides - spec.negatives
+    name = f"{'tumor' if tumor else 'normal'}_{i + 1:03d}.tif"
+    s = _slide_seed(spec.seed, i)
+    truth = write_synthetic_slide(tmp / "images" / name, width=spec.width, height=spec.height, seed=s,
+                                  mpp=spec.mpp, tile_px=spec.tile_px, tumor=tumor)
+    levels = tuple(pyramid_dimensions(spec.width, spec.height, spec.tile_px))
+    entry = project.add_image(
+        tmp / "images" / name, name=name, final_path=out / "images" / name,
+        info=ImageInfo(spec.width, spec.height, levels, spec.mpp, spec.tile_px),
+        metadata={"synthetic": "true", "seed": str(s), "tumor": "yes" if tumor else "no", "mpp": f"{spec.mpp:g}"},
+    )
+    polys = [] if truth.tumor.is_empty else list(truth.tumor.geoms)
+    objs = [
+        # ground truth, deliberately NOT marked as ours (CAMSEG_METADATA): training and
+        # evaluation treat it like a pathologist's outline, and rewrites never drop it
+        QPObject(geometry=p, classification="Tumor", color=TUMOR_COLOR, name=f"Tumor {k + 1}",
+                 metadata={"source": "qcamseg synth ground truth"})
+        for k, p in enumerate(polys)
+    ]
+    project.add_annotations(entry, objs)
+    return name, objs, float(sum(p.area for p in polys)) * spec.mpp * spec.mpp
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
