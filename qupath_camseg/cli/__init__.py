@@ -12,6 +12,7 @@ shows the traceback instead. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import sys
@@ -89,8 +90,6 @@ def _click_message(err: click.ClickException) -> str:
 
 def _os_message(err: OSError) -> str:
     """An operating-system error (not one of ours) as one line naming the file and the fix."""
-    import errno
-
     what = err.strerror or type(err).__name__
     where = f"{err.filename}: " if err.filename is not None else ""
     if err.errno == errno.ENOSPC:

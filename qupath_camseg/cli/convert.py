@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from qupath_camseg.annotations import QPObject
 
 __all__ = ["convert"]
 
@@ -63,25 +67,11 @@ def convert(src: Path, dst: Path, qupath_version: str, class_map: tuple[str, ...
       qcamseg convert tumor_001.xml tumor_001.geojson
       qcamseg convert cells.geojson cells_qupath03.geojson --qupath-version 0.3
     """
-    from qupath_camseg.annotations import (
-        copy_object,
-        iter_objects,
-        read_asap_xml,
-        read_geojson,
-        write_asap_xml,
-        write_geojson,
-    )
+    from qupath_camseg.annotations import read_asap_xml, read_geojson
     from qupath_camseg.errors import InvalidAnnotationError
 
     in_kind, out_kind = _kind(src, "input"), _kind(dst, "output")
-    if not src.is_file():
-        raise InvalidAnnotationError(f"{src}: input file not found; check the path")
-    if dst.exists() and dst.resolve() == src.resolve():
-        raise InvalidAnnotationError(f"{dst}: OUT is the input file; choose another OUT "
-                                     "(convert never overwrites its input)")
-    if dst.exists() and not overwrite:
-        raise InvalidAnnotationError(f"{dst}: already exists; pass --overwrite to replace it "
-                                     "or choose another OUT")
+    _check_paths(src, dst, overwrite=overwrite)
     mapping = _parse_class_map(class_map)
     report: list[str] = []
     objs = read_asap_xml(src, report=report) if in_kind == "xml" else read_geojson(src, report=report)
@@ -90,18 +80,58 @@ def convert(src: Path, dst: Path, qupath_version: str, class_map: tuple[str, ...
         raise InvalidAnnotationError(f"{src}: nothing to convert ({why}); check it is the right file "
                                      "(QuPath: File > Export objects as GeoJSON; ASAP: Save annotations)")
     if mapping:
-        objs = [copy_object(o) for o in objs]
-        for o in iter_objects(objs):
-            if o.classification in mapping:
-                new = mapping[o.classification]
-                if new != o.classification:
-                    o.classification, o.color = new, None
+        objs = _rename_classes(objs, mapping)
+    objs = _write(dst, objs, out_kind, qupath_version=qupath_version, report=report)
+    _echo_summary(dst, objs, report)
+
+
+def _check_paths(src: Path, dst: Path, *, overwrite: bool) -> None:
+    """The input exists, and OUT is neither the input nor (without ``--overwrite``) an existing file."""
+    from qupath_camseg.errors import InvalidAnnotationError
+
+    if not src.is_file():
+        raise InvalidAnnotationError(f"{src}: input file not found; check the path")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise InvalidAnnotationError(f"{dst}: OUT is the input file; choose another OUT "
+                                     "(convert never overwrites its input)")
+    if dst.exists() and not overwrite:
+        raise InvalidAnnotationError(f"{dst}: already exists; pass --overwrite to replace it "
+                                     "or choose another OUT")
+
+
+def _rename_classes(objs: list[QPObject], mapping: dict[str, str | None]) -> list[QPObject]:
+    """Copies of ``objs`` (children included) with classes renamed by ``--class-map``; a renamed
+    object loses its colour (QuPath then shows the new class's colour)."""
+    from qupath_camseg.annotations import copy_object, iter_objects
+
+    objs = [copy_object(o) for o in objs]
+    for o in iter_objects(objs):
+        if o.classification in mapping:
+            new = mapping[o.classification]
+            if new != o.classification:
+                o.classification, o.color = new, None
+    return objs
+
+
+def _write(dst: Path, objs: list[QPObject], out_kind: str, *, qupath_version: str,
+           report: list[str]) -> list[QPObject]:
+    """Write ``objs`` to ``dst`` as ASAP XML or GeoJSON of ``qupath_version``; returns what was
+    written (QuPath 0.3 GeoJSON has no child objects: children become top-level objects)."""
+    from qupath_camseg.annotations import copy_object, iter_objects, write_asap_xml, write_geojson
+
     if out_kind == "xml":
         write_asap_xml(dst, objs, report=report)
     else:
-        if qupath_version == "0.3":  # QuPath 0.3 GeoJSON has no child objects
+        if qupath_version == "0.3":
             objs = [copy_object(o, children=[]) for o in iter_objects(objs)]
         write_geojson(dst, objs, qupath_version=qupath_version)
+    return objs
+
+
+def _echo_summary(dst: Path, objs: list[QPObject], report: list[str]) -> None:
+    """The notes (first 20 on stderr) and one line: objects written, how many with area, classes."""
+    from qupath_camseg.annotations import iter_objects
+
     flat = list(iter_objects(objs))
     areas = sum(1 for o in flat if o.is_area)
     classes = sorted({o.classification or "(unclassified)" for o in flat})

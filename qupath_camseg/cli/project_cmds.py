@@ -7,9 +7,13 @@ Heavy imports (numpy, shapely, tifffile, paquo) happen inside functions.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from qupath_camseg.annotations import QPObject
+    from qupath_camseg.qupath import ProjectEntry
 
 __all__ = ["synth", "import_annotations"]
 
@@ -54,7 +58,7 @@ def synth(out_dir: Path, slides: int, width: int, height: int, seed: int, mpp: f
     click.echo(result.paquo_note)
 
 
-def _check_on_image(file: Path, objs: list[Any], entry: Any) -> list[str]:
+def _check_on_image(file: Path, objs: list[QPObject], entry: ProjectEntry) -> list[str]:
     """Warnings for annotations that lie wholly or partly outside the entry's image (another
     image's annotations, or coordinates that are not level-0 px). They are imported as drawn: the
     user's objects are never changed. No check when the image cannot be opened here."""
@@ -100,18 +104,12 @@ def import_annotations(project: Path, file: Path, image: str, replace: bool, doo
     The image's existing annotations are kept (unless --replace) and backed up first to
     PROJECT/camseg/backups/.
     """
+    from qupath_camseg.annotations import read_asap_xml, read_geojson
     from qupath_camseg.errors import InvalidAnnotationError
     from qupath_camseg.qupath import open_project
 
     report: list[str] = []
-    if file.suffix.lower() == ".xml":
-        from qupath_camseg.annotations import read_asap_xml
-
-        objs = read_asap_xml(file, report=report)
-    else:
-        from qupath_camseg.annotations import read_geojson
-
-        objs = read_geojson(file, report=report)
+    objs = read_asap_xml(file, report=report) if file.suffix.lower() == ".xml" else read_geojson(file, report=report)
     for note in report:
         click.echo(f"warning: {note}", err=True)
     if not objs:

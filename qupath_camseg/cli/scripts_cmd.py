@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -26,8 +27,6 @@ def install_scripts(folder: Path | None) -> None:
     Any version:    Automate › Shared scripts… › Set script directory… and pick the folder shown.
     Then run "camseg Configure Python" once from that menu.
     """
-    import sys
-
     from qupath_camseg.qupath import install_scripts as _install
 
     result = _install(folder)
