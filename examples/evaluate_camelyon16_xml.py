@@ -19,9 +19,9 @@ from qupath_camseg.evaluate import (
     evaluation_mask_from_polygons,
     froc,
     match_detections,
-    read_heatmap,
     write_detections_csv,
 )
+from qupath_camseg.wsi import read_heatmap
 
 
 def main() -> None:

@@ -10,9 +10,14 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
+        "auc": ["roc_auc"],
         "detections": ["Detection", "detect_lesions", "read_detections_csv", "slide_score", "write_detections_csv"],
         "figures": ["PREDICTION_COLOR", "TRUTH_COLOR", "froc_figure", "read_history", "save_figure", "seed_figure", "training_curve_figure"],
-        "metrics": ["CAMELYON16_LEVEL", "CAMELYON16_MPP", "DILATION_UM", "EvaluationMask", "FP_RATES", "FROCResult", "ITC_MAJOR_AXIS_UM", "PixelCounts", "SlideFROC", "default_eval_downsample", "evaluation_mask", "evaluation_mask_from_polygons", "froc", "froc_curve", "froc_score", "match_detections", "pixel_counts", "polygon_pixel_counts", "pooled_counts", "roc_auc"],
-        "project": ["ProjectEvaluation", "SlideEvaluation", "TUMOR_CLASS_NAMES", "evaluate_project", "project_seed_figure", "read_heatmap"],
+        "lesion_froc": ["FP_RATES", "FROCResult", "SlideFROC", "froc", "froc_curve", "froc_score", "match_detections"],
+        "lesion_mask": ["CAMELYON16_LEVEL", "CAMELYON16_MPP", "DILATION_UM", "EvaluationMask", "ITC_MAJOR_AXIS_UM", "default_eval_downsample", "evaluation_mask", "evaluation_mask_from_polygons"],
+        "pixels": ["PixelCounts", "pixel_counts", "polygon_pixel_counts", "pooled_counts"],
+        "project": ["ProjectEvaluation", "SlideEvaluation", "evaluate_project"],
+        "project_figure": ["project_seed_figure"],
+        "sources": ["TUMOR_CLASS_NAMES"],
     },
 )

@@ -1,7 +1,7 @@
 """Lesion detections ``(prob, x, y)`` from a probability map, and the Camelyon16 detection CSV.
 
 A detection is a point in level-0 pixels with a confidence, what the Camelyon16 lesion-level
-evaluation scores (:mod:`qupath_camseg.evaluate.metrics`). Two ways to get them from a probability map,
+evaluation scores (:mod:`qupath_camseg.evaluate.lesion_froc`). Two ways to get them from a probability map,
 both used by Camelyon16 entries:
 
 * ``method="nms"`` (default; as NCRF and others did): local maxima of the map above
@@ -47,7 +47,7 @@ class Detection(NamedTuple):
     """One lesion detection: ``prob`` in [0, 1] and a level-0 point ``(x_px, y_px)``.
 
     A plain tuple ``(prob, x_px, y_px)``, the order of the challenge CSV, so it can be passed
-    straight to :func:`qupath_camseg.evaluate.metrics.match_detections`.
+    straight to :func:`qupath_camseg.evaluate.lesion_froc.match_detections`.
     """
 
     prob: float

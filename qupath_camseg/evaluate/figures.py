@@ -18,11 +18,16 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import PathPatch
+from matplotlib.path import Path as MplPath
 
 from qupath_camseg._io import atomic_write_bytes
-from qupath_camseg.errors import CamsegError
+from qupath_camseg.errors import ModelBundleError
 
 __all__ = [
     "TRUTH_COLOR",
@@ -66,9 +71,6 @@ def _draw_outlines(ax: Any, geoms: Sequence[Any], *, color: str, lw: float, ls: 
 
 
 def _fill_polygons(ax: Any, geoms: Sequence[Any], *, color: str, fill: bool = True) -> None:
-    from matplotlib.patches import PathPatch
-    from matplotlib.path import Path as MplPath
-
     for g in geoms:
         for poly in _polygons(g):
             rings = [np.asarray(poly.exterior.coords)] + [np.asarray(i.coords) for i in poly.interiors]
@@ -132,10 +134,6 @@ def seed_figure(
     grey = np.asarray(image_rgb, np.float32).mean(axis=2)
     right.imshow(grey, extent=extent, cmap="gray", vmin=0, vmax=255, interpolation="antialiased")
     if probability is not None:
-        from matplotlib import colormaps
-        from matplotlib.cm import ScalarMappable
-        from matplotlib.colors import Normalize
-
         p = np.asarray(probability)
         p = p.astype(np.float32) / 255.0 if p.dtype == np.uint8 else np.clip(p.astype(np.float32), 0, 1)
         cmap = colormaps[_HEAT_CMAP]
@@ -169,7 +167,7 @@ def froc_figure(
 ) -> Figure:
     """The FROC curve (sensitivity vs mean FPs per slide, log x) with the score's 6 points.
 
-    Takes :class:`~qupath_camseg.evaluate.metrics.FROCResult` fields:
+    Takes :class:`~qupath_camseg.evaluate.lesion_froc.FROCResult` fields:
     ``froc_figure(r.fps_per_slide, r.sensitivity, sensitivity_at=r.sensitivity_at, score=r.score)``.
     """
     fig = Figure(figsize=(6.5, 5.0), dpi=150, layout="constrained")
@@ -211,11 +209,11 @@ def read_history(path: str | os.PathLike[str]) -> list[dict[str, float]]:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise CamsegError(f"cannot read training history {p}: {err}; point to the model's metrics.json") from err
+        raise ModelBundleError(f"cannot read training history {p}: {err}; point to the model's metrics.json") from err
     if isinstance(data, Mapping):
         data = data.get("history", data.get("epochs"))
     if not isinstance(data, list) or not all(isinstance(r, Mapping) for r in data):
-        raise CamsegError(f"{p} is not a training history (a list of per-epoch records); use the model's metrics.json")
+        raise ModelBundleError(f"{p} is not a training history (a list of per-epoch records); use the model's metrics.json")
     return [dict(r) for r in data]
 
 

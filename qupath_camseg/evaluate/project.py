@@ -1,10 +1,7 @@
-"""Evaluate a QuPath project's predictions against its annotations, and draw its figures.
+"""Evaluate a QuPath project's predictions against its annotations.
 
-Ground truth: each entry's tumour annotations (``Project.read_annotations``, class ``Tumor`` or
-another tumour name, our own objects excluded). Predictions: under ``<project>/camseg/``,
-``predictions/<entryID>.geojson`` (the ``annotation`` objects of the tumour class: the predicted
-regions) and ``heatmaps/<entryID>.tif`` (tumour probability, uint8 pyramidal TIFF). An entry
-without tumour annotations counts as a normal (tumour-free) slide, as in Camelyon16.
+Ground truth and predictions per entry: see :mod:`qupath_camseg.evaluate.sources` (an entry
+without tumour annotations counts as a normal, tumour-free slide, as in Camelyon16).
 
 Per slide: pixel Dice/IoU (predicted regions vs truth rasterised at ``dice_mpp``; the heatmap
 thresholded at 0.5 when there are no regions), lesion detections from the heatmap
@@ -20,36 +17,40 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from shapely.geometry import MultiPolygon, Polygon
 
-from qupath_camseg.errors import CamsegError, InvalidGeoJSONError, ProjectError
+from qupath_camseg.annotations import read_geojson
+from qupath_camseg.errors import InvalidGeoJSONError, ProjectError
+from qupath_camseg.evaluate._json import json_float
+from qupath_camseg.evaluate.auc import roc_auc
 from qupath_camseg.evaluate.detections import Detection, detect_lesions
-from qupath_camseg.evaluate.metrics import (
-    FROCResult,
-    PixelCounts,
-    SlideFROC,
-    evaluation_mask_from_polygons,
-    froc,
-    match_detections,
-    pixel_counts,
-    polygon_pixel_counts,
-    pooled_counts,
-    roc_auc,
+from qupath_camseg.evaluate.lesion_froc import FROCResult, SlideFROC, froc, match_detections
+from qupath_camseg.evaluate.lesion_mask import evaluation_mask_from_polygons
+from qupath_camseg.evaluate.pixels import PixelCounts, heatmap_pixel_counts, polygon_pixel_counts, pooled_counts
+from qupath_camseg.evaluate.sources import (
+    TUMOR_CLASS_NAMES,
+    missing_class_warning,
+    prediction_dirs,
+    tumor_geometries,
 )
+from qupath_camseg.qupath import open_project
+from qupath_camseg.wsi import open_slide, read_heatmap
 
-__all__ = ["TUMOR_CLASS_NAMES", "SlideEvaluation", "ProjectEvaluation", "evaluate_project",
-           "read_heatmap", "project_seed_figure"]
+if TYPE_CHECKING:
+    from qupath_camseg.qupath import FileProject, PaquoProject, ProjectEntry
 
-TUMOR_CLASS_NAMES = ("tumor", "tumour", "metastasis", "metastases")
-_HEATMAP_MAX_SIDE_PX = 8192
+__all__ = ["SlideEvaluation", "ProjectEvaluation", "evaluate_project"]
 
+_Geometry = Polygon | MultiPolygon
 
 @dataclass
 class SlideEvaluation:
-    """One entry's results. ``pixels`` is None when the entry had nothing to compare."""
+    """One entry's results. ``pixels``: confusion counts (all true negatives when neither truth
+    nor prediction has tumour); ``sources``: the prediction files read."""
 
     entry_id: str
     image_name: str
@@ -67,10 +68,10 @@ class SlideEvaluation:
         return {
             "entry_id": self.entry_id, "image": self.image_name, "has_tumor": self.has_tumor,
             "n_lesions": self.n_lesions, "n_itc": self.n_itc,
-            **{k: _num(v) for k, v in self.pixels.scores().items()},
+            **{k: json_float(v) for k, v in self.pixels.scores().items()},
             "pixels": {"tp": self.pixels.tp, "fp": self.pixels.fp, "fn": self.pixels.fn, "tn": self.pixels.tn},
             "n_detections": len(self.detections), "lesions_hit": self.lesions.n_hit,
-            "false_positives": len(self.lesions.fp_probs), "slide_score": _num(self.slide_score),
+            "false_positives": len(self.lesions.fp_probs), "slide_score": json_float(self.slide_score),
             "sources": self.sources,
             "detections": [{"prob": round(d.prob, 6), "x": round(d.x_px, 1), "y": round(d.y_px, 1), "outcome": o}
                            for d, o in zip(self.detections, self.lesions.outcomes)],
@@ -97,80 +98,40 @@ class ProjectEvaluation:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: ``overall``, ``froc`` (curve + score), ``slides``, ``skipped``, ``warnings``."""
-        overall = {f"pooled_{k}": _num(v) for k, v in self.pooled.scores().items()}
-        overall.update(mean_dice=_num(self.mean_dice), froc_score=_num(self.froc.score),
-                       slide_auc=_num(self.auc), n_slides=len(self.slides),
+        overall = {f"pooled_{k}": json_float(v) for k, v in self.pooled.scores().items()}
+        overall.update(mean_dice=json_float(self.mean_dice), froc_score=json_float(self.froc.score),
+                       slide_auc=json_float(self.auc), n_slides=len(self.slides),
                        n_tumor_slides=sum(s.has_tumor for s in self.slides), n_lesions=self.froc.n_lesions)
         return {"overall": overall, "froc": self.froc.to_dict(), "slides": [s.to_dict() for s in self.slides],
                 "skipped": [{"image": n, "reason": r} for n, r in self.skipped], "warnings": list(self.warnings),
                 "settings": self.settings}
 
 
-def _num(v: float | None) -> float | None:
-    return None if v is None or not math.isfinite(v) else float(v)
+@dataclass(frozen=True)
+class _Scoring:
+    """How every slide is scored (the options of :func:`evaluate_project`); ``wanted``: tumour
+    class names, lower case."""
+
+    wanted: tuple[str, ...]
+    slide_mpp: float | None
+    eval_downsample: float | None
+    dice_mpp: float
+    detection_threshold: float
+    nms_radius_um: float
+    include_itcs: bool
 
 
-def _is_tumor(name: str | None, wanted: Sequence[str]) -> bool:
-    return name is not None and name.split(":")[0].strip().lower() in wanted
+@dataclass(frozen=True)
+class _Predictions:
+    """What was predicted for one entry: tumour ``regions`` (level-0 px) from its GeoJSON
+    (``has_regions``: the file exists, tumour or not) and/or the heatmap ``prob`` (float32
+    ``(H, W)`` in [0, 1], ``heat_ds`` level-0 px per pixel); ``sources``: the files read."""
 
-
-def _tumor_geoms(objs: Sequence[Any], wanted: Sequence[str], *, ours: bool | None,
-                 object_types: Sequence[str] = ("annotation",)) -> list[Any]:
-    from qupath_camseg.annotations import is_ours, iter_objects, polygonal_part
-
-    out = []
-    for o in iter_objects(objs):
-        if o.object_type not in object_types or not _is_tumor(o.classification, wanted):
-            continue
-        if ours is not None and is_ours(o) != ours:
-            continue
-        g = polygonal_part(o.geometry)
-        if g is not None:
-            out.append(g)
-    return out
-
-
-def _class_warning(objs: Sequence[Any], found: Sequence[Any], what: str, wanted: Sequence[str],
-                   consequence: str, *, ours: bool | None) -> list[str]:
-    """A warning when ``objs`` hold area annotations (ours or not, as for :func:`_tumor_geoms`)
-    but none of a tumour class (``found`` empty): a class-name mismatch would pass silently."""
-    from qupath_camseg.annotations import is_ours, iter_objects
-
-    if found:
-        return []
-    classes = sorted({o.classification or "(unclassified)" for o in iter_objects(objs)
-                      if o.object_type == "annotation" and o.is_area and (ours is None or is_ours(o) == ours)})
-    if not classes:
-        return []
-    return [f"{what} has annotations of class {', '.join(classes)} but none of a tumour class "
-            f"({', '.join(wanted)}); {consequence}"]
-
-
-def read_heatmap(path: str | os.PathLike[str], slide_size_px: tuple[int, int], slide_mpp: float, *,
-                 max_side_px: int = _HEATMAP_MAX_SIDE_PX) -> tuple[npt.NDArray[np.float32], float]:
-    """Read a probability heatmap TIFF: ``(prob float32 (H, W) in [0, 1], downsample)`` where
-    ``downsample`` is slide level-0 px per returned pixel. The finest pyramid level whose longer
-    side is at most ``max_side_px`` is read. The heatmap's scale comes from its pixel size, or,
-    when the file has none, from its size relative to the slide."""
-    from qupath_camseg.wsi import open_slide
-
-    with open_slide(path) as heat:
-        if heat.has_mpp:
-            ds0 = heat.mpp / slide_mpp
-        else:
-            ds0 = slide_size_px[0] / heat.dimensions[0]
-        level = next((i for i, (w, h) in enumerate(heat.level_dimensions) if max(w, h) <= max_side_px),
-                     heat.level_count - 1)
-        w, h = heat.level_dimensions[level]
-        rgb = heat.read_region((0, 0), level, (w, h))
-        ds = ds0 * heat.dimensions[0] / w
-    return rgb[..., 0].astype(np.float32) / 255.0, float(ds)
-
-
-def _polygon_detections(geoms: Sequence[Any]) -> list[Detection]:
-    """Fallback detections when there is no heatmap: one per predicted region, at its
-    representative point, probability 1 (the FROC then has a single operating point)."""
-    return [Detection(1.0, float(p.x), float(p.y)) for p in (g.representative_point() for g in geoms)]
+    regions: list[_Geometry]
+    has_regions: bool
+    prob: npt.NDArray[np.float32] | None
+    heat_ds: float
+    sources: list[str]
 
 
 def evaluate_project(
@@ -191,174 +152,117 @@ def evaluate_project(
 
     ``dice_mpp``: pixel size (µm/px) at which regions are compared (never finer than the slide);
     ``eval_downsample``: FROC mask downsample (default ≈ 7.8 µm/px, see
-    :func:`~qupath_camseg.evaluate.metrics.default_eval_downsample`); ``detection_threshold`` /
-    ``nms_radius_um``: heatmap → detections. Raises :class:`CamsegError` when no entry has
+    :func:`~qupath_camseg.evaluate.lesion_mask.default_eval_downsample`); ``detection_threshold`` /
+    ``nms_radius_um``: heatmap → detections. Raises :class:`ProjectError` when no entry has
     predictions.
     """
-    from qupath_camseg.annotations import rasterize, read_geojson
-    from qupath_camseg.qupath import open_project
-    from qupath_camseg.wsi import open_slide
-
-    wanted = tuple(c.lower() for c in tumor_classes)
-    project = open_project(project_path, "r")
-    try:
-        pred_dir = Path(predictions_dir) if predictions_dir else project.camseg_dir / "predictions"
-        heat_dir = Path(heatmaps_dir) if heatmaps_dir else project.camseg_dir / "heatmaps"
-        if not project.entries:
-            raise ProjectError(
-                f"{getattr(project, 'qpproj', project_path)} has no images; add images in QuPath "
-                "(File > Project > Add images), then annotate, train and predict"
-            )
-        entries = [project.entry(i) for i in images] if images else list(project.entries)
-        slides: list[SlideEvaluation] = []
-        skipped: list[tuple[str, str]] = []
-        warnings: list[str] = []
-        for entry in entries:
+    scoring = _Scoring(tuple(c.lower() for c in tumor_classes), slide_mpp, eval_downsample, dice_mpp,
+                       detection_threshold, nms_radius_um, include_itcs)
+    slides: list[SlideEvaluation] = []
+    skipped: list[tuple[str, str]] = []
+    warnings: list[str] = []
+    with open_project(project_path, "r") as project:
+        pred_dir, heat_dir = prediction_dirs(project, predictions_dir, heatmaps_dir)
+        for entry in _chosen_entries(project, project_path, images):
             pred_file = pred_dir / f"{entry.entry_id}.geojson"
             heat_file = heat_dir / f"{entry.entry_id}.tif"
             if not pred_file.is_file() and not heat_file.is_file():
                 skipped.append((entry.image_name, f"no {pred_file.name} in {pred_dir} and no heatmap"))
                 continue
-            with open_slide(project.image_path(entry), mpp=slide_mpp) as slide:
-                size, mpp = (int(slide.dimensions[0]), int(slide.dimensions[1])), float(slide.mpp)
-            user_objs = project.read_annotations(entry)
-            truth = _tumor_geoms(user_objs, wanted, ours=False)
-            warnings += _class_warning(user_objs, truth, f"image {entry.image_name!r}", wanted,
-                                       "it counts as a normal slide - name the tumour class Tumor in QuPath",
-                                       ours=False)
-            sources: list[str] = []
-            pred_geoms: list[Any] = []
-            if pred_file.is_file():
-                try:
-                    pred_objs = read_geojson(pred_file)
-                except InvalidGeoJSONError as err:
-                    raise InvalidGeoJSONError(
-                        f"{str(err).split('; ')[0]}; rerun qcamseg predict with --overwrite to write it again"
-                    ) from err
-                pred_geoms = _tumor_geoms(pred_objs, wanted, ours=None)
-                sources.append(str(pred_file))
-                warnings += _class_warning(pred_objs, pred_geoms, str(pred_file), wanted,
-                                           "no tumour is predicted - was the model trained for other classes?",
-                                           ours=None)
-            prob, heat_ds = None, 1.0
-            if heat_file.is_file():
-                prob, heat_ds = read_heatmap(heat_file, size, mpp)
-                sources.append(str(heat_file))
-            # pixel scores: regions at dice_mpp, else the heatmap at 0.5 on its own grid
-            if pred_file.is_file() or prob is None:
-                pixels = polygon_pixel_counts(truth, pred_geoms, box_px=(0, 0, *size), mpp=mpp,
-                                              eval_mpp=max(dice_mpp, mpp))
-            else:
-                hh, hw = prob.shape
-                t = rasterize([(g, 1) for g in truth], (0, 0, hw * heat_ds, hh * heat_ds), (hw, hh)) \
-                    if truth else np.zeros((hh, hw), np.uint8)
-                pixels = pixel_counts(t, prob >= 0.5)
-            # lesion detections
-            if prob is not None:
-                dets = detect_lesions(prob, downsample=heat_ds, mpp=mpp, threshold=detection_threshold,
-                                      nms_radius_um=nms_radius_um)
-                score = float(prob.max()) if prob.size else 0.0
-            else:
-                dets = _polygon_detections(pred_geoms)
-                score = 1.0 if dets else 0.0
-            mask = evaluation_mask_from_polygons(truth, size, mpp=mpp, downsample=eval_downsample,
-                                                 include_itcs=include_itcs) if truth else None
-            lesions = match_detections(dets, mask, name=entry.image_name)
-            slides.append(SlideEvaluation(
-                entry.entry_id, entry.image_name, bool(truth), lesions.n_lesions, lesions.n_itc,
-                pixels, lesions, dets, score, sources))
-    finally:
-        close = getattr(project, "close", None)
-        if close is not None:
-            close()
+            slides.append(_evaluate_slide(project, entry, pred_file, heat_file, scoring, warnings))
     if not slides:
-        raise CamsegError(
+        raise ProjectError(
             f"no predictions for {'the chosen images' if images else 'any image'} of {project_path} "
             f"(looked in {pred_dir} and {heat_dir}); run `qcamseg predict PROJECT --model MODEL` first"
         )
-    labels = [s.has_tumor for s in slides]
-    auc = roc_auc(labels, [s.slide_score for s in slides])
+    return _summarise(slides, scoring, (pred_dir, heat_dir), skipped, warnings)
+
+
+def _chosen_entries(project: FileProject | PaquoProject, project_path: str | os.PathLike[str],
+                    images: Sequence[str]) -> list[ProjectEntry]:
+    """The entries named in ``images`` (all when empty); :class:`ProjectError` for an empty project."""
+    if not project.entries:
+        raise ProjectError(
+            f"{getattr(project, 'qpproj', project_path)} has no images; add images in QuPath "
+            "(File > Project > Add images), then annotate, train and predict"
+        )
+    return [project.entry(i) for i in images] if images else list(project.entries)
+
+
+def _evaluate_slide(project: FileProject | PaquoProject, entry: ProjectEntry, pred_file: Path, heat_file: Path,
+                    scoring: _Scoring, warnings: list[str]) -> SlideEvaluation:
+    """One entry: its truth and predictions → pixel scores, detections and lesions (class-name
+    warnings are appended to ``warnings``)."""
+    with open_slide(project.image_path(entry), mpp=scoring.slide_mpp) as slide:
+        size, mpp = (int(slide.dimensions[0]), int(slide.dimensions[1])), float(slide.mpp)
+    user_objs = project.read_annotations(entry)
+    truth = tumor_geometries(user_objs, scoring.wanted, ours=False)
+    warnings += missing_class_warning(user_objs, truth, f"image {entry.image_name!r}", scoring.wanted,
+                                      "it counts as a normal slide - name the tumour class Tumor in QuPath",
+                                      ours=False)
+    pred = _read_predictions(pred_file, heat_file, size, mpp, scoring.wanted, warnings)
+    # pixel scores: regions at dice_mpp, else the heatmap at 0.5 on its own grid
+    if pred.has_regions or pred.prob is None:
+        pixels = polygon_pixel_counts(truth, pred.regions, box_px=(0, 0, *size), mpp=mpp,
+                                      eval_mpp=max(scoring.dice_mpp, mpp))
+    else:
+        pixels = heatmap_pixel_counts(truth, pred.prob, pred.heat_ds)
+    dets, score = _detections(pred, mpp, scoring)
+    mask = evaluation_mask_from_polygons(truth, size, mpp=mpp, downsample=scoring.eval_downsample,
+                                         include_itcs=scoring.include_itcs) if truth else None
+    lesions = match_detections(dets, mask, name=entry.image_name)
+    return SlideEvaluation(entry.entry_id, entry.image_name, bool(truth), lesions.n_lesions, lesions.n_itc,
+                           pixels, lesions, dets, score, pred.sources)
+
+
+def _read_predictions(pred_file: Path, heat_file: Path, size: tuple[int, int], mpp: float,
+                      wanted: Sequence[str], warnings: list[str]) -> _Predictions:
+    """The entry's predicted regions (when ``pred_file`` exists) and heatmap (when ``heat_file``
+    exists) for a slide of ``size`` level-0 px at ``mpp`` µm/px."""
+    regions: list[_Geometry] = []
+    sources: list[str] = []
+    has_regions = pred_file.is_file()
+    if has_regions:
+        try:
+            pred_objs = read_geojson(pred_file)
+        except InvalidGeoJSONError as err:
+            raise InvalidGeoJSONError(
+                f"{str(err).split('; ')[0]}; rerun qcamseg predict with --overwrite to write it again"
+            ) from err
+        regions = tumor_geometries(pred_objs, wanted, ours=None)
+        sources.append(str(pred_file))
+        warnings += missing_class_warning(pred_objs, regions, str(pred_file), wanted,
+                                          "no tumour is predicted - was the model trained for other classes?",
+                                          ours=None)
+    prob, heat_ds = None, 1.0
+    if heat_file.is_file():
+        prob, heat_ds = read_heatmap(heat_file, size, mpp)
+        sources.append(str(heat_file))
+    return _Predictions(regions, has_regions, prob, heat_ds, sources)
+
+
+def _detections(pred: _Predictions, mpp: float, scoring: _Scoring) -> tuple[list[Detection], float]:
+    """Lesion detections (level 0) and the slide score: from the heatmap (score: its maximum),
+    else one per predicted region at its representative point, probability 1 (the FROC then has
+    a single operating point; score 1 when any)."""
+    if pred.prob is not None:
+        dets = detect_lesions(pred.prob, downsample=pred.heat_ds, mpp=mpp, threshold=scoring.detection_threshold,
+                              nms_radius_um=scoring.nms_radius_um)
+        return dets, float(pred.prob.max()) if pred.prob.size else 0.0
+    dets = [Detection(1.0, float(p.x), float(p.y)) for p in (g.representative_point() for g in pred.regions)]
+    return dets, 1.0 if dets else 0.0
+
+
+def _summarise(slides: list[SlideEvaluation], scoring: _Scoring, dirs: tuple[Path, Path],
+               skipped: list[tuple[str, str]], warnings: list[str]) -> ProjectEvaluation:
+    """The FROC, pooled pixel scores and slide AUC over ``slides``, with the settings used."""
+    auc = roc_auc([s.has_tumor for s in slides], [s.slide_score for s in slides])
     settings = {
-        "dice_mpp": dice_mpp, "eval_downsample": eval_downsample, "detection_threshold": detection_threshold,
-        "nms_radius_um": nms_radius_um, "include_itcs": include_itcs, "tumor_classes": list(wanted),
-        "predictions_dir": str(pred_dir), "heatmaps_dir": str(heat_dir),
-        "eval_downsample_default": eval_downsample is None,
+        "dice_mpp": scoring.dice_mpp, "eval_downsample": scoring.eval_downsample,
+        "detection_threshold": scoring.detection_threshold, "nms_radius_um": scoring.nms_radius_um,
+        "include_itcs": scoring.include_itcs, "tumor_classes": list(scoring.wanted),
+        "predictions_dir": str(dirs[0]), "heatmaps_dir": str(dirs[1]),
+        "eval_downsample_default": scoring.eval_downsample is None,
     }
     return ProjectEvaluation(slides, froc([s.lesions for s in slides]), pooled_counts(s.pixels for s in slides),
                              auc, settings, skipped, warnings)
-
-
-def project_seed_figure(
-    project_path: str | os.PathLike[str],
-    image: str,
-    *,
-    out: str | os.PathLike[str] | None = None,
-    region_px: tuple[float, float, float, float] | None = None,
-    predictions_dir: str | os.PathLike[str] | None = None,
-    heatmaps_dir: str | os.PathLike[str] | None = None,
-    slide_mpp: float | None = None,
-    max_side_px: int = 1600,
-    use_heatmap: bool = True,
-    tumor_classes: Sequence[str] = TUMOR_CLASS_NAMES,
-) -> tuple[Path, float]:
-    """Draw the seed figure of one project image (whole slide or ``region_px``, level 0) and
-    return ``(png path, Dice)``. Default output ``<project>/camseg/reports/figure_<entryID>.png``.
-
-    Right panel: the heatmap (with a colour bar) when one exists and ``use_heatmap``, and the
-    predicted regions. The title gives the image name and the Dice of the shown area.
-    """
-    from qupath_camseg.annotations import read_geojson
-    from qupath_camseg.evaluate.figures import save_figure, seed_figure
-    from qupath_camseg.qupath import open_project
-    from qupath_camseg.wsi import open_slide
-
-    wanted = tuple(c.lower() for c in tumor_classes)
-    project = open_project(project_path, "r")
-    try:
-        entry = project.entry(image)
-        pred_file = Path(predictions_dir or project.camseg_dir / "predictions") / f"{entry.entry_id}.geojson"
-        heat_file = Path(heatmaps_dir or project.camseg_dir / "heatmaps") / f"{entry.entry_id}.tif"
-        truth = _tumor_geoms(project.read_annotations(entry), wanted, ours=False)
-        pred = _tumor_geoms(read_geojson(pred_file), wanted, ours=None) if pred_file.is_file() else []
-        out_path = Path(out) if out else project.camseg_dir / "reports" / f"figure_{entry.entry_id}.png"
-        with open_slide(project.image_path(entry), mpp=slide_mpp) as slide:
-            mpp = float(slide.mpp)
-            size = (int(slide.dimensions[0]), int(slide.dimensions[1]))
-            if region_px is None:
-                box = (0.0, 0.0, float(size[0]), float(size[1]))
-            else:
-                box = tuple(float(v) for v in region_px)  # type: ignore[assignment]
-                if box[2] <= 0 or box[3] <= 0:
-                    raise CamsegError(f"--region {region_px} needs a positive width and height (x,y,w,h in level-0 px)")
-            target = max(mpp, max(box[2], box[3]) * mpp / max_side_px)
-            if region_px is not None:  # only what the region shows (counts, Dice, drawing)
-                from shapely.geometry import box as shapely_box
-
-                view = shapely_box(box[0], box[1], box[0] + box[2], box[1] + box[3])
-                truth = [g for g in truth if g.intersects(view)]
-                pred = [g for g in pred if g.intersects(view)]
-            rgb = slide.read_region_mpp(box, target)
-        prob, heat_ds = (read_heatmap(heat_file, size, mpp) if use_heatmap and heat_file.is_file() else (None, 1.0))
-    finally:
-        close = getattr(project, "close", None)
-        if close is not None:
-            close()
-    if pred or prob is None:
-        counts = polygon_pixel_counts(truth, pred, box_px=box, mpp=mpp, eval_mpp=target)
-    else:
-        from qupath_camseg.annotations import rasterize
-
-        hh, hw = prob.shape
-        t = rasterize([(g, 1) for g in truth], (0, 0, hw * heat_ds, hh * heat_ds), (hw, hh)) if truth \
-            else np.zeros((hh, hw), np.uint8)
-        counts = pixel_counts(t, prob >= 0.5)
-    dice = counts.dice
-    dice_txt = "n/a (no tumour in truth or prediction)" if math.isnan(dice) else f"{dice:.3f}"
-    where = "" if region_px is None else f"  region {tuple(int(v) for v in box)}"
-    fig = seed_figure(
-        rgb, box_px=box, truth=truth, prediction=pred, probability=prob,
-        probability_box_px=(0, 0, prob.shape[1] * heat_ds, prob.shape[0] * heat_ds) if prob is not None else None,
-        mpp=mpp, title=f"{entry.image_name}{where} — Dice {dice_txt}",
-    )
-    return save_figure(fig, out_path), dice
-

@@ -10,7 +10,7 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "heatmap": ["heatmap_levels", "write_heatmap"],
+        "heatmap": ["heatmap_levels", "read_heatmap", "write_heatmap"],
         "slides": ["BACKENDS", "Slide", "open_slide", "resample"],
         "tiling": ["Box", "TissueFractions", "level0_size", "tile_grid", "tissue_fractions", "tissue_tiles"],
         "tissue": ["TissueMask", "detect_tissue", "summed_area_table", "tissue_mask_from_rgb"],

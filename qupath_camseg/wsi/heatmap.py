@@ -15,6 +15,8 @@ reused, never spilled, and reduce to zero tiles without arithmetic; the other ti
 on a thread pool (libdeflate releases the GIL), so a Camelyon-size map (47,600 × 107,400 px at
 0.5 µm/px, a quarter of it tissue) costs what its tissue costs. Every tile is still stored (no
 zero-byte "sparse" tiles, which not every TIFF reader accepts).
+
+:func:`read_heatmap` reads a map back (one pyramid level, as probabilities) with its scale.
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ import tifffile
 
 from qupath_camseg import __version__
 from qupath_camseg._io import atomic_write
+from qupath_camseg.wsi.slides import open_slide
 
-__all__ = ["heatmap_levels", "write_heatmap"]
+__all__ = ["heatmap_levels", "write_heatmap", "read_heatmap"]
 
 #: ``(tile_row, tile_col) -> uint8 (≤ tile_px, ≤ tile_px)``, or ``None`` for an all-zero tile.
 TileSource = Callable[[int, int], "npt.NDArray[np.uint8] | None"]
 _ZLIB_LEVEL = 1  # 4× faster than the default 6, files ~15 % larger
+_READ_MAX_SIDE_PX = 8192  # read_heatmap: finest level whose longer side fits
 
 
 def heatmap_levels(width: int, height: int, tile_px: int) -> list[tuple[int, int]]:
@@ -247,3 +251,22 @@ def write_heatmap(path: str | os.PathLike[str], prob_source: Any, mpp: float, *,
             for s in spills:
                 s.close()
     return path
+
+
+def read_heatmap(path: str | os.PathLike[str], slide_size_px: tuple[int, int], slide_mpp: float, *,
+                 max_side_px: int = _READ_MAX_SIDE_PX) -> tuple[npt.NDArray[np.float32], float]:
+    """Read a probability heatmap TIFF: ``(prob float32 (H, W) in [0, 1], downsample)`` where
+    ``downsample`` is slide level-0 px per returned pixel. The finest pyramid level whose longer
+    side is at most ``max_side_px`` is read. The heatmap's scale comes from its pixel size, or,
+    when the file has none, from its size relative to the slide."""
+    with open_slide(path) as heat:
+        if heat.has_mpp:
+            ds0 = heat.mpp / slide_mpp
+        else:
+            ds0 = slide_size_px[0] / heat.dimensions[0]
+        level = next((i for i, (w, h) in enumerate(heat.level_dimensions) if max(w, h) <= max_side_px),
+                     heat.level_count - 1)
+        w, h = heat.level_dimensions[level]
+        rgb = heat.read_region((0, 0), level, (w, h))
+        ds = ds0 * heat.dimensions[0] / w
+    return rgb[..., 0].astype(np.float32) / 255.0, float(ds)

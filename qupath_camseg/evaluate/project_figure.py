@@ -1,0 +1,114 @@
+"""The seed figure of one project image: the slide (or a level-0 region of it) with its ground
+truth beside the prediction (heatmap and/or regions), titled with the Dice of the shown area.
+
+Truth and predictions come from the project as for :func:`~qupath_camseg.evaluate.project.evaluate_project`
+(:mod:`qupath_camseg.evaluate.sources`); the drawing is :func:`~qupath_camseg.evaluate.figures.seed_figure`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry import box as shapely_box
+
+from qupath_camseg.annotations import read_geojson
+from qupath_camseg.errors import InvalidSettingsError
+from qupath_camseg.evaluate.figures import save_figure, seed_figure
+from qupath_camseg.evaluate.pixels import heatmap_pixel_counts, polygon_pixel_counts
+from qupath_camseg.evaluate.sources import TUMOR_CLASS_NAMES, prediction_dirs, tumor_geometries
+from qupath_camseg.qupath import open_project
+from qupath_camseg.wsi import open_slide, read_heatmap
+
+__all__ = ["project_seed_figure"]
+
+_Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class _View:
+    """What the figure shows: ``rgb`` uint8 ``(h, w, 3)`` of the level-0 ``box`` (x, y, w, h) at
+    ``target_mpp`` µm/px, from a slide of ``size`` level-0 px at ``mpp`` µm/px."""
+
+    rgb: npt.NDArray[np.uint8]
+    box: _Box
+    mpp: float
+    size: tuple[int, int]
+    target_mpp: float
+
+
+def project_seed_figure(
+    project_path: str | os.PathLike[str],
+    image: str,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    region_px: tuple[float, float, float, float] | None = None,
+    predictions_dir: str | os.PathLike[str] | None = None,
+    heatmaps_dir: str | os.PathLike[str] | None = None,
+    slide_mpp: float | None = None,
+    max_side_px: int = 1600,
+    use_heatmap: bool = True,
+    tumor_classes: Sequence[str] = TUMOR_CLASS_NAMES,
+) -> tuple[Path, float]:
+    """Draw the seed figure of one project image (whole slide or ``region_px``, level 0) and
+    return ``(png path, Dice)``. Default output ``<project>/camseg/reports/figure_<entryID>.png``.
+
+    Right panel: the heatmap (with a colour bar) when one exists and ``use_heatmap``, and the
+    predicted regions. The title gives the image name and the Dice of the shown area.
+    """
+    wanted = tuple(c.lower() for c in tumor_classes)
+    with open_project(project_path, "r") as project:
+        entry = project.entry(image)
+        pred_dir, heat_dir = prediction_dirs(project, predictions_dir, heatmaps_dir)
+        pred_file, heat_file = pred_dir / f"{entry.entry_id}.geojson", heat_dir / f"{entry.entry_id}.tif"
+        truth = tumor_geometries(project.read_annotations(entry), wanted, ours=False)
+        pred = tumor_geometries(read_geojson(pred_file), wanted, ours=None) if pred_file.is_file() else []
+        out_path = Path(out) if out else project.camseg_dir / "reports" / f"figure_{entry.entry_id}.png"
+        view = _read_view(project.image_path(entry), region_px, slide_mpp=slide_mpp, max_side_px=max_side_px)
+        if region_px is not None:  # only what the region shows (counts, Dice, drawing)
+            truth, pred = _visible(truth, view.box), _visible(pred, view.box)
+        prob, heat_ds = (read_heatmap(heat_file, view.size, view.mpp) if use_heatmap and heat_file.is_file()
+                         else (None, 1.0))
+    if pred or prob is None:
+        counts = polygon_pixel_counts(truth, pred, box_px=view.box, mpp=view.mpp, eval_mpp=view.target_mpp)
+    else:
+        counts = heatmap_pixel_counts(truth, prob, heat_ds)
+    dice = counts.dice
+    dice_txt = "n/a (no tumour in truth or prediction)" if math.isnan(dice) else f"{dice:.3f}"
+    where = "" if region_px is None else f"  region {tuple(int(v) for v in view.box)}"
+    fig = seed_figure(
+        view.rgb, box_px=view.box, truth=truth, prediction=pred, probability=prob,
+        probability_box_px=(0, 0, prob.shape[1] * heat_ds, prob.shape[0] * heat_ds) if prob is not None else None,
+        mpp=view.mpp, title=f"{entry.image_name}{where} — Dice {dice_txt}",
+    )
+    return save_figure(fig, out_path), dice
+
+
+def _read_view(image_path: Path, region_px: _Box | None, *, slide_mpp: float | None, max_side_px: int) -> _View:
+    """Read the whole slide (or ``region_px``, level 0) at the finest µm/px (never finer than the
+    slide's) whose longer side fits ``max_side_px``. :class:`InvalidSettingsError` for an empty region."""
+    with open_slide(image_path, mpp=slide_mpp) as slide:
+        mpp = float(slide.mpp)
+        size = (int(slide.dimensions[0]), int(slide.dimensions[1]))
+        if region_px is None:
+            box: _Box = (0.0, 0.0, float(size[0]), float(size[1]))
+        else:
+            box = tuple(float(v) for v in region_px)  # type: ignore[assignment]
+            if box[2] <= 0 or box[3] <= 0:
+                raise InvalidSettingsError(
+                    f"--region {region_px} needs a positive width and height (x,y,w,h in level-0 px)")
+        target = max(mpp, max(box[2], box[3]) * mpp / max_side_px)
+        rgb = slide.read_region_mpp(box, target)
+    return _View(rgb, box, mpp, size, target)
+
+
+def _visible(geoms: list[Polygon | MultiPolygon], box: _Box) -> list[Polygon | MultiPolygon]:
+    """The geometries that intersect the level-0 ``box`` (x, y, w, h)."""
+    view = shapely_box(box[0], box[1], box[0] + box[2], box[1] + box[3])
+    return [g for g in geoms if g.intersects(view)]
