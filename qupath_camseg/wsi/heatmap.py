@@ -21,14 +21,15 @@ zero-byte "sparse" tiles, which not every TIFF reader accepts).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeAlias
 
 import imagecodecs
 import numpy as np
@@ -43,6 +44,17 @@ __all__ = ["heatmap_levels", "write_heatmap", "read_heatmap"]
 
 #: ``(tile_row, tile_col) -> uint8 (≤ tile_px, ≤ tile_px)``, or ``None`` for an all-zero tile.
 TileSource = Callable[[int, int], "npt.NDArray[np.uint8] | None"]
+
+
+class RegionSource(Protocol):
+    """A map read by region: ``read_region((x, y, w, h)) -> uint8 (h, w)`` in map pixels."""
+
+    def read_region(self, box: tuple[int, int, int, int], /) -> npt.NDArray[np.uint8]: ...
+
+
+#: What :func:`write_heatmap` accepts: a ``(H, W)`` array (``uint8`` 0–255 or float 0–1), a
+#: :class:`RegionSource` or a :data:`TileSource`.
+ProbSource: TypeAlias = "npt.NDArray[Any] | RegionSource | TileSource"
 _ZLIB_LEVEL = 1  # 4× faster than the default 6, files ~15 % larger
 _READ_MAX_SIDE_PX = 8192  # read_heatmap: finest level whose longer side fits
 
@@ -56,7 +68,7 @@ def heatmap_levels(width: int, height: int, tile_px: int) -> list[tuple[int, int
     return dims
 
 
-def _tile_reader(prob_source: Any, size: tuple[int, int], tile_px: int) -> TileSource:
+def _tile_reader(prob_source: ProbSource, size: tuple[int, int], tile_px: int) -> TileSource:
     """``(tile_row, tile_col) -> uint8 (tile_px, tile_px)`` from an array or a reader object."""
     if isinstance(prob_source, np.ndarray):
         arr = prob_source
@@ -97,7 +109,7 @@ def _encoded(tiles: Iterator[npt.NDArray[np.uint8] | None], tile_px: int, pool: 
     """Deflated tiles in order: zero tiles share one encoding, the others are compressed on
     ``pool`` with up to ``ahead`` tiles in flight (bounded memory)."""
     zero = _deflate(np.zeros((tile_px, tile_px), dtype=np.uint8))
-    queue: deque[Any] = deque()
+    queue: deque[bytes | Future[bytes]] = deque()
     for tile in tiles:
         queue.append(zero if tile is None else pool.submit(_deflate, tile))
         if len(queue) > ahead:
@@ -186,7 +198,7 @@ def _reduced(parent: _Spill, size: tuple[int, int], out: _Spill | None) -> Itera
             yield tile
 
 
-def write_heatmap(path: str | os.PathLike[str], prob_source: Any, mpp: float, *,
+def write_heatmap(path: str | os.PathLike[str], prob_source: ProbSource, mpp: float, *,
                   size: tuple[int, int] | None = None, tile_px: int = 512,
                   description: str | None = None, workers: int | None = None) -> Path:
     """Write a probability map as a pyramidal tiled TIFF (``uint8``; ``255`` = probability 1).
@@ -207,50 +219,57 @@ def write_heatmap(path: str | os.PathLike[str], prob_source: Any, mpp: float, *,
         size = (int(prob_source.shape[1]), int(prob_source.shape[0]))
     width, height = size
     read = _tile_reader(prob_source, size, tile_px)
-    dims = heatmap_levels(width, height, tile_px)
     path = Path(path)
     workers = max(1, workers or min(8, os.cpu_count() or 1))
+    with atomic_write(path, "wb") as fh, ThreadPoolExecutor(workers, thread_name_prefix="qcamseg-deflate") as pool:
+        with tifffile.TiffWriter(tifffile.FileHandle(fh, mode="wb", name=path.name),
+                                 bigtiff=width * height > 2**31) as tif:
+            _write_pyramid(tif, read, (width, height), mpp, tile_px=tile_px, spill_dir=path.parent,
+                           pool=pool, ahead=4 * workers, description=description)
+    return path
+
+
+def _write_pyramid(tif: tifffile.TiffWriter, read: TileSource, size: tuple[int, int], mpp: float, *,
+                   tile_px: int, spill_dir: Path, pool: ThreadPoolExecutor, ahead: int,
+                   description: str | None) -> None:
+    """Every level of the map into ``tif``, one page each: level 0 (``size`` px at ``mpp``
+    µm/px) from ``read``, each next level the 2×2 mean of the one above, read back from a
+    temporary spill file in ``spill_dir``; up to ``ahead`` tiles are deflated on ``pool`` at once."""
+    width, height = size
+    dims = heatmap_levels(width, height, tile_px)
     common: dict[str, Any] = {
         "dtype": np.uint8, "tile": (tile_px, tile_px), "photometric": "minisblack", "compression": "zlib",
         "resolutionunit": "CENTIMETER", "metadata": None, "software": f"qupath-camseg {__version__}",
     }
-    with atomic_write(path, "wb") as fh, ThreadPoolExecutor(workers, thread_name_prefix="qcamseg-deflate") as pool:
-        spills: list[_Spill] = []
-        try:
-            with tifffile.TiffWriter(tifffile.FileHandle(fh, mode="wb", name=path.name),
-                                     bigtiff=width * height > 2**31) as tif:
-                spill0 = _Spill(path.parent, dims[0], tile_px) if len(dims) > 1 else None
-                spills += [spill0] if spill0 else []
+    with contextlib.ExitStack() as spills:
+        parent: _Spill | None = None
+        for level, (w, h) in enumerate(dims):
+            child = (spills.enter_context(contextlib.closing(_Spill(spill_dir, (w, h), tile_px)))
+                     if level + 1 < len(dims) else None)
+            if parent is None:  # level 0
+                tiles = _level0_tiles(read, size, tile_px, child)
+            else:
+                tiles = _reduced(parent, (w, h), child)
+            ds = width / w
+            tif.write(_encoded(tiles, tile_px, pool, ahead), shape=(h, w),
+                      subfiletype=0 if level == 0 else 1,
+                      resolution=(1e4 / (mpp * ds), 1e4 / (mpp * ds)),
+                      description=(description or "qupath-camseg probability map") if level == 0 else None,
+                      **common)
+            parent = child
 
-                def level0() -> Iterator[npt.NDArray[np.uint8] | None]:
-                    for r in range(math.ceil(height / tile_px)):
-                        for c in range(math.ceil(width / tile_px)):
-                            tile = _pad(read(r, c), tile_px)
-                            if spill0 is not None:
-                                spill0.put(tile)
-                            yield tile
 
-                parent = spill0
-                for level, (w, h) in enumerate(dims):
-                    ds = width / w
-                    if level == 0:
-                        tiles = level0()
-                    else:
-                        assert parent is not None
-                        child = _Spill(path.parent, (w, h), tile_px) if level + 1 < len(dims) else None
-                        spills += [child] if child else []
-                        tiles = _reduced(parent, (w, h), child)
-                    tif.write(_encoded(tiles, tile_px, pool, 4 * workers), shape=(h, w),
-                              subfiletype=0 if level == 0 else 1,
-                              resolution=(1e4 / (mpp * ds), 1e4 / (mpp * ds)),
-                              description=(description or "qupath-camseg probability map") if level == 0 else None,
-                              **common)
-                    if level > 0:
-                        parent = child
-        finally:
-            for s in spills:
-                s.close()
-    return path
+def _level0_tiles(read: TileSource, size: tuple[int, int], tile_px: int,
+                  out: _Spill | None) -> Iterator[npt.NDArray[np.uint8] | None]:
+    """Level-0 tiles in row-major order, zero-padded to ``tile_px`` (``None`` where all zero),
+    spilled to ``out`` too."""
+    width, height = size
+    for r in range(math.ceil(height / tile_px)):
+        for c in range(math.ceil(width / tile_px)):
+            tile = _pad(read(r, c), tile_px)
+            if out is not None:
+                out.put(tile)
+            yield tile
 
 
 def read_heatmap(path: str | os.PathLike[str], slide_size_px: tuple[int, int], slide_mpp: float, *,

@@ -44,6 +44,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from qupath_camseg.errors import MissingMppError, SlideNotFoundError, SlideReadError
+from qupath_camseg.wsi._tiff import mpp_from_tiff_tags, tiff_pixel_problem
 
 __all__ = ["Slide", "open_slide", "resample", "BACKENDS"]
 
@@ -91,44 +92,6 @@ def _float_or_none(value: object) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def _mpp_from_tiff_tags(path: Path) -> float | None:
-    """Level-0 µm/px from the first TIFF page's XResolution/ResolutionUnit (cm or inch)."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            xres = page.tags.get("XResolution")
-            unit = page.tags.get("ResolutionUnit")
-            if xres is None or unit is None:
-                return None
-            num, den = xres.value if isinstance(xres.value, tuple) else (xres.value, 1)
-            px_per_unit = float(num) / float(den) if den else 0.0
-            um_per_unit = {2: 25400.0, 3: 10000.0}.get(int(unit.value))
-    except Exception:  # noqa: BLE001 - not a TIFF, or unreadable tags: simply no calibration
-        return None
-    if um_per_unit is None or px_per_unit <= 0:
-        return None
-    return um_per_unit / px_per_unit
-
-
-def _tiff_pixel_problem(path: Path) -> str | None:
-    """Why the first TIFF page cannot be read as 8-bit RGB / grey (e.g. ``"16-bit (uint16) pixels
-    with 1 channel"``), or None (fine, or not a TIFF: the readers decide). Both readers would
-    otherwise turn such pixels into plausible-looking garbage (clipped, black or white)."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            dtype, samples = np.dtype(page.dtype), int(page.samplesperpixel)
-    except Exception:  # noqa: BLE001 - not a TIFF (or unreadable): the readers report it
-        return None
-    if dtype == np.uint8 and 1 <= samples <= 4:
-        return None
-    return f"{dtype.itemsize * 8}-bit ({dtype.name}) pixels with {samples} channel{'s' * (samples != 1)}"
-
-
 class Slide:
     """An open whole-slide image. Use :func:`open_slide`; close it (or use ``with``) when done.
 
@@ -166,7 +129,7 @@ class Slide:
     def _find_mpp(self, prefix: str) -> tuple[float | None, str]:
         candidates = [
             (_float_or_none(self.properties.get(f"{prefix}.mpp-x")), "metadata"),
-            (_mpp_from_tiff_tags(self.path), "TIFF resolution tags"),
+            (mpp_from_tiff_tags(self.path), "TIFF resolution tags"),
         ]
         note = ""
         for value, source in candidates:
@@ -374,7 +337,7 @@ def open_slide(path: str | os.PathLike[str], *, mpp: float | None = None, backen
         raise SlideNotFoundError(f"{p}: no such slide file; check the path (and the project's image URIs)")
     if p.is_dir() and p.suffix.lower() != ".mrxs":
         raise SlideReadError(f"{p}: is a folder, not a slide file; give the slide file itself")
-    if p.is_file() and (problem := _tiff_pixel_problem(p)) is not None:
+    if p.is_file() and (problem := tiff_pixel_problem(p)) is not None:
         raise SlideReadError(
             f"{p}: {problem}; qcamseg reads 8-bit RGB brightfield (H&E) slides; convert it to "
             "8-bit RGB (e.g. with Fiji, vips or QuPath) or use the scanner's original file"

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
-from qupath_camseg.wsi.tissue import summed_area_table
+from qupath_camseg.wsi.tissue import TissueMask, summed_area_table
 
 __all__ = ["Box", "TissueFractions", "level0_size", "tile_grid", "tissue_fractions", "tissue_tiles"]
 
@@ -92,7 +92,7 @@ class TissueFractions:
     pixel; masks stay far below 2³¹ pixels), differences are taken in int64.
     """
 
-    def __init__(self, tissue: Any) -> None:
+    def __init__(self, tissue: TissueMask) -> None:
         mask = np.asarray(tissue.mask, dtype=bool)
         self.ds = float(tissue.downsample)
         self.h, self.w = mask.shape
@@ -113,7 +113,7 @@ class TissueFractions:
         return inside / ((x1 - x0) * (y1 - y0))
 
 
-def tissue_fractions(tissue: Any, boxes: Sequence[Sequence[float]]) -> np.ndarray:
+def tissue_fractions(tissue: TissueMask, boxes: Sequence[Sequence[float]]) -> np.ndarray:
     """Fraction (0–1) of each level-0 box covered by the tissue mask (one-off
     :class:`TissueFractions`; build that once when asking repeatedly). Returns float64 ``(n,)``."""
     return TissueFractions(tissue)(boxes)
@@ -121,7 +121,7 @@ def tissue_fractions(tissue: Any, boxes: Sequence[Sequence[float]]) -> np.ndarra
 
 def tissue_tiles(
     slide_dims: Sequence[int],
-    tissue: Any | None,
+    tissue: TissueMask | None,
     tile: _Size,
     stride: _Size | None = None,
     min_tissue: float = 0.1,
