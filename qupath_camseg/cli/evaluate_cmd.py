@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from qupath_camseg.cli._options import images_option, mpp_override_option
+
+if TYPE_CHECKING:
+    from qupath_camseg.evaluate import ProjectEvaluation
 
 __all__ = ["evaluate", "figure"]
 
@@ -27,7 +30,7 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def _report_text(ev: Any) -> str:
+def _report_text(ev: ProjectEvaluation) -> str:
     rows = []
     for s in ev.slides:
         rows.append([

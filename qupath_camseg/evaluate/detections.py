@@ -37,9 +37,9 @@ from qupath_camseg.errors import InvalidAnnotationError
 __all__ = [
     "Detection",
     "detect_lesions",
+    "read_detections_csv",
     "slide_score",
     "write_detections_csv",
-    "read_detections_csv",
 ]
 
 

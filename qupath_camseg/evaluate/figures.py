@@ -30,13 +30,13 @@ from qupath_camseg._io import atomic_write_bytes
 from qupath_camseg.errors import ModelBundleError
 
 __all__ = [
-    "TRUTH_COLOR",
     "PREDICTION_COLOR",
-    "seed_figure",
+    "TRUTH_COLOR",
     "froc_figure",
-    "training_curve_figure",
     "read_history",
     "save_figure",
+    "seed_figure",
+    "training_curve_figure",
 ]
 
 TRUTH_COLOR = "#1f5bff"

@@ -48,12 +48,12 @@ from qupath_camseg.evaluate.lesion_mask import EvaluationMask
 
 __all__ = [
     "FP_RATES",
-    "SlideFROC",
-    "match_detections",
     "FROCResult",
+    "SlideFROC",
+    "froc",
     "froc_curve",
     "froc_score",
-    "froc",
+    "match_detections",
 ]
 
 FP_RATES: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)

@@ -21,12 +21,12 @@ from skimage import measure
 from qupath_camseg.annotations import rasterize
 
 __all__ = [
-    "CAMELYON16_MPP",
     "CAMELYON16_LEVEL",
+    "CAMELYON16_MPP",
     "DILATION_UM",
     "ITC_MAJOR_AXIS_UM",
-    "default_eval_downsample",
     "EvaluationMask",
+    "default_eval_downsample",
     "evaluation_mask",
     "evaluation_mask_from_polygons",
 ]

@@ -17,7 +17,7 @@ from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg.annotations import rasterize
 
-__all__ = ["PixelCounts", "pixel_counts", "pooled_counts", "polygon_pixel_counts", "heatmap_pixel_counts"]
+__all__ = ["PixelCounts", "heatmap_pixel_counts", "pixel_counts", "polygon_pixel_counts", "pooled_counts"]
 
 _PIXEL_CHUNK = 4096  # output pixels per side when rasterising polygons for pixel scores
 _HEATMAP_THRESHOLD = 0.5  # probability at which a heatmap pixel counts as predicted tumour

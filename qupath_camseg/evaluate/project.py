@@ -28,9 +28,19 @@ from qupath_camseg.errors import InvalidGeoJSONError, ProjectError
 from qupath_camseg.evaluate._json import json_float
 from qupath_camseg.evaluate.auc import roc_auc
 from qupath_camseg.evaluate.detections import Detection, detect_lesions
-from qupath_camseg.evaluate.lesion_froc import FROCResult, SlideFROC, froc, match_detections
+from qupath_camseg.evaluate.lesion_froc import (
+    FROCResult,
+    SlideFROC,
+    froc,
+    match_detections,
+)
 from qupath_camseg.evaluate.lesion_mask import evaluation_mask_from_polygons
-from qupath_camseg.evaluate.pixels import PixelCounts, heatmap_pixel_counts, polygon_pixel_counts, pooled_counts
+from qupath_camseg.evaluate.pixels import (
+    PixelCounts,
+    heatmap_pixel_counts,
+    polygon_pixel_counts,
+    pooled_counts,
+)
 from qupath_camseg.evaluate.sources import (
     TUMOR_CLASS_NAMES,
     missing_class_warning,
@@ -43,7 +53,7 @@ from qupath_camseg.wsi import open_slide, read_heatmap
 if TYPE_CHECKING:
     from qupath_camseg.qupath import FileProject, PaquoProject, ProjectEntry
 
-__all__ = ["SlideEvaluation", "ProjectEvaluation", "evaluate_project"]
+__all__ = ["ProjectEvaluation", "SlideEvaluation", "evaluate_project"]
 
 _Geometry = Polygon | MultiPolygon
 

@@ -22,7 +22,11 @@ from qupath_camseg.annotations import read_geojson
 from qupath_camseg.errors import InvalidSettingsError
 from qupath_camseg.evaluate.figures import save_figure, seed_figure
 from qupath_camseg.evaluate.pixels import heatmap_pixel_counts, polygon_pixel_counts
-from qupath_camseg.evaluate.sources import TUMOR_CLASS_NAMES, prediction_dirs, tumor_geometries
+from qupath_camseg.evaluate.sources import (
+    TUMOR_CLASS_NAMES,
+    prediction_dirs,
+    tumor_geometries,
+)
 from qupath_camseg.qupath import open_project
 from qupath_camseg.wsi import open_slide, read_heatmap
 

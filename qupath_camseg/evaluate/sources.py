@@ -21,7 +21,7 @@ from qupath_camseg.annotations import QPObject, is_ours, iter_objects, polygonal
 if TYPE_CHECKING:
     from qupath_camseg.qupath import FileProject, PaquoProject
 
-__all__ = ["TUMOR_CLASS_NAMES", "tumor_geometries", "missing_class_warning", "prediction_dirs"]
+__all__ = ["TUMOR_CLASS_NAMES", "missing_class_warning", "prediction_dirs", "tumor_geometries"]
 
 TUMOR_CLASS_NAMES = ("tumor", "tumour", "metastasis", "metastases")
 """Class names (lower case, before any ``:`` sub-class) that count as tumour."""

@@ -25,14 +25,14 @@ from qupath_camseg._io import atomic_write_bytes
 from qupath_camseg.errors import ModelBundleError
 
 __all__ = [
-    "ONNX_OPSET",
     "INPUT_NAME",
-    "OUTPUT_NAME",
+    "ONNX_OPSET",
     "OPENCV_SAFE_OPS",
+    "OUTPUT_NAME",
     "ProbabilityModel",
+    "check_onnx_graph",
     "export_onnx",
     "export_torchscript",
-    "check_onnx_graph",
 ]
 
 #: Opset 11: imported by OpenCV 4.6 – 4.11 (checked by the tests against all three builds).

@@ -48,15 +48,18 @@ from qupath_camseg.export.onnx import (
     export_onnx,
     export_torchscript,
 )
-from qupath_camseg.export.pixel_classifier import (
-    build_pixel_classifier,
-    set_model_uri,
-    validate_pixel_classifier,
-)
+from qupath_camseg.export.pixel_classifier import build_pixel_classifier, set_model_uri
+from qupath_camseg.export.pixel_classifier_check import validate_pixel_classifier
 from qupath_camseg.model import load_bundle
 
-__all__ = ["QuPathExport", "export_qupath", "install_into_project", "DEFAULT_PADDING_PX", "CLASSIFIER_DIR",
-           "project_folder"]
+__all__ = [
+    "CLASSIFIER_DIR",
+    "DEFAULT_PADDING_PX",
+    "QuPathExport",
+    "export_qupath",
+    "install_into_project",
+    "project_folder",
+]
 
 #: Default context on each side of a QuPath tile (px at the model's mpp).
 DEFAULT_PADDING_PX = 32

@@ -40,7 +40,7 @@ from qupath_camseg import __version__
 from qupath_camseg._io import atomic_write
 from qupath_camseg.wsi.slides import open_slide
 
-__all__ = ["heatmap_levels", "write_heatmap", "read_heatmap"]
+__all__ = ["heatmap_levels", "read_heatmap", "write_heatmap"]
 
 #: ``(tile_row, tile_col) -> uint8 (≤ tile_px, ≤ tile_px)``, or ``None`` for an all-zero tile.
 TileSource = Callable[[int, int], "npt.NDArray[np.uint8] | None"]
@@ -221,11 +221,13 @@ def write_heatmap(path: str | os.PathLike[str], prob_source: ProbSource, mpp: fl
     read = _tile_reader(prob_source, size, tile_px)
     path = Path(path)
     workers = max(1, workers or min(8, os.cpu_count() or 1))
-    with atomic_write(path, "wb") as fh, ThreadPoolExecutor(workers, thread_name_prefix="qcamseg-deflate") as pool:
-        with tifffile.TiffWriter(tifffile.FileHandle(fh, mode="wb", name=path.name),
-                                 bigtiff=width * height > 2**31) as tif:
-            _write_pyramid(tif, read, (width, height), mpp, tile_px=tile_px, spill_dir=path.parent,
-                           pool=pool, ahead=4 * workers, description=description)
+    with (
+        atomic_write(path, "wb") as fh,
+        ThreadPoolExecutor(workers, thread_name_prefix="qcamseg-deflate") as pool,
+        tifffile.TiffWriter(tifffile.FileHandle(fh, mode="wb", name=path.name), bigtiff=width * height > 2**31) as tif,
+    ):
+        _write_pyramid(tif, read, (width, height), mpp, tile_px=tile_px, spill_dir=path.parent,
+                       pool=pool, ahead=4 * workers, description=description)
     return path
 
 

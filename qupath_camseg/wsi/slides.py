@@ -46,7 +46,7 @@ from PIL import Image
 from qupath_camseg.errors import MissingMppError, SlideNotFoundError, SlideReadError
 from qupath_camseg.wsi._tiff import mpp_from_tiff_tags, tiff_pixel_problem
 
-__all__ = ["Slide", "open_slide", "resample", "BACKENDS"]
+__all__ = ["BACKENDS", "Slide", "open_slide", "resample"]
 
 BACKENDS = ("auto", "tiffslide", "openslide")
 _MPP_RANGE = (0.01, 20.0)
