@@ -127,7 +127,7 @@ def polygon_pixel_counts(
 
 
 def heatmap_pixel_counts(
-    truth: Sequence[BaseGeometry], prob: npt.NDArray[np.floating], downsample: float
+    truth: Sequence[BaseGeometry], prob: npt.NDArray[np.float32], downsample: float
 ) -> PixelCounts:
     """Pixel counts of truth polygons (level-0 px) against a heatmap thresholded at 0.5, on the
     heatmap's own grid: ``prob`` float ``(H, W)`` in [0, 1] whose pixel ``(r, c)`` covers level-0

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from shapely.geometry import MultiPolygon, Polygon
 
 from qupath_camseg.annotations import read_geojson
 from qupath_camseg.errors import InvalidGeoJSONError, ProjectError
@@ -43,6 +42,7 @@ from qupath_camseg.evaluate.pixels import (
 )
 from qupath_camseg.evaluate.sources import (
     TUMOR_CLASS_NAMES,
+    Region,
     missing_class_warning,
     prediction_dirs,
     tumor_geometries,
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ProjectEvaluation", "SlideEvaluation", "evaluate_project"]
 
-_Geometry = Polygon | MultiPolygon
 
 @dataclass
 class SlideEvaluation:
@@ -137,7 +136,7 @@ class _Predictions:
     (``has_regions``: the file exists, tumour or not) and/or the heatmap ``prob`` (float32
     ``(H, W)`` in [0, 1], ``heat_ds`` level-0 px per pixel); ``sources``: the files read."""
 
-    regions: list[_Geometry]
+    regions: list[Region]
     has_regions: bool
     prob: npt.NDArray[np.float32] | None
     heat_ds: float
@@ -229,7 +228,7 @@ def _read_predictions(pred_file: Path, heat_file: Path, size: tuple[int, int], m
                       wanted: Sequence[str], warnings: list[str]) -> _Predictions:
     """The entry's predicted regions (when ``pred_file`` exists) and heatmap (when ``heat_file``
     exists) for a slide of ``size`` level-0 px at ``mpp`` µm/px."""
-    regions: list[_Geometry] = []
+    regions: list[Region] = []
     sources: list[str] = []
     has_regions = pred_file.is_file()
     if has_regions:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry import box as shapely_box
 
 from qupath_camseg.annotations import read_geojson
@@ -24,6 +23,7 @@ from qupath_camseg.evaluate.figures import save_figure, seed_figure
 from qupath_camseg.evaluate.pixels import heatmap_pixel_counts, polygon_pixel_counts
 from qupath_camseg.evaluate.sources import (
     TUMOR_CLASS_NAMES,
+    Region,
     prediction_dirs,
     tumor_geometries,
 )
@@ -112,7 +112,7 @@ def _read_view(image_path: Path, region_px: _Box | None, *, slide_mpp: float | N
     return _View(rgb, box, mpp, size, target)
 
 
-def _visible(geoms: list[Polygon | MultiPolygon], box: _Box) -> list[Polygon | MultiPolygon]:
+def _visible(geoms: list[Region], box: _Box) -> list[Region]:
     """The geometries that intersect the level-0 ``box`` (x, y, w, h)."""
     view = shapely_box(box[0], box[1], box[0] + box[2], box[1] + box[3])
     return [g for g in geoms if g.intersects(view)]

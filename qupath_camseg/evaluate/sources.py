@@ -21,10 +21,13 @@ from qupath_camseg.annotations import QPObject, is_ours, iter_objects, polygonal
 if TYPE_CHECKING:
     from qupath_camseg.qupath import FileProject, PaquoProject
 
-__all__ = ["TUMOR_CLASS_NAMES", "missing_class_warning", "prediction_dirs", "tumor_geometries"]
+__all__ = ["TUMOR_CLASS_NAMES", "Region", "missing_class_warning", "prediction_dirs", "tumor_geometries"]
 
 TUMOR_CLASS_NAMES = ("tumor", "tumour", "metastasis", "metastases")
 """Class names (lower case, before any ``:`` sub-class) that count as tumour."""
+
+Region = Polygon | MultiPolygon
+"""A tumour region: a valid shapely polygon in level-0 px."""
 
 
 def _is_tumor(name: str | None, wanted: Sequence[str]) -> bool:
@@ -32,7 +35,7 @@ def _is_tumor(name: str | None, wanted: Sequence[str]) -> bool:
 
 
 def tumor_geometries(objs: Sequence[QPObject], wanted: Sequence[str], *, ours: bool | None,
-                     object_types: Sequence[str] = ("annotation",)) -> list[Polygon | MultiPolygon]:
+                     object_types: Sequence[str] = ("annotation",)) -> list[Region]:
     """The polygonal parts (level-0 px) of ``objs`` and their descendants whose class is one of
     ``wanted`` (lower case) and whose type is one of ``object_types``; ``ours``: only objects
     qupath-camseg made (True), only the others (False), or both (None)."""
