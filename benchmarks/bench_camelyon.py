@@ -200,18 +200,14 @@ def model_only_rate(slide: Path, model_dir: Path, *, device: str, batch_size: in
 
     Tiles are chosen as ``predict_slide`` chooses them (same plan, tissue mask, threshold) and
     read into memory first; passes repeat until ``min_seconds`` have been timed. ``compile``: the
-    network through ``predict.compile_model`` (its compile time is in the untimed warm-up pass).
+    network through ``model.loaded.compile_model`` (its compile time is in the untimed warm-up pass).
     """
     import torch
 
-    from qupath_camseg.predict import TilePlan, TileReader
-    from qupath_camseg.predict.blending import _forward
-    from qupath_camseg.predict.slide import (
-        PredictOptions,
-        _active_tiles,
-        compile_model,
-        load_model,
-    )
+    from qupath_camseg.model.loaded import compile_model, load_model
+    from qupath_camseg.predict import PredictOptions, TilePlan, TileReader
+    from qupath_camseg.predict.inference import _forward
+    from qupath_camseg.predict.roi import active_tiles
     from qupath_camseg.wsi import detect_tissue, open_slide
 
     lm = load_model(model_dir, device=device)
@@ -221,7 +217,7 @@ def model_only_rate(slide: Path, model_dir: Path, *, device: str, batch_size: in
     with open_slide(slide) as s:
         plan = TilePlan.create(s.dimensions, s.mpp, lm.config.mpp, tile_px=lm.config.tile_px, overlap=opts.overlap,
                                chunk_px=opts.chunk_px, stripe_chunks=opts.stripe_chunks)
-        active = _active_tiles(plan, detect_tissue(s, mask_mpp=opts.tissue_mask_mpp), None, opts.min_tissue)
+        active = active_tiles(plan, detect_tissue(s, mask_mpp=opts.tissue_mask_mpp), None, opts.min_tissue)
     cells = np.argwhere(active)[:max_tiles]
     reader = TileReader(slide, None, plan, lm.config.mpp)
     with ThreadPoolExecutor(workers) as pool:

@@ -55,11 +55,11 @@ def _trivial_model(n_channels: int) -> Any:
 
 
 def _loaded_model(work: Path, *, mpp: float, tile_px: int, device: str) -> Any:
-    """A :class:`~qupath_camseg.predict.slide.LoadedModel` whose network is the trivial model."""
+    """A :class:`~qupath_camseg.model.loaded.LoadedModel` whose network is the trivial model."""
     import torch
 
     from qupath_camseg.model import ModelConfig, build_model, save_bundle
-    from qupath_camseg.predict import LoadedModel, load_model
+    from qupath_camseg.model.loaded import LoadedModel, load_model
 
     folder = work / f"pipeline_model_{mpp:g}_{tile_px}"
     if not (folder / "model.json").is_file():
@@ -82,13 +82,13 @@ def _read_only(slide: Path, lm: Any, workers: int, opts: Any, processes: bool) -
     import torch
 
     from qupath_camseg.predict import TileBatches, TilePlan, TileReader
-    from qupath_camseg.predict.slide import _active_tiles
+    from qupath_camseg.predict.roi import active_tiles
     from qupath_camseg.wsi import detect_tissue, open_slide
 
     with open_slide(slide) as s:
         plan = TilePlan.create(s.dimensions, s.mpp, lm.config.mpp, tile_px=lm.config.tile_px,
                                overlap=opts.overlap, chunk_px=opts.chunk_px, stripe_chunks=opts.stripe_chunks)
-        active = _active_tiles(plan, detect_tissue(s, mask_mpp=opts.tissue_mask_mpp), None, opts.min_tissue)
+        active = active_tiles(plan, detect_tissue(s, mask_mpp=opts.tissue_mask_mpp), None, opts.min_tissue)
     tiles = [(int(a), int(b)) for a, b in np.argwhere(active)]
     if processes:
         batches = [tiles[i:i + opts.batch_size] for i in range(0, len(tiles), opts.batch_size)]

@@ -137,7 +137,8 @@ def _child(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from qupath_camseg.predict import PredictOptions, load_model, predict_slide
+    from qupath_camseg.model.loaded import load_model
+    from qupath_camseg.predict import PredictOptions, predict_slide
 
     t0 = time.perf_counter()
     lm = load_model(args.model, device=args.device)
@@ -171,14 +172,10 @@ def _throughput(slide: Path, model_dir: Path, work: Path, args: argparse.Namespa
     import numpy as np
     import torch
 
-    from qupath_camseg.predict import TilePlan, TileReader
-    from qupath_camseg.predict.blending import _forward
-    from qupath_camseg.predict.slide import (
-        PredictOptions,
-        _active_tiles,
-        load_model,
-        predict_slide,
-    )
+    from qupath_camseg.model.loaded import load_model
+    from qupath_camseg.predict import PredictOptions, TilePlan, TileReader, predict_slide
+    from qupath_camseg.predict.inference import _forward
+    from qupath_camseg.predict.roi import active_tiles
     from qupath_camseg.wsi import detect_tissue, open_slide
 
     lm = load_model(model_dir, device=args.device)
@@ -186,7 +183,7 @@ def _throughput(slide: Path, model_dir: Path, work: Path, args: argparse.Namespa
     with open_slide(slide) as s:
         plan = TilePlan.create(s.dimensions, s.mpp, lm.config.mpp, tile_px=lm.config.tile_px,
                                chunk_px=opts.chunk_px, stripe_chunks=opts.stripe_chunks)
-        active = _active_tiles(plan, detect_tissue(s, mask_mpp=opts.tissue_mask_mpp), None, opts.min_tissue)
+        active = active_tiles(plan, detect_tissue(s, mask_mpp=opts.tissue_mask_mpp), None, opts.min_tissue)
     reader = TileReader(slide, None, plan, lm.config.mpp)
     tiles = np.stack([reader.read(int(ty), int(tx)) for ty, tx in np.argwhere(active)])
     reader.close()

@@ -6,7 +6,7 @@
 For every slide, backend and access pattern, the *same* list of level-0 ``--tile``² regions (drawn
 once with ``--seed``, over tissue) is read ``--reads`` times in all, best of ``--repeats`` passes
 with the backends alternating; with ``t`` threads each thread opens its own
-handle (as :mod:`qupath_camseg.predict.blending` does) and reads every ``t``-th region. Patterns:
+handle (as :mod:`qupath_camseg.predict.tile_reader` does) and reads every ``t``-th region. Patterns:
 
 * ``aligned`` - regions on the file's own tile grid at multiples of ``--tile`` (one JPEG per
   512² tile on a 512-tiled file; a 240-tiled Aperio file decodes up to 9 tiles per read);

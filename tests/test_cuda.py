@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from qupath_camseg.cli import main
 from qupath_camseg.model import ModelConfig
-from qupath_camseg.predict import LoadedModel, PredictOptions, predict_slide
+from qupath_camseg.model.loaded import LoadedModel
+from qupath_camseg.predict import PredictOptions, predict_slide
 from qupath_camseg.synthetic import write_synthetic_slide
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")

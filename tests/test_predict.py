@@ -22,14 +22,9 @@ from qupath_camseg.annotations import (
 )
 from qupath_camseg.errors import CamsegError
 from qupath_camseg.model import ModelConfig
-from qupath_camseg.predict import ChunkStore, TilePlan, blend_window
-from qupath_camseg.predict.slide import (
-    LoadedModel,
-    PredictOptions,
-    _active_tiles,
-    predict_project,
-    predict_slide,
-)
+from qupath_camseg.model.loaded import LoadedModel
+from qupath_camseg.predict import ChunkStore, PredictOptions, TilePlan, blend_window, predict_project, predict_slide
+from qupath_camseg.predict.roi import active_tiles as _active_tiles
 from qupath_camseg.synthetic import write_synthetic_slide
 from qupath_camseg.wsi import detect_tissue, open_slide
 
@@ -310,7 +305,7 @@ def test_trained_model_dice_on_held_out_slide(trained):
 @pytest.mark.parametrize("n_channels", [2, 3])
 def test_forward_equals_softmax_of_the_logits(n_channels):
     """Two classes take the sigmoid(l1 - l0) shortcut; it must equal the softmax (and 3 classes too)."""
-    from qupath_camseg.predict.blending import _forward
+    from qupath_camseg.predict.inference import _forward
 
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, n_channels, 3, padding=1).eval()
@@ -325,8 +320,8 @@ def test_forward_equals_softmax_of_the_logits(n_channels):
 def test_reader_processes_and_pooled_summaries_give_identical_outputs(slide, whole, tmp_path, monkeypatch):
     """The GPU configuration (tiles read by DataLoader worker processes, chunks traced on a process
     pool during inference) must write exactly what the threaded, in-process path writes."""
-    import qupath_camseg.predict.outputs as outputs_mod
     import qupath_camseg.predict.slide as predict_mod
+    import qupath_camseg.predict.summaries as outputs_mod
 
     out, res, _ = whole
     monkeypatch.setattr(predict_mod.os, "cpu_count", lambda: 8)  # 2 workers → 2 summary processes

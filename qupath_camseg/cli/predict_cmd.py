@@ -19,7 +19,7 @@ several images fail, each one's error is printed as ``IMAGE: failed - MESSAGE`` 
 0 on success and 2 for an error the user can fix.
 
 Under ``torchrun --nproc_per_node=N -m qupath_camseg predict PROJECT ...`` each process predicts
-its share of the images (see :func:`qupath_camseg.predict.slide.predict_project`); JSON events carry
+its share of the images (see :func:`qupath_camseg.predict.project.predict_project`); JSON events carry
 ``"rank"``, only rank 0 draws progress bars and prints the summary, other ranks' lines start with
 ``[rank R]``, and image errors are printed as they happen.
 """
@@ -155,12 +155,8 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
     """
     from qupath_camseg._dist import env_rank
     from qupath_camseg.errors import CamsegError, SlideNotFoundError
-    from qupath_camseg.predict import (
-        PredictOptions,
-        load_model,
-        predict_project,
-        predict_slide,
-    )
+    from qupath_camseg.model.loaded import load_model
+    from qupath_camseg.predict import PredictOptions, predict_project, predict_slide
 
     rank, world, _ = env_rank()
     report = _Reporter(progress_mode, rank=rank, world=world)

@@ -1,6 +1,9 @@
 """Whole-slide inference: tile plan and chunk store, tile readers, the model over tiles with
 blending, and the QuPath objects, heatmap and report written from the blended map.
 
+The loaded model (``LoadedModel``, ``load_model``, ``compile_model``) lives in
+:mod:`qupath_camseg.model.loaded`.
+
 Public names are imported lazily on first use (``lazy_loader``), so importing one module of
 this folder does not import the others (worker processes stay light).
 """
@@ -10,10 +13,16 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "blending": ["StripeAccumulator", "blend_window", "run_inference"],
+        "blending": ["BandWriter", "StripeAccumulator", "blend_window"],
         "chunks": ["ChunkStore", "TilePlan"],
-        "outputs": ["BACKGROUND_CLASS", "ChunkSummaries", "ChunkSummary", "build_objects", "summarize_chunk"],
-        "slide": ["LoadedModel", "PredictOptions", "PredictResult", "load_model", "predict_project", "predict_slide", "read_roi"],
-        "tile_reader": ["BLOCK_CACHE_BYTES", "BlockCache", "PREFETCH_BATCHES", "TileBatches", "TileReader", "thread_batches", "use_read_processes"],
+        "inference": ["InferenceStats", "run_inference"],
+        "objects": ["BACKGROUND_CLASS", "build_objects", "measure_tile_px"],
+        "options": ["PredictOptions", "PredictResult", "Progress", "ProgressEvent", "no_progress"],
+        "project": ["predict_project"],
+        "report": ["finished_report", "read_report", "settings_key", "store_key"],
+        "roi": ["active_tiles", "read_roi", "tissue_area_mm2"],
+        "slide": ["predict_slide"],
+        "summaries": ["ChunkSummaries", "ChunkSummary", "summarize_chunk"],
+        "tile_reader": ["BLOCK_CACHE_BYTES", "BlockCache", "PREFETCH_BATCHES", "ReaderArgs", "TileBatches", "TileReader", "thread_batches", "use_read_processes"],
     },
 )

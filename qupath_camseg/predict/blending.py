@@ -1,4 +1,4 @@
-"""Tiles → model → blended probability map: the inference loop of a whole slide.
+"""Tile probabilities → blended probability map: the window, the stripe accumulator and the band writer.
 
 Whole-slide inference works on a *map* at the model's pixel size: map pixel ``(x, y)`` covers
 level-0 pixels ``[x*ds, (x+1)*ds) x [y*ds, (y+1)*ds)`` with ``ds = model_mpp / slide_mpp``.
@@ -10,32 +10,32 @@ and summed; the map is the weighted sum divided by the summed weights, so seams 
 Memory does not depend on slide size: the map is processed in vertical *stripes* (a few chunks
 wide) and, inside a stripe, tile row by tile row with a rolling accumulator of ``tile_px`` rows
 (:class:`StripeAccumulator`). Finished rows are quantised to ``uint8`` (``round(255 p)``) and
-written as square chunks of ``chunk_px`` map pixels (:class:`ChunkStore`), one zlib-compressed
+written as square chunks of ``chunk_px`` map pixels (:class:`BandWriter` → :class:`ChunkStore`,
+zeroed outside the ROI and the tissue on the way), one zlib-compressed
 file per chunk written atomically, so an interrupted run resumes from the finished chunks and
 gives bit-identical results. Tiles that straddle a stripe edge are computed by both stripes
-(a few percent of extra work) - the price of bounded memory. Tiles come from
-:mod:`qupath_camseg.predict.tile_reader`; the geometry and the store from :mod:`qupath_camseg.predict.chunks`.
+(a few percent of extra work) - the price of bounded memory. The loop that feeds tiles through
+the model into this accumulator is :mod:`qupath_camseg.predict.inference`; the geometry and the
+store are :mod:`qupath_camseg.predict.chunks`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 
 import numpy as np
 import numpy.typing as npt
+import shapely
 import torch
+from shapely.geometry.base import BaseGeometry
 
+from qupath_camseg.annotations import rasterize
 from qupath_camseg.predict.chunks import ChunkStore, TilePlan
-from qupath_camseg.predict.tile_reader import (
-    PREFETCH_BATCHES,
-    TileBatches,
-    TileReader,
-    thread_batches,
-    use_read_processes,
-)
+from qupath_camseg.wsi import TissueMask
 
-__all__ = ["ChunkStore", "StripeAccumulator", "TilePlan", "blend_window", "run_inference"]
+__all__ = ["BandWriter", "StripeAccumulator", "blend_window"]
+
 
 def blend_window(tile_px: int, *, floor: float = 1e-2) -> npt.NDArray[np.float32]:
     """Separable Hann (sin²) window of shape ``(tile_px, tile_px)``, values in ``[floor, 1]``.
@@ -112,184 +112,16 @@ class StripeAccumulator:
         return y, q
 
 
-def _stripe_work(plan: TilePlan, active: npt.NDArray[np.bool_], needed: npt.NDArray[np.bool_],
-                 store: ChunkStore, c0: int, c1: int, batch_size: int) -> tuple[int, list[tuple[int, int]], int] | None:
-    """For the stripe of chunk columns ``[c0, c1)``: ``(first band to compute, tiles, first tile row)``.
+class BandWriter:
+    """Collects finished map rows of the stripe of chunk columns ``[c0, c1)`` into a band of chunks
+    (one chunk row, ``uint8 (n, chunk_px, stripe width)``) and writes each full band, from band
+    ``b0`` on: the ``needed`` chunks, zeroed outside ``roi`` (level-0 geometry) and ``tissue``, go
+    to ``store`` on the ``writer`` threads (their futures appended to ``pending``); ``on_chunk(row,
+    col)`` is called on the writer thread after each chunk is stored."""
 
-    Tiles are listed in row-major order from a batch boundary of the full stripe order, so a
-    resumed run forms exactly the batches of an uninterrupted one (bit-identical results).
-    """
-    todo = [r for r in range(plan.chunk_shape[0])
-            if any(needed[r, c] and not store.has(r, c) for c in range(c0, c1))]
-    if not todo:
-        return None
-    b0 = todo[0]
-    cols = plan.tiles_overlapping(c0 * plan.chunk_px, min(c1 * plan.chunk_px, plan.map_size[0]))
-    k0 = plan.tiles_overlapping(b0 * plan.chunk_px, b0 * plan.chunk_px + 1).start
-    tiles = [(int(ty), int(tx) + cols.start) for ty, tx in np.argwhere(active[:, cols.start:cols.stop])]
-    n0 = next((i for i, (ty, _) in enumerate(tiles) if ty >= k0), len(tiles))
-    start = (n0 // batch_size) * batch_size
-    tiles = tiles[start:]
-    first_row = min(tiles[0][0], k0) if tiles else k0
-    return b0, tiles, first_row
-
-
-def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, active: npt.NDArray[np.bool_],
-                  store: ChunkStore, lm: Any, roi: Any, *, batch_size: int = 16, workers: int = 4,
-                  image: str = "", emit: Any = None, on_chunk: Any = None, readers: str = "auto",
-                  tissue: Any = None) -> dict[str, Any]:
-    """Compute every missing chunk of ``store``; return ``{"tiles": n computed, "timings": {...}}``.
-
-    ``active`` is ``bool (ny, nx)`` (tiles to compute); ``lm`` a loaded model (``.model``,
-    ``.config``, ``.device``); ``roi`` an optional level-0 shapely geometry and ``tissue`` an
-    optional :class:`~qupath_camseg.wsi.tissue.TissueMask`, outside which the stored probabilities
-    are zero. ``emit`` receives ``start`` and ``progress`` events;
-    ``on_chunk(row, col)`` is called (on a writer thread) after each chunk is stored.
-    ``workers`` tile readers are threads or processes as :func:`use_read_processes` decides.
-    """
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-
-    t_fn = time.perf_counter()
-    emit = emit or (lambda e: None)
-    device = torch.device(lm.device)
-    cuda = device.type == "cuda"
-    n = len(lm.config.classes)
-    cp, cc = plan.chunk_px, plan.chunk_shape[1]
-    needed = plan.needed_chunks(active)
-    window = torch.from_numpy(blend_window(plan.tile_px)).to(device)
-    stripes = []
-    for c0 in range(0, cc, plan.stripe_chunks):
-        work = _stripe_work(plan, active, needed, store, c0, min(cc, c0 + plan.stripe_chunks), batch_size)
-        if work is not None:
-            stripes.append((c0, min(cc, c0 + plan.stripe_chunks), *work))
-    total = sum(len(s[3]) for s in stripes)
-    emit({"event": "start", "image": image, "tiles": total, "resumed": store.resumed and total < int(active.sum())})
-    batches = [[tiles[i:i + batch_size] for i in range(0, len(tiles), batch_size)] for *_, tiles, _ in stripes]
-    reader_args = (slide_path, slide_mpp, plan, lm.config.mpp)
-    reader, pool, loader, loader_used = None, None, None, False
-    pad_to = batch_size if getattr(lm, "compiled", False) else None  # one static shape per slide
-    batch_bytes = batch_size * plan.tile_px * plan.tile_px * 3
-    processes = use_read_processes(readers, device, workers, batch_bytes=batch_bytes)
-    if readers == "auto" and cuda and workers >= 2 and not processes:
-        emit({"event": "note", "image": image, "message": "/dev/shm is too small for reader processes; reading "
-              "tiles with threads (docker: --shm-size 8g)"})
-    if processes and total:
-        # workers are forked before any thread of ours starts; they never touch CUDA. Two batches
-        # per worker in flight bound the shared memory (16 workers × 2 × 32 tiles of 0.75 MB ≈ 0.8 GB)
-        loader_used = True
-        loader = iter(torch.utils.data.DataLoader(
-            TileBatches(reader_args, [b for s in batches for b in s]), batch_size=None, shuffle=False,
-            num_workers=workers, pin_memory=cuda, prefetch_factor=PREFETCH_BATCHES))
-    else:
-        reader = TileReader(*reader_args)
-        pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="qcamseg-read")
-    # chunk files are independent (each zlib + fsync + rename, GIL released), so a few writers
-    # keep the fsyncs from queueing up behind one thread at the end of the slide
-    writer = ThreadPoolExecutor(max(1, min(4, workers)), thread_name_prefix="qcamseg-write")
-    pending: list[Any] = []
-    t_start, t_wait, t_model, t_writes, t_tail, done, last = time.perf_counter(), 0.0, 0.0, 0.0, 0.0, 0, 0.0
-    try:
-        for (c0, c1, b0, tiles, first_row), stripe_batches in zip(stripes, batches):
-            x0, x1 = c0 * cp, min(c1 * cp, plan.map_size[0])
-            acc = StripeAccumulator(plan, x0, x1, n, first_row, window)
-            band = _Band(plan, store, needed, roi, c0, c1, b0, writer, pending, on_chunk, tissue)
-            if loader is not None:
-                source = (_next_from_workers(loader, slide_path) for _ in stripe_batches)
-            else:
-                source = thread_batches(pool, reader, stripe_batches, max(2 * batch_size, 4 * workers))
-            for batch in stripe_batches:
-                t0 = time.perf_counter()
-                rgb = next(source)
-                t1 = time.perf_counter()
-                probs = _forward(lm.model, rgb, device, cuda, pad_to=pad_to)
-                for (ty, tx), p in zip(batch, probs):
-                    while acc.row < ty:
-                        band.put(*acc.finish_row())
-                    acc.add(tx, p)
-                # no per-batch torch.cuda.synchronize: the next batch is read and stacked while the
-                # GPU works (tile rows sync in _Band.put), so on CUDA model_and_blend is launch time
-                t_wait, t_model = t_wait + t1 - t0, t_model + time.perf_counter() - t1
-                done += len(batch)
-                now = time.perf_counter()
-                if now - last > 0.5 or done == total:
-                    last = now
-                    emit({"event": "progress", "image": image, "done": done, "total": total,
-                          "tiles_per_s": round(done / max(now - t_start, 1e-9), 2)})
-            t0 = time.perf_counter()
-            while plan.tile_origin(acc.row) < plan.map_size[1]:
-                band.put(*acc.finish_row())
-            band.flush_last()
-            t_tail += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for f in pending:
-            f.result()
-        t_writes = time.perf_counter() - t0
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        writer.shutdown(wait=True)
-        if reader is not None:
-            reader.close()
-        del loader  # stops the worker processes
-    return {"tiles": done, "read_processes": loader_used,
-            "timings": {"setup": t_start - t_fn, "waiting_for_tiles": t_wait, "model_and_blend": t_model,
-                        "last_rows": t_tail, "waiting_for_writes": t_writes}}
-
-
-def _next_from_workers(loader: Any, slide_path: Path) -> torch.Tensor:
-    """The next batch from the DataLoader readers, with their failures as one-line errors: the
-    loader re-raises a worker's exception with the worker's traceback as the message."""
-    from qupath_camseg.errors import CamsegError
-
-    try:
-        return next(loader)
-    except CamsegError as err:
-        last = str(err).strip().splitlines()[-1] if str(err).strip() else ""
-        name = f"{type(err).__module__}.{type(err).__name__}: "
-        raise type(err)(last[len(name):] if last.startswith(name) else last) from None
-    except RuntimeError as err:  # a reader process was killed (out of memory, /dev/shm full, ...)
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise CamsegError(f"{slide_path}: a tile reader process died ({first}); rerun the same command to "
-                          "resume, or pass --readers threads") from err
-
-
-def _forward(model: Any, rgb: npt.NDArray[np.uint8] | torch.Tensor, device: torch.device, cuda: bool, *,
-             pad_to: int | None = None) -> torch.Tensor:
-    """Softmax foreground probabilities ``(B, n_classes, t, t)`` float32 on ``device`` for RGB tiles
-    ``uint8 (B, t, t, 3)`` (a numpy array or a CPU tensor). ``pad_to``: zero-pad the batch to
-    this size before the model (and drop the padding after), for compiled models.
-
-    With one foreground class (background + tumour, the Camelyon case) the softmax is computed
-    as ``sigmoid(l₁ - l₀)``: the same value, without a second exp and a reduction.
-    """
-    if cuda:  # uint8 over the bus (4× fewer bytes), converted on the GPU
-        t = rgb if isinstance(rgb, torch.Tensor) else torch.from_numpy(rgb)
-        t = t if t.is_pinned() else t.pin_memory()
-        x = t.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-    else:  # numpy's uint8 → float32 is ~3× faster than torch's on a strided view (same values)
-        a = rgb.numpy() if isinstance(rgb, torch.Tensor) else rgb
-        x = torch.from_numpy(a.astype(np.float32)).permute(0, 3, 1, 2)
-    # either way: NHWC memory → channels-last NCHW view
-    n = x.shape[0]
-    if pad_to is not None and n < pad_to:  # a compiled model keeps one static batch shape
-        x = torch.cat([x, x.new_zeros((pad_to - n, *x.shape[1:])).contiguous(memory_format=torch.channels_last)])
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-        logits = model(x)[:n]
-    logits = logits.float()
-    if logits.shape[-2:] != x.shape[-2:]:
-        logits = torch.nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-    if logits.shape[1] == 2:
-        return torch.sigmoid(logits[:, 1:] - logits[:, :1])
-    return torch.softmax(logits, dim=1)[:, 1:]
-
-
-class _Band:
-    """Collects finished map rows of one stripe into a band of chunks and writes each full band."""
-
-    def __init__(self, plan: TilePlan, store: ChunkStore, needed: npt.NDArray[np.bool_], roi: Any,
-                 c0: int, c1: int, b0: int, writer: Any, pending: list[Any], on_chunk: Any = None,
-                 tissue: Any = None) -> None:
+    def __init__(self, plan: TilePlan, store: ChunkStore, needed: npt.NDArray[np.bool_], roi: BaseGeometry | None,
+                 c0: int, c1: int, b0: int, writer: Executor, pending: list[Future[None]],
+                 on_chunk: Callable[[int, int], None] | None = None, tissue: TissueMask | None = None) -> None:
         self.plan, self.store, self.needed, self.roi, self.tissue = plan, store, needed, roi, tissue
         self.c0, self.c1, self.x0 = c0, c1, c0 * plan.chunk_px
         self.width = min(c1 * plan.chunk_px, plan.map_size[0]) - self.x0
@@ -320,6 +152,7 @@ class _Band:
                 self.band = b + 1
 
     def flush_last(self) -> None:
+        """Write the band in progress at the end of the stripe (when it holds anything)."""
         if self.band < self.plan.chunk_shape[0] and self.buf.any():
             self._flush()
 
@@ -347,12 +180,10 @@ class _Band:
             self.on_chunk(row, col)
 
 
-def _mask_roi(data: npt.NDArray[np.uint8], roi: Any, box: tuple[int, int, int, int], ds: float) -> npt.NDArray[np.uint8]:
-    """Zero ``data`` (``(n, h, w)``, map px box ``box``) outside the level-0 ``roi``."""
-    import shapely
-
-    from qupath_camseg.annotations import rasterize
-
+def _mask_roi(data: npt.NDArray[np.uint8], roi: BaseGeometry, box: tuple[int, int, int, int],
+              ds: float) -> npt.NDArray[np.uint8]:
+    """Zero ``data`` (``(n, h, w)``, map px box ``box``; ``ds`` level-0 px per map px) outside the
+    level-0 ``roi``."""
     x, y, w, h = box
     l0 = (x * ds, y * ds, w * ds, h * ds)
     cell = shapely.box(l0[0], l0[1], l0[0] + l0[2], l0[1] + l0[3])
@@ -364,7 +195,7 @@ def _mask_roi(data: npt.NDArray[np.uint8], roi: Any, box: tuple[int, int, int, i
     return data * inside[None]
 
 
-def _mask_tissue(data: npt.NDArray[np.uint8], tissue: Any, box: tuple[int, int, int, int],
+def _mask_tissue(data: npt.NDArray[np.uint8], tissue: TissueMask, box: tuple[int, int, int, int],
                  ds: float) -> npt.NDArray[np.uint8]:
     """Zero ``data`` (``(n, h, w)``, map px box ``box``) where the tissue mask (nearest mask pixel
     of each map pixel's centre) is False: glass, ink and the slide's edges get probability 0."""

@@ -5,7 +5,7 @@ level-0 pixels ``[x*ds, (x+1)*ds) x [y*ds, (y+1)*ds)`` with ``ds = model_mpp / s
 :class:`TilePlan` places the overlapping model tiles and the square storage chunks on that map;
 :class:`ChunkStore` keeps the finished map as one zlib-compressed ``uint8`` file per chunk,
 written atomically, so an interrupted run resumes from its finished chunks. Kept free of torch so
-that output-stage worker processes (:mod:`qupath_camseg.predict.outputs`) start quickly.
+that output-stage worker processes (:mod:`qupath_camseg.predict.summaries`) start quickly.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qupath_camseg._io import atomic_write_bytes, atomic_write_json
+from qupath_camseg.errors import InvalidSettingsError
 
 __all__ = ["ChunkStore", "TilePlan"]
 
@@ -51,9 +52,9 @@ class TilePlan:
     ) -> TilePlan:
         """Plan for a slide of ``slide_size_px`` (level 0) at ``slide_mpp`` read at ``model_mpp``."""
         if not 0 <= overlap < 0.5:
-            raise ValueError(f"overlap must be in [0, 0.5), not {overlap}")
+            raise InvalidSettingsError(f"overlap must be in [0, 0.5), not {overlap}")
         if chunk_px % 16:
-            raise ValueError(f"chunk_px must be a multiple of 16 (a TIFF tile), not {chunk_px}")
+            raise InvalidSettingsError(f"chunk_px must be a multiple of 16 (a TIFF tile), not {chunk_px}")
         ds = model_mpp / slide_mpp
         w = max(1, math.ceil(slide_size_px[0] / ds))
         h = max(1, math.ceil(slide_size_px[1] / ds))
@@ -160,9 +161,11 @@ class ChunkStore:
                     p.unlink(missing_ok=True)
 
     def path(self, row: int, col: int) -> Path:
+        """The file of chunk ``(row, col)`` (whether or not it exists)."""
         return self.folder / f"r{row:05d}_c{col:05d}.zlib"
 
     def has(self, row: int, col: int) -> bool:
+        """Whether chunk ``(row, col)`` is stored."""
         return self.path(row, col).is_file()
 
     def write(self, row: int, col: int, data: npt.NDArray[np.uint8]) -> None:

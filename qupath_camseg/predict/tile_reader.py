@@ -14,17 +14,24 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import Executor, Future
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from qupath_camseg._runtime import workers_fitting_shm
+from qupath_camseg.errors import InvalidSettingsError
 from qupath_camseg.predict.chunks import TilePlan
+from qupath_camseg.wsi import Slide, open_slide, resample
 
-__all__ = ["BLOCK_CACHE_BYTES", "BlockCache", "TileBatches", "TileReader", "thread_batches", "use_read_processes", "PREFETCH_BATCHES"]
+__all__ = ["BLOCK_CACHE_BYTES", "BlockCache", "PREFETCH_BATCHES", "ReaderArgs", "TileBatches", "TileReader",
+           "thread_batches", "use_read_processes"]
+
+#: What a :class:`TileReader` is opened with: ``(slide path, µm/px override or None, plan, model µm/px)``.
+ReaderArgs = tuple[Path, float | None, TilePlan, float]
 
 
 class BlockCache:
@@ -33,11 +40,12 @@ class BlockCache:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(1, capacity)
-        self._blocks: OrderedDict[Any, _Block] = OrderedDict()
+        self._blocks: OrderedDict[Hashable, _Block] = OrderedDict()
         self._lock = threading.Lock()
         self.decoded = 0
 
-    def get(self, key: Any, load: Any) -> npt.NDArray[np.uint8]:
+    def get(self, key: Hashable, load: Callable[[], npt.NDArray[np.uint8]]) -> npt.NDArray[np.uint8]:
+        """The block ``key``, decoded by ``load()`` unless cached or being decoded by another thread."""
         with self._lock:
             entry = self._blocks.get(key)
             owner = entry is None
@@ -93,21 +101,20 @@ class TileReader:
         self.path, self.mpp_override, self.plan, self.model_mpp = slide_path, slide_mpp, plan, model_mpp
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._slides: list[Any] = []
+        self._slides: list[Slide] = []
         self._cache: BlockCache | None = None
 
-    def _slide(self) -> Any:
-        slide = getattr(self._local, "slide", None)
+    def _slide(self) -> Slide:
+        """This thread's slide handle (opened on first use)."""
+        slide: Slide | None = getattr(self._local, "slide", None)
         if slide is None:
-            from qupath_camseg.wsi import open_slide
-
             slide = open_slide(self.path, mpp=self.mpp_override)
             self._local.slide = slide
             with self._lock:
                 self._slides.append(slide)
         return slide
 
-    def _block_px(self, slide: Any, level: int) -> tuple[int, int]:
+    def _block_px(self, slide: Slide, level: int) -> tuple[int, int]:
         stored = slide.stored_tile_px(level)
         if stored is None or not (64 <= min(stored) and max(stored) <= 4096):
             return 512, 512  # still aligned to any power-of-two tiling up to 512
@@ -115,8 +122,6 @@ class TileReader:
 
     def read(self, ty: int, tx: int) -> npt.NDArray[np.uint8]:
         """Tile ``(row, col)`` as RGB ``uint8 (tile_px, tile_px, 3)``; outside the slide is white."""
-        from qupath_camseg.wsi import resample
-
         slide = self._slide()
         p, t = self.plan, self.plan.tile_px
         box = (p.tile_origin(tx) * p.ds, p.tile_origin(ty) * p.ds, t * p.ds, t * p.ds)
@@ -125,7 +130,7 @@ class TileReader:
         level, (x, y, w, h), src, size = slide.mpp_geometry(box, self.model_mpp, (t, t))
         return resample(self._region(slide, level, x, y, w, h), src, size)
 
-    def _region(self, slide: Any, level: int, x: int, y: int, w: int, h: int) -> npt.NDArray[np.uint8]:
+    def _region(self, slide: Slide, level: int, x: int, y: int, w: int, h: int) -> npt.NDArray[np.uint8]:
         """Level pixels ``[x, x+w) × [y, y+h)`` (as ``Slide.read_level``) from cached blocks."""
         bw, bh = self._block_px(slide, level)
         if self._cache is None:
@@ -147,6 +152,7 @@ class TileReader:
         return out
 
     def close(self) -> None:
+        """Close every thread's slide handle."""
         for s in self._slides:
             s.close()
 
@@ -160,7 +166,7 @@ class TileBatches(torch.utils.data.Dataset):
     batches over in shared memory (pinned for CUDA).
     """
 
-    def __init__(self, reader_args: tuple[Any, ...], batches: list[list[tuple[int, int]]]) -> None:
+    def __init__(self, reader_args: ReaderArgs, batches: list[list[tuple[int, int]]]) -> None:
         self.reader_args, self.batches = reader_args, batches
         self._reader: TileReader | None = None  # opened on first use, inside the worker
 
@@ -180,15 +186,16 @@ class TileBatches(torch.utils.data.Dataset):
         return out
 
 
-def thread_batches(pool: Any, reader: TileReader, batches: list[list[tuple[int, int]]],
-                    ahead: int) -> Iterator[npt.NDArray[np.uint8]]:
-    """Stacked batches read tile by tile on a thread pool, keeping ``ahead`` tiles in flight."""
+def thread_batches(pool: Executor, reader: TileReader, batches: list[list[tuple[int, int]]],
+                   ahead: int) -> Iterator[npt.NDArray[np.uint8]]:
+    """Stacked batches ``uint8 (B, tile_px, tile_px, 3)`` read tile by tile on a thread pool,
+    keeping ``ahead`` tiles in flight."""
     tiles = [t for b in batches for t in b]
-    futures = [pool.submit(reader.read, *t) for t in tiles[:ahead]]
+    futures: list[Future[npt.NDArray[np.uint8]] | None] = [pool.submit(reader.read, *t) for t in tiles[:ahead]]
     i = 0
     for batch in batches:
         futures += [pool.submit(reader.read, *t) for t in tiles[len(futures):i + len(batch) + ahead]]
-        out = np.stack([futures[j].result() for j in range(i, i + len(batch))])
+        out = np.stack([f.result() for f in futures[i:i + len(batch)] if f is not None])
         for j in range(i, i + len(batch)):
             futures[j] = None
         i += len(batch)
@@ -199,16 +206,14 @@ def thread_batches(pool: Any, reader: TileReader, batches: list[list[tuple[int, 
 PREFETCH_BATCHES = 2
 
 
-def use_read_processes(readers: str, device: Any, workers: int, *, batch_bytes: int = 0) -> bool:
+def use_read_processes(readers: str, device: str | torch.device, workers: int, *, batch_bytes: int = 0) -> bool:
     """Whether tiles are read in worker processes: ``readers`` is ``"threads"``, ``"processes"``
     or ``"auto"`` (processes on CUDA with ≥ 2 workers: there the GPU outruns what reader threads
     sharing one GIL can decode; on a CPU the model is the bottleneck and threads cost less).
     ``auto`` also keeps threads when ``/dev/shm`` cannot hold twice the batches in flight
     (``batch_bytes`` each; containers often give it 64 MB), where worker processes would die."""
-    from qupath_camseg._runtime import workers_fitting_shm
-
     if readers not in ("auto", "threads", "processes"):
-        raise ValueError(f"readers must be auto, threads or processes, not {readers!r}")
+        raise InvalidSettingsError(f"readers must be auto, threads or processes, not {readers!r}")
     if readers == "auto":
         if torch.device(device).type != "cuda" or workers < 2:
             return False

@@ -1,0 +1,63 @@
+"""The keys that tell whether a slide's finished outputs still match the settings, and reading
+the report (``reports/<id>.json``: written last, atomically, so its presence means the image is
+finished)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from shapely.geometry.base import BaseGeometry
+
+from qupath_camseg.errors import CamsegError
+from qupath_camseg.model.loaded import LoadedModel
+from qupath_camseg.predict.chunks import TilePlan
+from qupath_camseg.predict.options import PredictOptions
+
+__all__ = ["finished_report", "read_report", "settings_key", "store_key"]
+
+#: Settings that change only the post-processing of the stored probabilities (not the store).
+_POST_SETTINGS = ("threshold", "min_tile_tissue", "min_area_um2", "min_hole_um2", "simplify_um")
+
+
+def store_key(lm: LoadedModel, slide_path: Path, slide_mpp: float, roi: BaseGeometry | None,
+              opts: PredictOptions) -> dict[str, Any]:
+    """Everything the stored probabilities depend on (the chunk store's key): the model's
+    weights, the slide file (path, size, mtime) and pixel size (µm/px), the ROI and the tissue
+    settings. A store with another key is cleared; one with this key is resumed."""
+    stat = slide_path.stat()
+    return {"model": lm.sha256, "slide": [str(slide_path.resolve()), stat.st_size, int(stat.st_mtime)],
+            "slide_mpp": slide_mpp, "roi": roi.wkb_hex if roi is not None else None,
+            "min_tissue": opts.min_tissue, "tissue_mask_mpp": opts.tissue_mask_mpp,
+            "tissue_mask_max_px": opts.tissue_mask_max_px, "mask_to_tissue": opts.mask_to_tissue}
+
+
+def settings_key(store: dict[str, Any], opts: PredictOptions, plan: TilePlan) -> str:
+    """A 16-hex-digit hash of everything the outputs depend on: the ``store`` key, the
+    post-processing settings and the plan (recorded in the report; equal keys: skip the image)."""
+    post = {**store, **{k: getattr(opts, k) for k in _POST_SETTINGS}}
+    data = [store, post, plan.to_dict()]
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finished_report(path: Path, key: str) -> dict[str, Any] | None:
+    """The report at ``path`` if it records a finished prediction with settings key ``key``
+    (``None``: missing, unreadable, unfinished or made with other settings)."""
+    if not path.is_file():
+        return None
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = {}
+    return old if old.get("status") == "done" and old.get("settings_key") == key else None
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """The report another process wrote at ``path`` (one line :class:`CamsegError` if unreadable)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CamsegError(f"cannot read the report {path} another process wrote ({err}); "
+                          "check the shared file system, then run again") from err
