@@ -9,13 +9,13 @@ and summed; the map is the weighted sum divided by the summed weights, so seams 
 
 Memory does not depend on slide size: the map is processed in vertical *stripes* (a few chunks
 wide) and, inside a stripe, tile row by tile row with a rolling accumulator of ``tile_px`` rows
-(:class:`StripeAccumulator`). Finished rows are quantised to ``uint8`` (``round(255 p)``) and
-written as square chunks of ``chunk_px`` map pixels (:class:`BandWriter` → :class:`ChunkStore`,
-zeroed outside the ROI and the tissue on the way), one zlib-compressed
+(:class:`StripeAccumulator`). Finished rows are quantised to ``uint8`` (``round(255 p)``),
+zeroed outside the ROI and the tissue, and written as square chunks of ``chunk_px`` map pixels
+(:class:`BandWriter` → :class:`~qupath_camseg.predict.chunks.ChunkStore`), one zlib-compressed
 file per chunk written atomically, so an interrupted run resumes from the finished chunks and
 gives bit-identical results. Tiles that straddle a stripe edge are computed by both stripes
 (a few percent of extra work) - the price of bounded memory. The loop that feeds tiles through
-the model into this accumulator is :mod:`qupath_camseg.predict.inference`; the geometry and the
+the model into the accumulator is :mod:`qupath_camseg.predict.inference`; the geometry and the
 store are :mod:`qupath_camseg.predict.chunks`.
 """
 

@@ -78,21 +78,21 @@ def predict_project(
         lm = compile_model(lm)
     rank, world, _ = env_rank()
     owner = shard_by_weight([_file_size(img) for _, img in resolved], world)
-    done = _Outcomes(torch.zeros(len(resolved), dtype=torch.int64))
+    outcomes = _Outcomes(torch.zeros(len(resolved), dtype=torch.int64))
     dist = Dist.from_env("cpu", backend="gloo", timeout=_DDP_TIMEOUT)  # a stand-in outside torchrun
     try:
         mine = [i for i in range(len(resolved)) if owner[i] == rank]
-        _run_own_shard(Path(project_path), resolved, mine, lm, out_dir, opts, emit, done,
+        _run_own_shard(Path(project_path), resolved, mine, lm, out_dir, opts, emit, outcomes,
                        write_back=project_write and world == 1)
-        done.status = dist.all_reduce(done.status)
+        outcomes.status = dist.all_reduce(outcomes.status)
     finally:
         dist.close()
     if world > 1 and rank == 0:
-        _gather(Path(project_path), resolved, out_dir, emit, done, write_back=project_write)
-    failed = [i for i in range(len(resolved)) if int(done.status[i]) == _FAILED]
+        _gather(Path(project_path), resolved, out_dir, emit, outcomes, write_back=project_write)
+    failed = [i for i in range(len(resolved)) if int(outcomes.status[i]) == _FAILED]
     if failed and rank == 0:
-        _raise_failures(resolved, failed, owner, done.errors)
-    return [done.results[i] for i in sorted(done.results)]
+        _raise_failures(resolved, failed, owner, outcomes.errors)
+    return [outcomes.results[i] for i in sorted(outcomes.results)]
 
 
 def _resolve_entries(project_path: str | Path, images: Sequence[str]) -> tuple[_Resolved, Path]:
@@ -121,9 +121,9 @@ def _file_size(path: Path | CamsegError) -> int:
 
 
 def _run_own_shard(project_path: Path, resolved: _Resolved, mine: list[int], lm: LoadedModel, out_dir: Path,
-                   opts: PredictOptions, emit: Progress, done: _Outcomes, *, write_back: bool) -> None:
+                   opts: PredictOptions, emit: Progress, outcomes: _Outcomes, *, write_back: bool) -> None:
     """Predict the images ``mine`` (indices into ``resolved``), recording each one's outcome in
-    ``done``; ``write_back``: each new result into the hierarchy."""
+    ``outcomes``; ``write_back``: each new result into the hierarchy."""
     for i in mine:
         e, img = resolved[i]
         try:
@@ -131,30 +131,30 @@ def _run_own_shard(project_path: Path, resolved: _Resolved, mine: list[int], lm:
                 raise img
             res = predict_slide(img, lm, out_dir, entry_id=e.entry_id, image_name=e.image_name,
                                 options=opts, progress=emit)
-            done.results[i] = res
-            done.status[i] = _SKIPPED if res.skipped else _DONE
+            outcomes.results[i] = res
+            outcomes.status[i] = _SKIPPED if res.skipped else _DONE
             if write_back and not res.skipped:
                 _write_back(project_path, e.entry_id, res.objects, emit, e.image_name)
         except CamsegError as err:
-            done.fail(i, e.image_name, err, emit)
+            outcomes.fail(i, e.image_name, err, emit)
 
 
-def _gather(project_path: Path, resolved: _Resolved, out_dir: Path, emit: Progress, done: _Outcomes, *,
+def _gather(project_path: Path, resolved: _Resolved, out_dir: Path, emit: Progress, outcomes: _Outcomes, *,
             write_back: bool) -> None:
     """Rank 0 after the ranks met: the results of the images other ranks predicted (from their
     reports) and, with ``write_back``, every new result into the hierarchy (the single writer)."""
     for i, (e, _img) in enumerate(resolved):
-        status = int(done.status[i])
+        status = int(outcomes.status[i])
         if status not in (_DONE, _SKIPPED):
             continue
         try:
-            res = done.results.get(i) or _result_from_report(out_dir, e, skipped=status == _SKIPPED)
-            done.results[i] = res
+            res = outcomes.results.get(i) or _result_from_report(out_dir, e, skipped=status == _SKIPPED)
+            outcomes.results[i] = res
             if write_back and status == _DONE:
                 objs = res.objects or read_geojson(res.outputs["geojson"])
                 _write_back(project_path, e.entry_id, objs, emit, e.image_name)
         except CamsegError as err:
-            done.fail(i, e.image_name, err, emit)
+            outcomes.fail(i, e.image_name, err, emit)
 
 
 def _result_from_report(out_dir: Path, entry: ProjectEntry, *, skipped: bool) -> PredictResult:
