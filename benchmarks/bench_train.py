@@ -3,7 +3,7 @@
 Both are measured in one run, on identical batches: the model-only rate replays batches drawn
 from the same data pipeline (same keys, already in device memory) through the same step
 function (photometric augmentation on the device, loss, backward, AdamW); the full loop is
-:func:`qupath_camseg.train.loop.train` for ``--steps`` steps (steady-state tiles/s, after the first
+:func:`qupath_camseg.train.train` for ``--steps`` steps (steady-state tiles/s, after the first
 step). The ratio full/model-only is the figure of merit (issue 8 target on a GPU: ≥ 0.8).
 
 **Loader only** (no model): the tiles/s that ONE DataLoader worker process delivers, and the main
@@ -64,36 +64,28 @@ def _model_only_rate(config, project: Path, device, steps: int) -> float:  # noq
     """Tiles/s of the step alone, replaying ``steps`` batches of the real pipeline from device memory."""
     import torch
 
+    from qupath_camseg._dist import Dist
     from qupath_camseg.model import build_model, normalize_arch
-    from qupath_camseg.train import (
-        TileSampler,
-        TrainTileDataset,
-        collect_images,
-        photometric,
-    )
-    from qupath_camseg.train.loop import _amp_dtype, _Dist, _step
+    from qupath_camseg.train import TileSampler, TrainTileDataset, collect_images
+    from qupath_camseg.train.epoch import optimizer_step
+    from qupath_camseg.train.placement import Placement
 
-    data = collect_images(project, classes=config.classes, mpp=config.mpp, tile_px=config.tile_px, seed=config.seed)
+    data = collect_images(project, config)
     ds = TrainTileDataset(data.train_images, mpp=config.mpp, tile_px=config.tile_px, seed=config.seed)
     sampler = TileSampler(steps, config.batch_size)
     loader = torch.utils.data.DataLoader(ds, batch_size=config.batch_size, sampler=sampler, num_workers=0)
     batches = [(x.to(device), y.to(device), p.to(device)) for x, y, p in loader]
     torch.manual_seed(config.seed)
-    model = build_model(normalize_arch({**config.arch, "n_classes": len(config.classes)})).to(device)
-    channels_last = device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    placement = Placement.for_device(device, config.amp)
+    model = placement.model(build_model(normalize_arch({**config.arch, "n_classes": len(config.classes)})))
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr)
-    amp = _amp_dtype(config.amp, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    dist = _Dist()
+    scaler = torch.amp.GradScaler("cuda", enabled=placement.amp_dtype == torch.float16)
+    dist = Dist()
 
     def run(batch) -> None:  # noqa: ANN001
         x, y, p = batch
-        x = photometric(x.float(), p)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        _step(model, model, opt, scaler, x, y.long(), amp, config.grad_clip, dist)
+        optimizer_step(model, model, opt, scaler, placement.inputs(x, p), placement.targets(y),
+                       amp_dtype=placement.amp_dtype, grad_clip=config.grad_clip, dist=dist)
 
     model.train()
     run(batches[0])  # warm-up (allocations, cuDNN autotune)
@@ -128,10 +120,10 @@ def _loader_rates(project: Path, *, mpp: float, tile_px: int, tiles: int, batch_
     """
     import torch
 
-    from qupath_camseg.train import TileSampler, TrainTileDataset, collect_images
-    from qupath_camseg.train.loop import _worker_init
+    from qupath_camseg.train import TileSampler, TrainConfig, TrainTileDataset, collect_images
+    from qupath_camseg.train.loaders import _worker_init
 
-    data = collect_images(project, classes=["Tumor"], mpp=mpp, tile_px=tile_px, seed=seed)
+    data = collect_images(project, TrainConfig(classes=("Tumor",), mpp=mpp, tile_px=tile_px, seed=seed))
     ds = TrainTileDataset([*data.train_images, *data.val_images], mpp=mpp, tile_px=tile_px, seed=seed)
     timed = max(2, -(-tiles // batch_size))
     out: dict = {"tile_px": tile_px, "mpp": mpp, "batch_size": batch_size}

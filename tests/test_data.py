@@ -20,16 +20,9 @@ from qupath_camseg.train import (
     draw_params,
     photometric,
 )
-from qupath_camseg.train.data import (
-    IGNORE_INDEX,
-    TileSampler,
-    TrainTileDataset,
-    ValTileDataset,
-    _split,
-    build_shapes,
-    prepare_image,
-    val_tiles,
-)
+from qupath_camseg.train.collect import _split
+from qupath_camseg.train.datasets import TileSampler, TrainTileDataset, ValTileDataset, val_tiles
+from qupath_camseg.train.images import IGNORE_INDEX, build_shapes, prepare_image
 
 MPP = 2.0
 TILE = 64
@@ -249,7 +242,7 @@ def test_draw_params_deterministic() -> None:
 def test_collect_images_names_missing_val_image(tmp_path: Path) -> None:
     from qupath_camseg.cli import main
     from qupath_camseg.errors import ProjectError
-    from qupath_camseg.train import collect_images
+    from qupath_camseg.train import TrainConfig, collect_images
 
     folder = tmp_path / "p"
     assert (
@@ -276,16 +269,16 @@ def test_collect_images_names_missing_val_image(tmp_path: Path) -> None:
         == 0
     )
     with pytest.raises(ProjectError):
-        collect_images(folder, classes=("Tumor",), mpp=MPP, tile_px=TILE, val_images=("nope.tif",))
-    data = collect_images(folder, classes=("Tumor",), mpp=MPP, tile_px=TILE)
+        collect_images(folder, TrainConfig(classes=("Tumor",), mpp=MPP, tile_px=TILE, val_images=("nope.tif",)))
+    data = collect_images(folder, TrainConfig(classes=("Tumor",), mpp=MPP, tile_px=TILE))
     assert len(data.train_images) == 1 and len(data.val_images) == 1
     assert data.classes == [{"name": "Tumor", "color": [200, 0, 0]}]
     names = [i.name for i in data.train_images + data.val_images]
-    data2 = collect_images(folder, classes=("Tumor",), mpp=MPP, tile_px=TILE, val_images=(names[0],))
+    data2 = collect_images(folder, TrainConfig(classes=("Tumor",), mpp=MPP, tile_px=TILE, val_images=(names[0],)))
     assert [i.name for i in data2.val_images] == [names[0]]
     # the tumour-free slide has no annotations: left out unless asked for (then all negative)
     assert all(i.regions for i in data.train_images + data.val_images)
-    every = collect_images(folder, classes=("Tumor",), mpp=MPP, tile_px=TILE, include_unannotated=True)
+    every = collect_images(folder, TrainConfig(classes=("Tumor",), mpp=MPP, tile_px=TILE, include_unannotated=True))
     images = every.train_images + every.val_images
     assert len(images) == 3 and sum(not i.regions for i in images) == 1
     assert all(i.regions for i in every.val_images)  # validation keeps a slide with tumour

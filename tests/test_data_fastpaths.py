@@ -11,7 +11,8 @@ from shapely.geometry import Polygon, box
 
 from qupath_camseg.annotations import rasterize
 from qupath_camseg.train import AugmentConfig, augment_tile, dihedral
-from qupath_camseg.train.data import IGNORE_INDEX, LabelledImage, _to_tensors
+from qupath_camseg.train.datasets import _to_tensors
+from qupath_camseg.train.images import IGNORE_INDEX, LabelledImage
 
 
 def _wiggly(cx: float, cy: float, radius: float, n: int, seed: int) -> Polygon:
@@ -101,7 +102,7 @@ def test_augment_tile_copy_flag_changes_layout_only() -> None:
 def test_training_workers_fit_dev_shm(monkeypatch, caplog):
     """Default loader workers shrink to what /dev/shm holds; a number the user gave is kept, with a warning."""
     import qupath_camseg._runtime as io_mod
-    from qupath_camseg.train.loop import _fit_shared_memory
+    from qupath_camseg.train.loaders import _fit_shared_memory
 
     batch = 32 * 512 * 512 * 4  # 32 MB: RGB + label
     monkeypatch.setattr(io_mod, "shm_free_bytes", lambda: 1 << 30)  # 1 GB: 512 MB usable, 4 batches each

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from qupath_camseg._dist import env_rank
 from qupath_camseg.cli._options import (
     device_option,
     images_option,
     mpp_override_option,
     seed_option,
 )
+
+if TYPE_CHECKING:  # torch is imported when the command runs: `qcamseg --help` stays fast
+    from qupath_camseg.train import TrainConfig
 
 __all__ = ["train"]
 
@@ -173,45 +178,19 @@ def train(
       qcamseg train MyProject --out models/v1 --resume
       torchrun --nproc_per_node=4 -m qupath_camseg train MyProject --out models/big
     """
-    import dataclasses
-    import os
-
-    from qupath_camseg.train import TrainConfig, default_out_dir
+    from qupath_camseg.train import default_out_dir
     from qupath_camseg.train import train as run_train
 
-    given: dict[str, Any] = {
-        "mpp": mpp,
-        "tile_px": tile_px,
-        "epochs": epochs,
-        "steps": steps,
-        "tiles_per_epoch": tiles_per_epoch,
-        "batch_size": batch_size,
-        "lr": lr,
-        "unannotated": unannotated,
-        "workers": workers,
-        "checkpoint_every_steps": checkpoint_steps,
-        "slide_mpp": slide_mpp,
-    }
-    kw = {k: v for k, v in given.items() if v is not None}
-    if classes:
-        kw["classes"] = _split_names(classes)
-    if val_images:
-        kw["val_images"] = tuple(val_images)
-    if images:
-        kw["images"] = tuple(images)
-    arch_name = "smp" if encoder else arch
-    if arch_name or width or depth:
-        arch_dict: dict[str, Any] = {"name": arch_name or "unet"}
-        if arch_dict["name"] == "smp":
-            arch_dict["encoder"] = encoder or "resnet34"
-        else:
-            arch_dict.update({k: v for k, v in (("width", width), ("depth", depth)) if v is not None})
-        kw["arch"] = arch_dict
-    if include_unannotated:
-        kw["include_unannotated"] = True
-    config = dataclasses.replace(TrainConfig(), device=device, amp=amp, seed=seed, **kw)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun: rank 0 picks the folder
-    if out_dir is None and not resume and not distributed:
+    config = _config(
+        mpp=mpp, tile_px=tile_px, epochs=epochs, steps=steps, tiles_per_epoch=tiles_per_epoch,
+        batch_size=batch_size, lr=lr, unannotated=unannotated, workers=workers, slide_mpp=slide_mpp,
+        checkpoint_every_steps=checkpoint_steps, device=device, amp=amp, seed=seed,
+        classes=_split_names(classes) if classes else None, val_images=tuple(val_images) or None,
+        images=tuple(images) or None, include_unannotated=include_unannotated or None,
+        arch=_arch(arch, width=width, depth=depth, encoder=encoder),
+    )
+    rank, world_size, _ = env_rank()
+    if out_dir is None and not resume and world_size == 1:  # torchrun: rank 0 picks the folder
         out_dir = default_out_dir(project)
     try:
         result = run_train(project, out_dir, config, resume=resume, progress=not quiet)
@@ -221,8 +200,33 @@ def train(
             f"Interrupted. Continue from the last checkpoint with: qcamseg train {project}{where} --resume", err=True
         )
         raise click.exceptions.Exit(130) from None
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
+    if rank == 0:
+        _report(project, result)
+
+
+def _arch(name: str | None, *, width: int | None, depth: int | None, encoder: str | None) -> dict[str, Any] | None:
+    """The ``arch`` dict from ``--arch/--width/--depth/--encoder`` (``None``: none given, the default)."""
+    arch_name = "smp" if encoder else name
+    if not (arch_name or width or depth):
+        return None
+    arch: dict[str, Any] = {"name": arch_name or "unet"}
+    if arch["name"] == "smp":
+        arch["encoder"] = encoder or "resnet34"
+    else:
+        arch.update({k: v for k, v in (("width", width), ("depth", depth)) if v is not None})
+    return arch
+
+
+def _config(**options: Any) -> TrainConfig:
+    """The :class:`~qupath_camseg.train.TrainConfig` of the options (field name → value); ``None``
+    (an option not given) keeps the default."""
+    from qupath_camseg.train import TrainConfig
+
+    return dataclasses.replace(TrainConfig(), **{k: v for k, v in options.items() if v is not None})
+
+
+def _report(project: Path, result: dict[str, Any]) -> None:
+    """Print the best validation scores, where the model is and the next command."""
     out = result["out_dir"]
     best = result.get("best") or {}
     if best.get("val_dice") is not None:

@@ -21,10 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save as st_save
 from torch import nn
 
 from qupath_camseg import __version__
 from qupath_camseg._io import atomic_write_bytes, atomic_write_json
+from qupath_camseg.annotations import default_class_color
 from qupath_camseg.errors import ModelBundleError
 from qupath_camseg.model.networks import build_model, input_multiple, normalize_arch
 
@@ -133,14 +137,13 @@ class ModelConfig:
 
 
 def _check_class(item: Any) -> dict[str, Any]:
+    """A class entry as ``{"name": str, "color": [r, g, b], ...}`` (a bare name gets its default colour)."""
     if isinstance(item, str):
         item = {"name": item}
     if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
         raise ModelBundleError(f"each class must be {{'name': str, 'color': [r, g, b]}}, not {item!r}")
     color = item.get("color")
     if color is None:
-        from qupath_camseg.annotations import default_class_color
-
         color = list(default_class_color(item["name"]))
     if not (
         isinstance(color, (list, tuple))
@@ -157,8 +160,6 @@ def save_bundle(model_dir: str | os.PathLike[str], model: nn.Module, config: Mod
     The weights are saved contiguous (channels-last training is fine) and on the CPU. Returns the
     folder. Raises :class:`~qupath_camseg.errors.OutputNotWritableError` if it cannot be written.
     """
-    from safetensors.torch import save as st_save
-
     folder = Path(model_dir)
     module = getattr(model, "module", model)  # DistributedDataParallel / DataParallel wrappers
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
@@ -222,9 +223,6 @@ def load_bundle(
     Only safetensors weights are read (never pickles). Raises :class:`ModelBundleError` for a
     missing or incomplete folder, invalid ``model.json`` or weights that do not fit the architecture.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = _resolve_folder(Path(model_dir))
     config = read_model_config(folder)
     weights = folder / WEIGHTS_NAME

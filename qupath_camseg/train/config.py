@@ -1,8 +1,9 @@
-"""Training settings: :class:`TrainConfig`, what a run needs besides the project.
+"""Training settings: :class:`TrainConfig`, what a run needs besides the project, and its parts.
 
-Kept apart from the loop (:mod:`qupath_camseg.train.loop`) and the run folder
-(:mod:`qupath_camseg.train.run_folder`), which both read it; saved with every run as
-``train_config.json`` and inside each checkpoint, so that ``--resume`` restores it.
+The settings sit below the code that reads them: the data (:mod:`qupath_camseg.train.collect`,
+:mod:`qupath_camseg.train.datasets`), the loop (:mod:`qupath_camseg.train.loop`) and the run
+folder (:mod:`qupath_camseg.train.run_folder`) import this module, never the reverse. Saved with
+every run as ``train_config.json`` and inside each checkpoint, so that ``--resume`` restores it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from qupath_camseg.errors import InvalidSettingsError
+from qupath_camseg.errors import InvalidSettingsError, ModelBundleError
 from qupath_camseg.model import input_multiple, normalize_arch
 from qupath_camseg.train.augment import AugmentConfig
-from qupath_camseg.train.data import SamplingConfig
 
-__all__ = ["FIXED_ON_RESUME", "TrainConfig"]
+__all__ = ["FIXED_ON_RESUME", "SamplingConfig", "TrainConfig"]
 
 # Settings that define the data and the model: a resumed run must keep them.
 FIXED_ON_RESUME = (
@@ -35,6 +35,17 @@ FIXED_ON_RESUME = (
     "val_images",
     "val_fraction",
 )
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Where training tiles come from: fractions centred inside / on the border of target-class
+    regions (the rest: random tissue), and the tissue fraction a negative tile must hold."""
+
+    inside_fraction: float = 0.35
+    border_fraction: float = 0.15
+    min_tissue: float = 0.25
+    jitter: float = 0.25  # max offset of a centred tile, as a fraction of the tile size
 
 
 @dataclass
@@ -78,8 +89,11 @@ class TrainConfig:
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
 
     def validate(self) -> None:
-        """Raise a one-line error naming the option for impossible settings."""
-        arch = normalize_arch({**self.arch, "n_classes": max(1, len(self.classes))})
+        """Raise :class:`InvalidSettingsError` (one line, naming the option) for impossible settings."""
+        try:
+            arch = normalize_arch({**self.arch, "n_classes": max(1, len(self.classes))})
+        except ModelBundleError as err:  # an architecture option, not a model folder
+            raise InvalidSettingsError(str(err)) from err
         multiple = input_multiple(arch)
         if self.tile_px < multiple or self.tile_px % multiple:
             raise InvalidSettingsError(

@@ -23,8 +23,9 @@ from qupath_camseg._dist import Dist as _Dist
 from qupath_camseg._io import atomic_write_bytes, atomic_write_json
 from qupath_camseg._runtime import versions
 from qupath_camseg.errors import ModelBundleError, OutputNotWritableError
+from qupath_camseg.evaluate import save_figure, training_curve_figure
+from qupath_camseg.train.collect import TrainingData
 from qupath_camseg.train.config import FIXED_ON_RESUME, TrainConfig
-from qupath_camseg.train.data import TrainingData
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -56,8 +57,15 @@ def default_out_dir(project_path: str | os.PathLike[str]) -> Path:
     return folder / "camseg" / "models" / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def resolve_out_dir(project_path: Any, out_dir: Any, *, resume: bool, dist: _Dist) -> tuple[Path, Path | None]:
-    """The model folder and, when resuming, its checkpoint. Fresh runs refuse a used folder."""
+def resolve_out_dir(
+    project_path: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None, *, resume: bool, dist: _Dist
+) -> tuple[Path, Path | None]:
+    """The model folder and, when resuming, its checkpoint. Fresh runs refuse a used folder.
+
+    ``out_dir=None``: :func:`default_out_dir`, or with ``resume`` the newest run there (rank 0
+    chooses). Raises :class:`ModelBundleError` when there is nothing to resume or the folder is
+    used, :class:`OutputNotWritableError` when it cannot be written.
+    """
     if out_dir is None:
         out = default_out_dir(project_path)
         if resume:
@@ -124,6 +132,7 @@ def merge_resume_config(out: Path, saved_json: dict[str, Any], given: TrainConfi
 
 
 def write_run_info(out: Path, config: TrainConfig, run: TrainingData, device: torch.device, dist: _Dist) -> None:
+    """Write ``train_config.json``: the settings, project, device, world size, versions and the split."""
     atomic_write_json(
         out / "train_config.json",
         {
@@ -141,6 +150,8 @@ def write_run_info(out: Path, config: TrainConfig, run: TrainingData, device: to
 
 # ------------------------------------------------------------------------------ checkpoints
 def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The payload of ``checkpoints/last.pt`` (``weights_only``); :class:`ModelBundleError` if it is
+    unreadable or not ours."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure means the same thing to the user
@@ -156,9 +167,11 @@ def load_checkpoint(
     payload: dict[str, Any],
     model: torch.nn.Module,
     opt: torch.optim.Optimizer,
-    sched: Any,
+    sched: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Restore weights, optimizer, schedule, AMP scaler and RNG states from ``payload``; return the
+    progress ``state`` and the ``history``."""
     model.load_state_dict(payload["model"])
     opt.load_state_dict(payload["optimizer"])
     sched.load_state_dict(payload["scheduler"])
@@ -172,14 +185,14 @@ def load_checkpoint(
 
 def save_checkpoint(
     out: Path,
+    *,
     model: torch.nn.Module,
     opt: torch.optim.Optimizer,
-    sched: Any,
+    sched: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
     state: dict[str, Any],
     history: list[dict[str, Any]],
     config: TrainConfig,
-    run: TrainingData,
     dist: _Dist,
 ) -> None:
     """Rank 0 writes ``checkpoints/last.pt`` (tensors and plain values only) and ``last.json``."""
@@ -211,9 +224,8 @@ def save_checkpoint(
     )
 
 
-def training_summary(
-    config: TrainConfig, run: TrainingData, record: dict[str, Any], state: dict[str, Any]
-) -> dict[str, Any]:
+def training_summary(config: TrainConfig, run: TrainingData, record: dict[str, Any]) -> dict[str, Any]:
+    """The ``training`` section of ``model.json`` for the model of epoch ``record``."""
     return {
         "project": run.project,
         "epoch": record["epoch"],
@@ -232,11 +244,8 @@ def training_summary(
     }
 
 
-def write_metrics(
-    out: Path, history: list[dict[str, Any]], config: TrainConfig, run: TrainingData, state: dict[str, Any]
-) -> None:
-    from qupath_camseg.evaluate import save_figure, training_curve_figure
-
+def write_metrics(out: Path, history: list[dict[str, Any]], run: TrainingData) -> None:
+    """Write ``metrics.json`` (history, best epoch, split) and ``training_curve.png``."""
     best = max((r for r in history if r.get("best")), key=lambda r: r["step"], default=None)
     split = {"train": [i.name for i in run.train_images], "val": [i.name for i in run.val_images]}
     atomic_write_json(out / "metrics.json", {"history": history, "best": best, "split": split, "updated": _now()})

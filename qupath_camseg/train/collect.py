@@ -1,0 +1,213 @@
+"""The images of a training run: read a project's annotations, check the classes, split by slide.
+
+:func:`collect_images` runs the steps in order (each raises a one-line error naming the fix):
+read the user's annotations (:func:`_read_annotations`), check that the classes to learn are
+annotated (:func:`_found_classes`), choose the validation slides (:func:`_validation_ids`: the
+named ones, or about ``val_fraction`` of the slides, never split by tile), prepare each image once
+(:func:`~qupath_camseg.train.images.prepare_image`: tissue and labels) and describe the split
+(:func:`_summary`, saved with the run).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from qupath_camseg.annotations import QPObject, default_class_color, is_ignore_class, is_ours, iter_objects
+from qupath_camseg.errors import InvalidAnnotationError, ProjectError
+from qupath_camseg.qupath import ProjectEntry, open_project
+from qupath_camseg.train.config import TrainConfig
+from qupath_camseg.train.images import LabelledImage, prepare_image
+
+__all__ = ["TrainingData", "collect_images"]
+
+_UM2_PER_MM2 = 1e6
+
+
+@dataclass
+class TrainingData:
+    """The images of a training run, split by slide, and the classes (output-channel order).
+
+    ``classes``: ``{"name": str, "color": [r, g, b]}`` per foreground class (channel ``i + 1``);
+    ``project``: the project file; ``summary``: the split and each image's target area (mm²)
+    and tissue tiles, as saved in ``train_config.json``.
+    """
+
+    train_images: list[LabelledImage]
+    val_images: list[LabelledImage]
+    classes: list[dict[str, Any]]
+    project: str
+    summary: dict[str, Any]
+
+
+def collect_images(project_path: str | os.PathLike[str], config: TrainConfig) -> TrainingData:
+    """Read a project's annotated entries, check the classes, split by slide and prepare images.
+
+    Reads ``config``'s ``classes``, ``mpp`` (µm/px), ``tile_px`` (px), ``images``,
+    ``val_images``, ``val_fraction``, ``unannotated``, ``include_unannotated``,
+    ``sampling.min_tissue``, ``slide_mpp`` and ``seed``.
+
+    Raises :class:`~qupath_camseg.errors.InvalidAnnotationError` when there is nothing to learn
+    from or a class is unknown, :class:`~qupath_camseg.errors.ProjectError` for unknown image
+    names, and slide errors (missing image, missing mpp) from the slides module.
+    """
+    classes = config.classes
+    project = open_project(project_path, "r")
+    try:
+        where = str(project.path)
+        entries = [project.entry(n) for n in config.images] if config.images else list(project.entries)
+        annotations = _read_annotations(project, entries)
+        found = _found_classes(annotations, classes, where)
+        class_to_label = {c: i + 1 for i, c in enumerate(classes)}
+        background = [c for c in found if c not in class_to_label and not is_ignore_class(c)]
+        labelled = [e for e in entries if annotations[e.entry_id] or config.include_unannotated]
+        val_ids = _validation_ids(project, labelled, annotations, class_to_label, config, where)
+        prepared = {
+            e.entry_id: prepare_image(
+                name=e.image_name,
+                entry_id=e.entry_id,
+                path=project.image_path(e),
+                objs=annotations[e.entry_id],
+                class_to_label=class_to_label,
+                background_classes=background,
+                unannotated=config.unannotated,
+                mpp=config.mpp,
+                tile_px=config.tile_px,
+                min_tissue=config.sampling.min_tissue,
+                mpp_override=config.slide_mpp,
+            )
+            for e in labelled
+        }
+    finally:
+        close = getattr(project, "close", None)
+        if close is not None:
+            close()
+    train_imgs = [prepared[e.entry_id] for e in labelled if e.entry_id not in val_ids]
+    val_imgs = [prepared[e.entry_id] for e in labelled if e.entry_id in val_ids]
+    if not any(img.regions for img in train_imgs):
+        raise InvalidAnnotationError(
+            f"no training image of {where} has {', '.join(classes)} annotations (they are all held out for "
+            "validation); annotate more images or choose --val-images"
+        )
+    class_list = [{"name": c, "color": list(found.get(c) or default_class_color(c))} for c in classes]
+    summary = _summary(train_imgs, val_imgs, classes, background, config.unannotated)
+    return TrainingData(train_imgs, val_imgs, class_list, where, summary)
+
+
+def _read_annotations(project: Any, entries: Sequence[ProjectEntry]) -> dict[str, list[QPObject]]:
+    """Each entry's usable annotations, by entry ID."""
+    return {e.entry_id: _usable(project.read_annotations(e)) for e in entries}
+
+
+def _usable(objs: Sequence[QPObject]) -> list[QPObject]:
+    """The user's area annotations (our own predictions are never training labels)."""
+    return [
+        o
+        for o in objs
+        if not is_ours(o) and any(c.object_type == "annotation" and c.is_area for c in iter_objects([o]))
+    ]
+
+
+def _found_classes(
+    annotations: dict[str, list[QPObject]], classes: Sequence[str], where: str
+) -> dict[str, tuple[int, int, int] | None]:
+    """The classes of the area annotations (name → colour, first seen); raise unless there are
+    annotations and every class of ``classes`` is among them."""
+    found: dict[str, tuple[int, int, int] | None] = {}
+    for objs in annotations.values():
+        for o in iter_objects(objs):
+            if o.object_type == "annotation" and o.is_area and o.classification:
+                found.setdefault(o.classification, o.color)
+    if not any(annotations.values()):
+        raise InvalidAnnotationError(
+            f"no annotations in {where}: outline {classes[0]} regions in QuPath and export them with the "
+            "camseg bridge (or import ASAP XML with qcamseg convert), then train again"
+        )
+    missing = [c for c in classes if c not in found]
+    if missing:
+        have = ", ".join(sorted(found)) or "none"
+        raise InvalidAnnotationError(
+            f"class {missing[0]!r} is not used by any annotation in {where} (classes found: {have}); "
+            "pass --classes with classes that are annotated"
+        )
+    return found
+
+
+def _validation_ids(
+    project: Any,
+    labelled: Sequence[ProjectEntry],
+    annotations: dict[str, list[QPObject]],
+    class_to_label: dict[str, int],
+    config: TrainConfig,
+    where: str,
+) -> set[str]:
+    """Entry IDs of the validation slides: ``config.val_images``, else a split by :func:`_split`
+    (slides with a target class on both sides when possible). At least one slide stays for training."""
+    if config.val_images:
+        labelled_ids = {x.entry_id for x in labelled}
+        val_ids = set()
+        for name in config.val_images:
+            e = project.entry(name)
+            if e.entry_id not in labelled_ids:
+                raise ProjectError(
+                    f"--val-images {name!r} has no annotations in {where}; validate on annotated images"
+                )
+            val_ids.add(e.entry_id)
+    else:
+        by_name = {e.image_name: e for e in labelled}
+        positive = {
+            e.image_name
+            for e in labelled
+            if any(o.classification in class_to_label for o in iter_objects(annotations[e.entry_id]))
+        }
+        held = _split(list(by_name), positive, config.val_fraction, config.seed)
+        val_ids = {by_name[n].entry_id for n in held}
+    if len(val_ids) >= len(labelled):
+        raise ProjectError(f"every annotated image of {where} is a validation image; leave at least one to train on")
+    return val_ids
+
+
+def _split(names: list[str], positive: set[str], fraction: float, seed: int) -> set[str]:
+    """Hold out about ``fraction`` of the slides (≥ 1 when there are ≥ 2), keeping slides with the
+    target class on both sides when possible. Deterministic in ``seed``."""
+    n = len(names)
+    if n < 2:
+        return set()
+    rng = np.random.default_rng([seed, 31337])
+    pos = [names[i] for i in rng.permutation(n) if names[i] in positive]
+    neg = [names[i] for i in rng.permutation(n) if names[i] not in positive]
+    n_val = min(n - 1, max(1, round(fraction * n)))
+    k_pos = min(max(round(n_val * len(pos) / n), 1 if len(pos) >= 2 else 0), max(len(pos) - 1, 0))
+    k_neg = min(n_val - k_pos, len(neg))
+    return set(pos[:k_pos] + neg[:k_neg])
+
+
+def _summary(
+    train_imgs: Sequence[LabelledImage],
+    val_imgs: Sequence[LabelledImage],
+    classes: Sequence[str],
+    background: list[str],
+    unannotated: str,
+) -> dict[str, Any]:
+    """The split as saved with the run: per image its role, µm/px, target area (mm²) and tissue tiles."""
+
+    def describe(img: LabelledImage, role: str) -> dict[str, Any]:
+        area = {classes[lab - 1]: img.region_area(lab) * img.slide_mpp**2 / _UM2_PER_MM2 for lab in img.regions}
+        return {
+            "name": img.name,
+            "entry_id": img.entry_id,
+            "role": role,
+            "slide_mpp": img.slide_mpp,
+            "area_mm2": area,
+            "tissue_tiles": int(len(img.tissue_xy)),
+        }
+
+    return {
+        "images": [describe(i, "train") for i in train_imgs] + [describe(i, "val") for i in val_imgs],
+        "background_classes": background,
+        "unannotated": unannotated,
+    }
