@@ -150,7 +150,7 @@ class TrainTileDataset(torch.utils.data.Dataset):
         size = int(round(t0))
         return idx, (int(round(x)), int(round(y)), size, size)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         epoch, i = key
         rng = np.random.default_rng([self.seed, epoch, i])
         idx, box = self.sample_box(rng)

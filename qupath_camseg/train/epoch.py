@@ -2,9 +2,10 @@
 
 Per step: a batch from the loader, photometric augmentation on the device, the forward/backward
 pass, a step of AdamW and of the schedule. A step whose loss or gradient is not finite is skipped
-(on every rank alike); ``max_bad_steps`` of them in a row stop the run. Mid-epoch checkpoints are written every ``checkpoint_every_s`` seconds and every
-``checkpoint_every_steps`` steps; the running sums of the epoch travel in them, so a resumed
-epoch reports what an uninterrupted one would.
+(on every rank alike); ``max_bad_steps`` of them in a row stop the run. Mid-epoch checkpoints
+are written every ``checkpoint_every_s`` seconds and every ``checkpoint_every_steps`` steps; the
+running sums of the epoch travel in them, so a resumed epoch reports what an uninterrupted one
+would.
 """
 
 from __future__ import annotations
@@ -60,9 +61,8 @@ def train_epoch(s: TrainSession, bar: tqdm | None) -> dict[str, Any]:
         if bar is not None:
             rate = meter.tiles / max(1e-9, time.perf_counter() - meter.t_start)
             bar.update(1)
-            bar.set_postfix(
-                epoch=state["epoch"] + 1, loss=f"{loss_value:.3f}" if ok else "nan", tiles_s=f"{rate:.1f}", refresh=False
-            )
+            loss = f"{loss_value:.3f}" if ok else "nan"
+            bar.set_postfix(epoch=state["epoch"] + 1, loss=loss, tiles_s=f"{rate:.1f}", refresh=False)
         _checkpoint_if_due(s)
     del batches
     return _record(s, meter)
@@ -105,7 +105,9 @@ def _count_step(s: TrainSession, meter: _EpochMeter, loss_value: float, ok: bool
                 f"lower --lr (now {s.config.lr:g}) "
                 "and start a new --out, or check the annotations"
             )
-    state.update(epoch_loss_sum=float(meter.sums[0]), epoch_batches=float(meter.sums[1]), epoch_bad_steps=meter.bad_steps)
+    state.update(
+        epoch_loss_sum=float(meter.sums[0]), epoch_batches=float(meter.sums[1]), epoch_bad_steps=meter.bad_steps
+    )
 
 
 def _checkpoint_if_due(s: TrainSession) -> None:
