@@ -204,7 +204,7 @@ def model_only_rate(slide: Path, model_dir: Path, *, device: str, batch_size: in
     """
     import torch
 
-    from qupath_camseg.model.loaded import compile_model, load_model
+    from qupath_camseg.model import compile_model, load_model
     from qupath_camseg.predict import PredictOptions, TilePlan, TileReader
     from qupath_camseg.predict.inference import _forward
     from qupath_camseg.predict.roi import active_tiles

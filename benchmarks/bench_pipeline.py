@@ -59,7 +59,7 @@ def _loaded_model(work: Path, *, mpp: float, tile_px: int, device: str) -> Any:
     import torch
 
     from qupath_camseg.model import ModelConfig, build_model, save_bundle
-    from qupath_camseg.model.loaded import LoadedModel, load_model
+    from qupath_camseg.model import LoadedModel, load_model
 
     folder = work / f"pipeline_model_{mpp:g}_{tile_px}"
     if not (folder / "model.json").is_file():

@@ -137,7 +137,7 @@ def _child(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from qupath_camseg.model.loaded import load_model
+    from qupath_camseg.model import load_model
     from qupath_camseg.predict import PredictOptions, predict_slide
 
     t0 = time.perf_counter()
@@ -172,7 +172,7 @@ def _throughput(slide: Path, model_dir: Path, work: Path, args: argparse.Namespa
     import numpy as np
     import torch
 
-    from qupath_camseg.model.loaded import load_model
+    from qupath_camseg.model import load_model
     from qupath_camseg.predict import PredictOptions, TilePlan, TileReader, predict_slide
     from qupath_camseg.predict.inference import _forward
     from qupath_camseg.predict.roi import active_tiles

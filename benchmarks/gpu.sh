@@ -3,7 +3,7 @@
 # then call the device tool with:
 #     command: bash benchmarks/gpu.sh      carry: [".whl"]      timeout_s: 480
 # It installs the carried wheels (no network there; torch, CUDA, numpy, ... are in the image), puts
-# the package on PYTHONPATH (no build), runs tests/test_cuda.py (the CUDA code paths; they skip
+# the package on PYTHONPATH (no build), runs tests/predict/test_cuda.py (the CUDA code paths; they skip
 # everywhere else), writes the slides in parallel on all CPU cores, and runs
 # benchmarks/run.py --device cuda: a Camelyon-size slide (47,600 x 107,400 px at 0.5 µm/px, 25 %
 # tissue) through `qcamseg predict` with the default U-Net and an smp ResNet-34 U-Net, predict
@@ -35,7 +35,7 @@ PY
 echo "setup: $(( $(date +%s) - start )) s"
 
 # the CUDA paths first (bf16 inference vs CPU, both tile readers, AMP training + resume): ≤ 120 s
-timeout 120 python3 -m pytest tests/test_cuda.py -q -p no:cacheprovider 2>&1 | tee "$OUT/cuda_tests.log" | tail -5
+timeout 120 python3 -m pytest tests/predict/test_cuda.py -q -p no:cacheprovider 2>&1 | tee "$OUT/cuda_tests.log" | tail -5
 echo "cuda tests: exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
 
 left=$(( BUDGET - ($(date +%s) - start) ))

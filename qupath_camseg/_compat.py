@@ -16,10 +16,10 @@ import importlib.machinery
 import sys
 import types
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["MOVED", "install"]
+__all__ = ["MOVED", "install", "moved_names"]
 
 #: Old module (``qupath_camseg.<old>``) → the packages that now hold its public names, in order.
 MOVED: dict[str, tuple[str, ...]] = {
@@ -91,6 +91,20 @@ class _Finder(importlib.abc.MetaPathFinder):
         if prefix != _PACKAGE or old not in MOVED:
             return None
         return importlib.machinery.ModuleSpec(fullname, _Loader(old))
+
+
+def moved_names(package: str, getattr_: Callable[[str], Any], moved: dict[str, str]) -> Callable[[str], Any]:
+    """A package ``__getattr__`` that serves names which left ``package`` in 0.2 (name → the stage
+    package that now holds it) with a :class:`DeprecationWarning`, and the rest as ``getattr_``."""
+
+    def __getattr__(name: str) -> Any:
+        if name in moved:
+            warnings.warn(f"{package}.{name} moved to {_PACKAGE}.{moved[name]}.{name} in qupath-camseg 0.2; "
+                          "import it from there (the old path goes in 0.3)", DeprecationWarning, stacklevel=2)
+            return getattr(importlib.import_module(f"{_PACKAGE}.{moved[name]}"), name)
+        return getattr_(name)
+
+    return __getattr__
 
 
 def install() -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "QuPathNotFoundError",
     "OutputNotWritableError",
     "TrainingDivergedError",
+    "ImagesFailedError",
     "InvalidPixelClassifierError",
 ]
 
@@ -99,6 +100,10 @@ class OutputNotWritableError(CamsegError, PermissionError):
 
 class TrainingDivergedError(CamsegError, FloatingPointError):
     """The loss became NaN/inf repeatedly; training stopped with the last good checkpoint kept."""
+
+
+class ImagesFailedError(CamsegError, RuntimeError):
+    """Some images of a multi-image run failed (each was reported); finished ones are kept."""
 
 
 class InvalidPixelClassifierError(CamsegError, ValueError):

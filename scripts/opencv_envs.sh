@@ -5,7 +5,7 @@
 #   QuPath 0.5 -> OpenCV 4.6.0, QuPath 0.6 -> 4.10.0, QuPath 0.7 -> 4.11.0
 #
 # Idempotent: a folder that already imports the right version is left alone. Used by
-# tests/test_export_qupath.py (which calls this script when a folder is missing) and by CI.
+# tests/export/test_export_qupath.py (which calls this script when a folder is missing) and by CI.
 #   usage: scripts/opencv_envs.sh [PYTHON]     (default: .venv/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -155,7 +155,7 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
     """
     from qupath_camseg._dist import env_rank
     from qupath_camseg.errors import CamsegError, SlideNotFoundError
-    from qupath_camseg.model.loaded import load_model
+    from qupath_camseg.model import load_model
     from qupath_camseg.predict import PredictOptions, predict_project, predict_slide
 
     rank, world, _ = env_rank()

@@ -7,6 +7,8 @@ this folder does not import the others (worker processes stay light).
 
 import lazy_loader as _lazy
 
+from qupath_camseg._compat import moved_names as _moved_names
+
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
@@ -21,3 +23,4 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "sources": ["TUMOR_CLASS_NAMES"],
     },
 )
+__getattr__ = _moved_names(__name__, __getattr__, {"read_heatmap": "wsi"})

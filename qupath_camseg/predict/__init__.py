@@ -10,6 +10,8 @@ this folder does not import the others (worker processes stay light).
 
 import lazy_loader as _lazy
 
+from qupath_camseg._compat import moved_names as _moved_names
+
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
@@ -26,3 +28,4 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "tile_reader": ["BLOCK_CACHE_BYTES", "BlockCache", "PREFETCH_BATCHES", "ReaderArgs", "TileBatches", "TileReader", "thread_batches", "use_read_processes"],
     },
 )
+__getattr__ = _moved_names(__name__, __getattr__, dict.fromkeys(("LoadedModel", "compile_model", "load_model"), "model"))

@@ -25,7 +25,7 @@ import torch
 from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg.errors import CamsegError, SlideReadError
-from qupath_camseg.model.loaded import LoadedModel
+from qupath_camseg.model import LoadedModel
 from qupath_camseg.predict.blending import BandWriter, StripeAccumulator, blend_window
 from qupath_camseg.predict.chunks import ChunkStore, TilePlan
 from qupath_camseg.predict.options import Progress, no_progress

@@ -18,8 +18,8 @@ import torch
 
 from qupath_camseg._dist import Dist, env_rank, shard_by_weight
 from qupath_camseg.annotations import QPObject, read_geojson
-from qupath_camseg.errors import CamsegError, ProjectError
-from qupath_camseg.model.loaded import LoadedModel, compile_model, load_model
+from qupath_camseg.errors import CamsegError, ImagesFailedError, ProjectError
+from qupath_camseg.model import LoadedModel, compile_model, load_model
 from qupath_camseg.predict.options import PredictOptions, PredictResult, Progress, no_progress
 from qupath_camseg.predict.report import read_report
 from qupath_camseg.predict.slide import predict_slide
@@ -62,7 +62,7 @@ def predict_project(
     objects are also written into each image's hierarchy through the paquo door (backup first,
     the user's own objects untouched). An image that fails is reported by an ``error`` event and
     the others continue; at the end its own error is raised when it is the only one, else a
-    :class:`CamsegError` naming the failed images.
+    :class:`ImagesFailedError` naming the failed images.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the images are shared out by file size, the same way on
     every rank (:func:`~qupath_camseg._dist.shard_by_weight`); each rank predicts and writes its
@@ -170,10 +170,10 @@ def _raise_failures(resolved: _Resolved, failed: list[int], owner: list[int], er
         raise errors[failed[0]]
     names = [resolved[i][0].image_name for i in failed]
     if len(failed) == 1:  # its error was printed by the torchrun process that owned it
-        raise CamsegError(f"{names[0]} failed in torchrun process rank {owner[failed[0]]}; see its message "
+        raise ImagesFailedError(f"{names[0]} failed in torchrun process rank {owner[failed[0]]}; see its message "
                           "above, fix it and run again (finished images are skipped)")
     listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    raise CamsegError(f"{len(failed)} of {len(resolved)} images failed ({listed}); see the messages above, "
+    raise ImagesFailedError(f"{len(failed)} of {len(resolved)} images failed ({listed}); see the messages above, "
                       "fix them and run again (finished images are skipped)")
 
 

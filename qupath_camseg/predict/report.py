@@ -11,8 +11,8 @@ from typing import Any
 
 from shapely.geometry.base import BaseGeometry
 
-from qupath_camseg.errors import CamsegError
-from qupath_camseg.model.loaded import LoadedModel
+from qupath_camseg.errors import ImagesFailedError
+from qupath_camseg.model import LoadedModel
 from qupath_camseg.predict.chunks import TilePlan
 from qupath_camseg.predict.options import PredictOptions
 
@@ -55,9 +55,9 @@ def finished_report(path: Path, key: str) -> dict[str, Any] | None:
 
 
 def read_report(path: Path) -> dict[str, Any]:
-    """The report another process wrote at ``path`` (one line :class:`CamsegError` if unreadable)."""
+    """The report another process wrote at ``path`` (one line :class:`ImagesFailedError` if unreadable)."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise CamsegError(f"cannot read the report {path} another process wrote ({err}); "
+        raise ImagesFailedError(f"cannot read the report {path} another process wrote ({err}); "
                           "check the shared file system, then run again") from err

@@ -50,7 +50,7 @@ from qupath_camseg._io import atomic_write_json, file_lock
 from qupath_camseg._runtime import default_reader_workers, device_name, versions
 from qupath_camseg.annotations import QPObject, write_geojson
 from qupath_camseg.errors import InvalidSettingsError, ModelBundleError, SlideNotFoundError
-from qupath_camseg.model.loaded import LoadedModel, compile_model, load_model
+from qupath_camseg.model import LoadedModel, compile_model, load_model
 from qupath_camseg.predict.chunks import ChunkStore, TilePlan
 from qupath_camseg.predict.inference import InferenceStats, run_inference
 from qupath_camseg.predict.objects import build_objects, measure_tile_px

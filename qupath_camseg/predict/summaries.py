@@ -12,7 +12,7 @@ end of a slide is :func:`~qupath_camseg.predict.objects.build_objects`: one unio
 pieces per class and the tile grid, both cheap.
 
 Pooled and in-process summaries are the same function on the same bytes, so the objects are
-identical either way (``tests/test_outputs.py``). This module runs in ``spawn``-ed worker
+identical either way (``tests/predict/test_outputs.py``). This module runs in ``spawn``-ed worker
 processes: it must not import torch (nor anything that does), so the workers start quickly.
 """
 

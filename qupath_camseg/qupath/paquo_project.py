@@ -48,7 +48,7 @@ __all__ = ["find_qupath_installation", "PaquoProject", "PAQUO_API"]
 
 
 #: Every paquo callable this module calls, by the name used at the call site → "module:qualname"
-#: in paquo. ``tests/test_paquo_door.py`` parses this file, finds each call by that name and
+#: in paquo. ``tests/qupath/test_paquo_door.py`` parses this file, finds each call by that name and
 #: checks its arguments bind to paquo's real signature (``inspect.signature``), so a call that
 #: drifts from paquo's API fails a test even without QuPath.
 PAQUO_API: dict[str, str] = {

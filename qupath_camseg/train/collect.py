@@ -19,7 +19,7 @@ import numpy as np
 
 from qupath_camseg.annotations import QPObject, default_class_color, is_ignore_class, is_ours, iter_objects
 from qupath_camseg.errors import InvalidAnnotationError, ProjectError
-from qupath_camseg.qupath import ProjectEntry, open_project
+from qupath_camseg.qupath import Project, ProjectEntry, open_project
 from qupath_camseg.train.config import TrainConfig
 from qupath_camseg.train.images import LabelledImage, prepare_image
 
@@ -98,7 +98,7 @@ def collect_images(project_path: str | os.PathLike[str], config: TrainConfig) ->
     return TrainingData(train_imgs, val_imgs, class_list, where, summary)
 
 
-def _read_annotations(project: Any, entries: Sequence[ProjectEntry]) -> dict[str, list[QPObject]]:
+def _read_annotations(project: Project, entries: Sequence[ProjectEntry]) -> dict[str, list[QPObject]]:
     """Each entry's usable annotations, by entry ID."""
     return {e.entry_id: _usable(project.read_annotations(e)) for e in entries}
 
@@ -138,7 +138,7 @@ def _found_classes(
 
 
 def _validation_ids(
-    project: Any,
+    project: Project,
     labelled: Sequence[ProjectEntry],
     annotations: dict[str, list[QPObject]],
     class_to_label: dict[str, int],

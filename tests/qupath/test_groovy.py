@@ -34,7 +34,7 @@ from qupath_camseg.annotations import (
 )
 from qupath_camseg.cli import _COMMANDS, cli, main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GROOVY = REPO / "groovy"
 HARNESS = REPO / "tests" / "groovy" / "Harness.groovy"
 STUBS = REPO / "tests" / "groovy" / "stubs"

@@ -22,7 +22,7 @@ from qupath_camseg.annotations import (
 )
 from qupath_camseg.errors import CamsegError
 from qupath_camseg.model import ModelConfig
-from qupath_camseg.model.loaded import LoadedModel
+from qupath_camseg.model import LoadedModel
 from qupath_camseg.predict import ChunkStore, PredictOptions, TilePlan, blend_window, predict_project, predict_slide
 from qupath_camseg.predict.roi import active_tiles as _active_tiles
 from qupath_camseg.synthetic import write_synthetic_slide

@@ -19,7 +19,7 @@ import pytest
 from qupath_camseg.errors import QuPathNotFoundError
 from qupath_camseg.qupath import PAQUO_API, find_qupath_installation
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QUPATH_DIR, QUPATH_REASON = find_qupath_installation()
 needs_qupath = pytest.mark.skipif(QUPATH_DIR is None, reason=f"needs QuPath for paquo: {QUPATH_REASON}")
 without_qupath = pytest.mark.skipif(QUPATH_DIR is not None, reason=f"QuPath is installed ({QUPATH_REASON})")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from qupath_camseg.cli import main
 from qupath_camseg.model import ModelConfig
-from qupath_camseg.model.loaded import LoadedModel
+from qupath_camseg.model import LoadedModel
 from qupath_camseg.predict import PredictOptions, predict_slide
 from qupath_camseg.synthetic import write_synthetic_slide
 
