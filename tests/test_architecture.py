@@ -1,7 +1,7 @@
 """The package's layout as docs/architecture.md draws it, checked on the code itself.
 
 The stage folders import one way (cli → train/predict/export/synthetic → evaluate → qupath/model
-→ wsi/annotations → the base modules), no module imports itself back through others, modules and
+→ wsi → annotations → the base modules), no module imports itself back through others, modules and
 functions stay short, and the inference seams are typed. Imports are read with ``ast`` (nothing
 is run); a name imported from a stage package (``from qupath_camseg.wsi import open_slide``) is
 followed to the module that defines it, through the package's lazy export map.
@@ -18,8 +18,8 @@ PKG = Path(__file__).resolve().parents[1] / "qupath_camseg"
 BASE = {"errors", "_io", "_runtime", "_dist", "_compat", "__init__", "__main__"}
 #: stage folder → the stage folders it may import (every folder may import the base modules)
 ALLOWED: dict[str, set[str]] = {
-    "wsi": set(),
     "annotations": set(),
+    "wsi": {"annotations"},
     "model": {"annotations"},
     "qupath": {"annotations", "wsi"},
     "evaluate": {"annotations", "qupath", "wsi"},
