@@ -93,7 +93,7 @@ def _read_only(slide: Path, lm: Any, workers: int, opts: Any, processes: bool) -
     if processes:
         batches = [tiles[i:i + opts.batch_size] for i in range(0, len(tiles), opts.batch_size)]
         t0 = time.perf_counter()  # worker start-up included, as in predict_slide
-        for _ in torch.utils.data.DataLoader(TileBatches((slide, None, plan, lm.config.mpp), batches),
+        for _ in torch.utils.data.DataLoader(TileBatches((slide, None, plan, lm.config.mpp, None), batches),
                                              batch_size=None, num_workers=workers, prefetch_factor=2,
                                              pin_memory=lm.device.startswith("cuda")):
             pass

@@ -28,6 +28,7 @@ __all__ = [
     "TrainingDivergedError",
     "ImagesFailedError",
     "InvalidPixelClassifierError",
+    "StainNormalizationError",
 ]
 
 
@@ -108,3 +109,8 @@ class ImagesFailedError(CamsegError, RuntimeError):
 
 class InvalidPixelClassifierError(CamsegError, ValueError):
     """A QuPath pixel-classifier JSON that QuPath would reject or misread (names the field)."""
+
+
+class StainNormalizationError(CamsegError, ValueError):
+    """Stain normalisation cannot be set up: too little stained tissue to fit a reference, or a
+    model's stain reference is invalid."""

@@ -20,7 +20,7 @@ BASE = {"errors", "_io", "_runtime", "_dist", "_compat", "__init__", "__main__"}
 ALLOWED: dict[str, set[str]] = {
     "annotations": set(),
     "wsi": {"annotations"},
-    "model": {"annotations"},
+    "model": {"annotations", "wsi"},
     "qupath": {"annotations", "wsi"},
     "evaluate": {"annotations", "qupath", "wsi"},
     "export": {"annotations", "model", "wsi"},

@@ -37,8 +37,11 @@ _DOOR = click.option(
               help="TIFF tile size (multiple of 16).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it is not empty.")
 @_DOOR
+@click.option("--stain-shift", type=click.Choice(["none", "strong-h", "pale-e", "scanner", "random"]), default="none",
+              show_default=True, help="Another stain profile: strong-h (haematoxylin ×1.5), pale-e (eosin ×0.5), "
+              "scanner (other stain colours and light), random (each slide its own, from --seed).")
 def synth(out_dir: Path, slides: int, width: int, height: int, seed: int, mpp: float, negatives: int,
-          tile_px: int, overwrite: bool, door: str) -> None:
+          tile_px: int, overwrite: bool, door: str, stain_shift: str) -> None:
     """Write a QuPath project of synthetic lymph-node slides with their tumour outlines.
 
     \b
@@ -51,7 +54,8 @@ def synth(out_dir: Path, slides: int, width: int, height: int, seed: int, mpp: f
     if negatives > slides:
         raise click.BadParameter(f"need --slides >= 1 and 0 <= --negatives <= --slides (got {slides}, {negatives})")
     result = write_synthetic_project(out_dir, slides=slides, width=width, height=height, seed=seed, mpp=mpp,
-                                     negatives=negatives, tile_px=tile_px, overwrite=overwrite, door=door)
+                                     negatives=negatives, tile_px=tile_px, overwrite=overwrite, door=door,
+                                     stain_shift=stain_shift)
     for name, n, area_um2 in result.images:
         click.echo(f"{name}: {n} tumour annotation(s), {area_um2 / 1e6:.3f} mm² tumour")
     click.echo(f"QuPath project: {result.project_dir / 'project.qpproj'} (annotations via {', '.join(result.doors)})")

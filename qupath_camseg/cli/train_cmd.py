@@ -135,6 +135,13 @@ def _split_names(values: tuple[str, ...]) -> tuple[str, ...]:
 @seed_option
 @mpp_override_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--stain-norm",
+    type=click.Choice(["none", "macenko"]),
+    default=None,
+    help="macenko: normalise every slide's H&E stains to a reference fitted on the training slides "
+    "(stored in the model; predict follows it). For slides from several labs or scanners [default: none].",
+)
 def train(
     project: Path,
     out_dir: Path | None,
@@ -162,6 +169,7 @@ def train(
     seed: int,
     slide_mpp: float | None,
     quiet: bool,
+    stain_norm: str | None,
 ) -> None:
     """Train a segmentation model on PROJECT's annotations (a QuPath project folder or .qpproj).
 
@@ -187,7 +195,7 @@ def train(
         checkpoint_every_steps=checkpoint_steps, device=device, amp=amp, seed=seed,
         classes=_split_names(classes) if classes else None, val_images=tuple(val_images) or None,
         images=tuple(images) or None, include_unannotated=include_unannotated or None,
-        arch=_arch(arch, width=width, depth=depth, encoder=encoder),
+        arch=_arch(arch, width=width, depth=depth, encoder=encoder), stain_norm=stain_norm,
     )
     rank, world_size, _ = env_rank()
     if out_dir is None and not resume and world_size == 1:  # torchrun: rank 0 picks the folder

@@ -29,8 +29,9 @@ from torch import nn
 from qupath_camseg import __version__
 from qupath_camseg._io import atomic_write_bytes, atomic_write_json
 from qupath_camseg.annotations import default_class_color
-from qupath_camseg.errors import ModelBundleError
+from qupath_camseg.errors import ModelBundleError, StainNormalizationError
 from qupath_camseg.model.networks import build_model, input_multiple, normalize_arch
+from qupath_camseg.wsi import StainReference
 
 __all__ = ["ModelConfig", "save_bundle", "load_bundle", "read_model_config", "WEIGHTS_NAME", "CONFIG_NAME"]
 
@@ -52,6 +53,9 @@ class ModelConfig:
     ``classes`` lists the foreground classes in output-channel order (channel ``i + 1``), each
     ``{"name": str, "color": [r, g, b]}``; channel 0 is background. ``mpp`` is the pixel size
     (µm/px) the model was trained at; ``tile_px`` the training tile size (px at ``mpp``).
+    ``stain``: the stain reference of ``qcamseg train --stain-norm macenko``
+    (:meth:`~qupath_camseg.wsi.stain.StainReference.to_json`; absent from older model folders and
+    from models trained without it), which predict normalises every slide to.
     """
 
     arch: dict[str, Any]
@@ -61,10 +65,20 @@ class ModelConfig:
     version: str = __version__
     created: str = field(default_factory=_now_utc)
     training: dict[str, Any] = field(default_factory=dict)
+    stain: dict[str, Any] | None = None  # the stain reference (``--stain-norm``); None: no normalisation
 
     def __post_init__(self) -> None:
         self.arch = normalize_arch({**self.arch, "n_classes": len(self.classes)} if self.classes else self.arch)
         self.classes = [_check_class(c) for c in self.classes]
+        self.stain = None if self.stain is None else self.stain_reference.to_json()  # type: ignore[union-attr]
+
+    @property
+    def stain_reference(self) -> StainReference | None:
+        """The stain reference tiles are normalised to before the network sees them (``None``: none)."""
+        try:
+            return None if self.stain is None else StainReference.from_json(self.stain)
+        except StainNormalizationError as err:
+            raise ModelBundleError(f"stain: {err}; retrain the model or remove the stain entry") from err
 
     @property
     def class_names(self) -> list[str]:
@@ -84,6 +98,8 @@ class ModelConfig:
     def to_json(self) -> dict[str, Any]:
         """The ``model.json`` content (a JSON-ready dict)."""
         data = asdict(self)
+        if data["stain"] is None:  # models without stain normalisation keep today's model.json
+            del data["stain"]
         data = {"format": _FORMAT, "format_version": _FORMAT_VERSION, **data}
         data["weights"] = WEIGHTS_NAME
         data["input"] = {
@@ -131,6 +147,7 @@ class ModelConfig:
                 version=str(data.get("version", "unknown")),
                 created=str(data.get("created", "")),
                 training=dict(data.get("training") or {}),
+                stain=data.get("stain"),
             )
         except ModelBundleError as err:
             raise ModelBundleError(f"{source}: {err}") from err

@@ -37,7 +37,7 @@ from qupath_camseg.predict.tile_reader import (
     thread_batches,
     use_read_processes,
 )
-from qupath_camseg.wsi import TissueMask
+from qupath_camseg.wsi import StainTransform, TissueMask
 
 __all__ = ["InferenceStats", "run_inference"]
 
@@ -61,7 +61,7 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
                   store: ChunkStore, lm: LoadedModel, roi: BaseGeometry | None, *, batch_size: int = 16,
                   workers: int = 4, image: str = "", emit: Progress | None = None,
                   on_chunk: Callable[[int, int], None] | None = None, readers: str = "auto",
-                  tissue: TissueMask | None = None) -> InferenceStats:
+                  tissue: TissueMask | None = None, stain: StainTransform | None = None) -> InferenceStats:
     """Compute every missing chunk of ``store``.
 
     ``active`` is ``bool (ny, nx)`` (tiles to compute); ``slide_mpp`` overrides the slide's own
@@ -69,7 +69,8 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
     mask, outside which the stored probabilities are zero. ``emit`` receives ``start``, ``note``
     and ``progress`` events; ``on_chunk(row, col)`` is called (on a writer thread) after each
     chunk is stored. ``workers`` tile readers are threads or processes as
-    :func:`~qupath_camseg.predict.tile_reader.use_read_processes` decides.
+    :func:`~qupath_camseg.predict.tile_reader.use_read_processes` decides; ``stain`` (if given)
+    normalises each tile as it is read.
     """
     t_fn = time.perf_counter()
     emit = emit or no_progress
@@ -81,7 +82,7 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
     total = sum(len(b) for s in stripes for b in s.batches)
     emit({"event": "start", "image": image, "tiles": total, "resumed": store.resumed and total < int(active.sum())})
     processes = _read_processes(readers, device, workers, plan, batch_size, emit, image)
-    source = _TileSource((slide_path, slide_mpp, plan, lm.config.mpp), stripes, processes=processes and total > 0,
+    source = _TileSource((slide_path, slide_mpp, plan, lm.config.mpp, stain), stripes, processes=processes and total > 0,
                          workers=workers, batch_size=batch_size, cuda=device.type == "cuda")
     # chunk files are independent (each zlib + fsync + rename, GIL released), so a few writers
     # keep the fsyncs from queueing up behind one thread at the end of the slide

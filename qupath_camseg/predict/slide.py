@@ -57,8 +57,17 @@ from qupath_camseg.predict.objects import build_objects, measure_tile_px
 from qupath_camseg.predict.options import PredictOptions, PredictResult, Progress, no_progress
 from qupath_camseg.predict.report import finished_report, settings_key, store_key
 from qupath_camseg.predict.roi import active_tiles, read_roi, tissue_area_mm2
+from qupath_camseg.predict.stain import check_stain_norm, slide_stain
 from qupath_camseg.predict.summaries import ChunkSummaries
-from qupath_camseg.wsi import Slide, TissueFractions, TissueMask, detect_tissue, open_slide, write_heatmap
+from qupath_camseg.wsi import (
+    Slide,
+    StainTransform,
+    TissueFractions,
+    TissueMask,
+    detect_tissue,
+    open_slide,
+    write_heatmap,
+)
 
 __all__ = ["predict_slide"]
 
@@ -90,8 +99,10 @@ def predict_slide(
             return PredictResult(job.image, job.entry_id, job.paths, old, skipped=True)
         with file_lock(job.out / "probability" / f".{job.entry_id}.lock", what=f"prediction of {job.image}"):
             tissue = _tissue(job, slide, planned)
-            done = _infer(job, planned, tissue)
-    report = _report(job, planned, tissue, done)
+            stain = slide_stain(slide, planned.plan, tissue.active, tissue.fractions, job.lm.config,
+                                job.opts.stain_norm, emit=job.emit, image=job.image)
+            done = _infer(job, planned, tissue, stain.transform)
+    report = {**_report(job, planned, tissue, done), "stain_normalization": stain.info}
     atomic_write_json(job.paths["report"], report)
     job.emit({"event": "done", "image": job.image, "outputs": outputs})
     return PredictResult(job.image, job.entry_id, job.paths, report, objects=done.objects)
@@ -131,6 +142,7 @@ def _job(slide_path: Path, model: LoadedModel | str | Path, out: Path, entry_id:
              "report": out / "reports" / f"{entry_id}.json"}
     t_start = time.perf_counter()
     roi = read_roi(opts.roi) if opts.roi else None
+    check_stain_norm(opts.stain_norm)
     tile_px = opts.tile_px or cfg.tile_px
     if tile_px % cfg.input_multiple:
         error = InvalidSettingsError if opts.tile_px else ModelBundleError
@@ -226,8 +238,9 @@ class _Done:
     timings: dict[str, float]
 
 
-def _infer(job: _Job, planned: _Planned, tissue: _Tissue) -> _Done:
-    """Compute the missing chunks (summarised as they are written), then write the outputs."""
+def _infer(job: _Job, planned: _Planned, tissue: _Tissue, stain: StainTransform | None = None) -> _Done:
+    """Compute the missing chunks (summarised as they are written; tiles normalised by ``stain``
+    if given), then write the outputs."""
     lm, opts, plan = job.lm, job.opts, planned.plan
     store = ChunkStore(job.out / "probability" / job.entry_id, plan, len(lm.config.classes), planned.store_key,
                        overwrite=opts.overwrite)
@@ -243,7 +256,7 @@ def _infer(job: _Job, planned: _Planned, tissue: _Tissue) -> _Done:
         stats = run_inference(job.slide_path, opts.slide_mpp, plan, tissue.active, store, lm, job.roi,
                               batch_size=opts.batch_size, workers=workers, image=job.image, emit=job.emit,
                               on_chunk=summaries.submit, readers=opts.readers,
-                              tissue=_dilated(tissue.mask) if opts.mask_to_tissue else None)
+                              tissue=_dilated(tissue.mask) if opts.mask_to_tissue else None, stain=stain)
         t_infer = time.perf_counter() - t0
         objs, tumor_area, timings = _write_outputs(job, planned, tissue, store, summaries, measure_px, workers)
     return _Done(objs, tumor_area, stats, workers, store.resumed, {"inference": t_infer, **timings})

@@ -7,6 +7,8 @@ to four stored (JPEG) tiles of the file; :class:`TileReader` cuts windows from s
 pixels identical to :meth:`~qupath_camseg.wsi.slides.Slide.read_region_mpp`. :class:`TileBatches`
 gives whole batches to :class:`torch.utils.data.DataLoader` workers (each with its own reader),
 so decoding runs outside the main process's GIL; :func:`use_read_processes` picks one or the other.
+A model trained with stain normalisation gets each tile normalised by the reader (a
+:class:`~qupath_camseg.wsi.stain.StainTransform`: the same bytes on threads and in processes).
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import torch
 from qupath_camseg._runtime import workers_fitting_shm
 from qupath_camseg.errors import InvalidSettingsError
 from qupath_camseg.predict.chunks import TilePlan
-from qupath_camseg.wsi import Slide, open_slide, resample
+from qupath_camseg.wsi import Slide, StainTransform, open_slide, resample
 
 __all__ = ["BLOCK_CACHE_BYTES", "BlockCache", "PREFETCH_BATCHES", "ReaderArgs", "TileBatches", "TileReader",
            "thread_batches", "use_read_processes"]
 
-#: What a :class:`TileReader` is opened with: ``(slide path, µm/px override or None, plan, model µm/px)``.
-ReaderArgs = tuple[Path, float | None, TilePlan, float]
+#: What a :class:`TileReader` is opened with: ``(slide path, µm/px override or None, plan, model µm/px,
+#: stain transform or None)``.
+ReaderArgs = tuple[Path, float | None, TilePlan, float, StainTransform | None]
 
 
 class BlockCache:
@@ -94,11 +97,13 @@ class TileReader:
     to four stored (JPEG) tiles of the file. So tiles are cut from *blocks* aligned to the file's
     stored tiles at the read level, each decoded once and kept in a small LRU (:class:`BlockCache`,
     about two tile rows of a stripe). The pixels are identical to
-    :meth:`~qupath_camseg.wsi.slides.Slide.read_region_mpp`.
+    :meth:`~qupath_camseg.wsi.slides.Slide.read_region_mpp`, then normalised by ``stain`` if given.
     """
 
-    def __init__(self, slide_path: Path, slide_mpp: float | None, plan: TilePlan, model_mpp: float) -> None:
+    def __init__(self, slide_path: Path, slide_mpp: float | None, plan: TilePlan, model_mpp: float,
+                 stain: StainTransform | None = None) -> None:
         self.path, self.mpp_override, self.plan, self.model_mpp = slide_path, slide_mpp, plan, model_mpp
+        self.stain = stain if stain is not None and not stain.is_identity else None
         self._local = threading.local()
         self._lock = threading.Lock()
         self._slides: list[Slide] = []
@@ -122,6 +127,10 @@ class TileReader:
 
     def read(self, ty: int, tx: int) -> npt.NDArray[np.uint8]:
         """Tile ``(row, col)`` as RGB ``uint8 (tile_px, tile_px, 3)``; outside the slide is white."""
+        tile = self._read(ty, tx)
+        return tile if self.stain is None else self.stain(tile)
+
+    def _read(self, ty: int, tx: int) -> npt.NDArray[np.uint8]:
         slide = self._slide()
         p, t = self.plan, self.plan.tile_px
         box = (p.tile_origin(tx) * p.ds, p.tile_origin(ty) * p.ds, t * p.ds, t * p.ds)

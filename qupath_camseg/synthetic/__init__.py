@@ -13,6 +13,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "project": ["SynthResult", "TUMOR_COLOR", "write_synthetic_project"],
         "render": ["render_region"],
         "slides": ["pyramid_dimensions", "write_synthetic_slide"],
+        "stain_shift": ["STAIN_SHIFTS", "StainShift", "stain_shift"],
         "truth": ["SyntheticTruth", "make_truth"],
     },
 )

@@ -21,6 +21,7 @@ from qupath_camseg.annotations import QPObject
 from qupath_camseg.errors import OutputNotWritableError, ProjectExistsError, QuPathNotFoundError
 from qupath_camseg.qupath import FileProject, ImageInfo, PaquoProject, create_project, find_qupath_installation
 from qupath_camseg.synthetic.slides import pyramid_dimensions, write_synthetic_slide
+from qupath_camseg.synthetic.stain_shift import STAIN_SHIFTS, stain_shift
 
 __all__ = ["write_synthetic_project", "SynthResult", "TUMOR_COLOR"]
 
@@ -41,7 +42,8 @@ class SynthResult:
 @dataclass(frozen=True)
 class _Spec:
     """The project asked for (written as ``camseg/synth.json``, in this order): slide count,
-    level-0 size in px, seed, level-0 µm/px, how many are tumour-free, TIFF tile size in px."""
+    level-0 size in px, seed, level-0 µm/px, how many are tumour-free, TIFF tile size in px, stain
+    shift (recorded only when not ``"none"``)."""
 
     slides: int
     width: int
@@ -50,6 +52,7 @@ class _Spec:
     mpp: float
     negatives: int
     tile_px: int
+    stain_shift: str = "none"
 
 
 def _slide_seed(seed: int, index: int) -> int:
@@ -58,7 +61,7 @@ def _slide_seed(seed: int, index: int) -> int:
 
 def write_synthetic_project(out_dir: str | os.PathLike[str], *, slides: int, width: int, height: int,
                             seed: int = 0, mpp: float = 0.25, negatives: int = 0, tile_px: int = 512,
-                            overwrite: bool = False, door: str = "auto") -> SynthResult:
+                            overwrite: bool = False, door: str = "auto", stain_shift: str = "none") -> SynthResult:
     """Write a QuPath project of ``slides`` synthetic slides into ``out_dir``.
 
     Images go to ``out_dir/images/`` (``tumor_NNN.tif``; the last ``negatives`` are tumour-free
@@ -66,8 +69,10 @@ def write_synthetic_project(out_dir: str | os.PathLike[str], *, slides: int, wid
     annotation per metastasis, normal islands as holes) and, when paquo finds QuPath (``door``
     ``"auto"``/``"paquo"``), into the QuPath hierarchy too. Atomic: built in a temporary sibling
     folder and renamed into place. A non-empty ``out_dir`` is refused unless ``overwrite``.
+    ``stain_shift`` (:data:`~qupath_camseg.synthetic.stain_shift.STAIN_SHIFTS`) renders every slide
+    in another stain profile (``"random"``: each slide its own, drawn from the slide's seed).
     """
-    spec = _Spec(slides, width, height, seed, mpp, negatives, tile_px)
+    spec = _Spec(slides, width, height, seed, mpp, negatives, tile_px, stain_shift)
     out = _check_request(out_dir, spec, door=door, overwrite=overwrite)
     qupath_dir, reason = (None, "not asked (--door files)") if door == "files" else find_qupath_installation()
     if door == "paquo" and qupath_dir is None:
@@ -90,6 +95,8 @@ def _check_request(out_dir: str | os.PathLike[str], spec: _Spec, *, door: str, o
     """The absolute project folder, once the arguments make sense and the folder may be (re)written."""
     if spec.slides < 1 or not 0 <= spec.negatives <= spec.slides:
         raise ValueError(f"need slides >= 1 and 0 <= negatives <= slides (got {spec.slides}, {spec.negatives})")
+    if spec.stain_shift not in STAIN_SHIFTS:
+        raise ValueError(f"stain_shift must be one of {', '.join(STAIN_SHIFTS)}, not {spec.stain_shift!r}")
     if door not in ("auto", "files", "paquo"):
         raise ValueError(f"door must be 'auto', 'files' or 'paquo', not {door!r}")
     out = Path(out_dir).expanduser().absolute()
@@ -110,7 +117,8 @@ def _build_atomically(out: Path, spec: _Spec) -> list[tuple[str, list[QPObject],
         (tmp / "images").mkdir()
         with create_project(tmp, final_folder=out) as project:
             written = [_add_slide(project, tmp, out, spec, i) for i in range(spec.slides)]
-            atomic_write_json(project.camseg_dir / "synth.json", dataclasses.asdict(spec))
+            record = {k: v for k, v in dataclasses.asdict(spec).items() if k != "stain_shift" or v != "none"}
+            atomic_write_json(project.camseg_dir / "synth.json", record)
         _move_into_place(tmp, out)
     except OutputNotWritableError as err:  # name the folder the user asked for, not our temporary one
         shutil.rmtree(tmp, ignore_errors=True)
@@ -127,13 +135,15 @@ def _add_slide(project: FileProject, tmp: Path, out: Path, spec: _Spec, i: int) 
     tumor = i < spec.slides - spec.negatives
     name = f"{'tumor' if tumor else 'normal'}_{i + 1:03d}.tif"
     s = _slide_seed(spec.seed, i)
+    shift = stain_shift(spec.stain_shift, s)
     truth = write_synthetic_slide(tmp / "images" / name, width=spec.width, height=spec.height, seed=s,
-                                  mpp=spec.mpp, tile_px=spec.tile_px, tumor=tumor)
+                                  mpp=spec.mpp, tile_px=spec.tile_px, tumor=tumor, stain_shift=shift)
     levels = tuple(pyramid_dimensions(spec.width, spec.height, spec.tile_px))
     entry = project.add_image(
         tmp / "images" / name, name=name, final_path=out / "images" / name,
         info=ImageInfo(spec.width, spec.height, levels, spec.mpp, spec.tile_px),
-        metadata={"synthetic": "true", "seed": str(s), "tumor": "yes" if tumor else "no", "mpp": f"{spec.mpp:g}"},
+        metadata={"synthetic": "true", "seed": str(s), "tumor": "yes" if tumor else "no", "mpp": f"{spec.mpp:g}",
+                  **({"stain_shift": shift.name} if shift is not None else {})},
     )
     polys = [] if truth.tumor.is_empty else list(truth.tumor.geoms)
     objs = [

@@ -21,14 +21,14 @@ import shapely
 from PIL import Image, ImageDraw
 from shapely.geometry import Polygon, box
 
+from qupath_camseg.synthetic.stain_shift import DEFAULT_E_OD as _E_OD
+from qupath_camseg.synthetic.stain_shift import DEFAULT_H_OD as _H_OD
+from qupath_camseg.synthetic.stain_shift import StainShift
 from qupath_camseg.synthetic.truth import SyntheticTruth
 
 __all__ = ["TileRenderer", "render_region"]
 
 _BACKGROUND_RGB = (242, 241, 244)
-# Ruifrok & Johnston optical-density vectors (unit length) for haematoxylin and eosin.
-_H_OD = np.array([0.650, 0.704, 0.286], np.float32) / np.float32(np.linalg.norm([0.650, 0.704, 0.286]))
-_E_OD = np.array([0.072, 0.990, 0.105], np.float32) / np.float32(np.linalg.norm([0.072, 0.990, 0.105]))
 
 
 def _hash(iy: npt.NDArray[np.int64], ix: npt.NDArray[np.int64], key: int) -> npt.NDArray[np.uint64]:
@@ -120,10 +120,16 @@ def _rasterize(geom: object, x0: int, y0: int, n: int) -> npt.NDArray[np.bool_]:
 
 
 class TileRenderer:
-    """Renders any level-0 square of a slide from its truth; thread-safe, pure in (x0, y0)."""
+    """Renders any level-0 square of a slide from its truth; thread-safe, pure in (x0, y0).
+    ``stain`` shifts the stain profile (:mod:`qupath_camseg.synthetic.stain_shift`; ``None``: the default)."""
 
-    def __init__(self, truth: SyntheticTruth) -> None:
-        self.truth = truth
+    def __init__(self, truth: SyntheticTruth, stain: StainShift | None = None) -> None:
+        self.truth, self.stain = truth, stain
+        light = (1.0, 1.0, 1.0) if stain is None else stain.light
+        self._h_od = _H_OD if stain is None or stain.h_od is None else np.array(stain.h_od, np.float32)
+        self._e_od = _E_OD if stain is None or stain.e_od is None else np.array(stain.e_od, np.float32)
+        self._white = [np.float32(255 * f) for f in light]
+        self._background = tuple(int(round(b * f)) for b, f in zip(_BACKGROUND_RGB, light))
         self.um = 1.0 / truth.mpp  # px per µm
         self.tissue = shapely.prepared.prep(truth.tissue)
         self.tumor = shapely.prepared.prep(truth.tumor) if not truth.tumor.is_empty else None
@@ -141,7 +147,7 @@ class TileRenderer:
         """RGB uint8 (n, n, 3) of the level-0 square with top-left corner (x0, y0)."""
         tissue = self._mask(self.tissue, self.truth.tissue, x0, y0, n)
         out = np.empty((n, n, 3), np.uint8)
-        out[:] = _BACKGROUND_RGB
+        out[:] = self._background
         if tissue is None:
             return out
         tumour = self._mask(self.tumor, self.truth.tumor, x0, y0, n)
@@ -178,17 +184,21 @@ class TileRenderer:
                 h, e = np.where(tumour, ht, h), np.where(tumour, et, e)
         h = np.maximum(h * mod_h, 0)
         e = np.maximum(e * mod_e, 0)
+        if self.stain is not None:
+            h, e = h * np.float32(self.stain.h_scale), e * np.float32(self.stain.e_scale)
         for c in range(3):
-            chan = np.exp(-(h * _H_OD[c] + e * _E_OD[c] + np.float32(0.03))) * np.float32(255) + np.float32(0.5)
-            out[..., c] = np.where(tissue, chan, _BACKGROUND_RGB[c]) if not tissue.all() else chan
+            chan = np.exp(-(h * self._h_od[c] + e * self._e_od[c] + np.float32(0.03))) * self._white[c] + np.float32(0.5)
+            out[..., c] = np.where(tissue, chan, self._background[c]) if not tissue.all() else chan
         return out
 
 
-def render_region(truth: SyntheticTruth, box_px: tuple[int, int, int, int]) -> npt.NDArray[np.uint8]:
+def render_region(truth: SyntheticTruth, box_px: tuple[int, int, int, int], *,
+                  stain: StainShift | None = None) -> npt.NDArray[np.uint8]:
     """Render the level-0 box ``(x, y, width, height)`` of a synthetic slide directly (no file):
-    RGB uint8 ``(height, width, 3)``, identical to the file's level 0 before JPEG compression."""
+    RGB uint8 ``(height, width, 3)``, identical to the file's level 0 before JPEG compression
+    (``stain``: the file's stain shift, if any)."""
     x, y, w, h = (int(v) for v in box_px)
-    renderer = TileRenderer(truth)
+    renderer = TileRenderer(truth, stain)
     tile = 512
     out = np.empty((h, w, 3), np.uint8)
     for ty in range(math.floor(y / tile), math.ceil((y + h) / tile)):

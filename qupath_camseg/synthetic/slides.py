@@ -29,6 +29,7 @@ import tifffile
 from qupath_camseg import __version__
 from qupath_camseg._io import atomic_write
 from qupath_camseg.synthetic.render import TileRenderer
+from qupath_camseg.synthetic.stain_shift import StainShift
 from qupath_camseg.synthetic.truth import SyntheticTruth, make_truth
 
 __all__ = ["write_synthetic_slide", "pyramid_dimensions"]
@@ -104,7 +105,7 @@ def _render_at(renderer: TileRenderer, y0: int, n: int, x0: int) -> npt.NDArray[
 
 def write_synthetic_slide(path: str | Path, *, width: int, height: int, seed: int = 0, mpp: float = 0.25,
                           tile_px: int = 512, tumor: bool = True, jpeg_quality: int = 95,
-                          workers: int | None = None) -> SyntheticTruth:
+                          workers: int | None = None, stain_shift: StainShift | None = None) -> SyntheticTruth:
     """Write a synthetic pyramidal tiled JPEG TIFF (Camelyon16 layout) and return its truth.
 
     ``width``/``height`` in level-0 px; ``mpp`` level-0 µm/px (stored as XResolution /
@@ -112,13 +113,15 @@ def write_synthetic_slide(path: str | Path, *, width: int, height: int, seed: in
     only when complete. Deterministic: same arguments, same pixels and truth (for any
     ``workers``: threads that render one row of tiles and JPEG-encode in parallel; default
     ``min(os.cpu_count(), 8)``; one row of tiles, ``3 · tile_px² · width / tile_px`` bytes, is
-    held at a time).
+    held at a time). ``stain_shift`` renders another stain profile
+    (:mod:`qupath_camseg.synthetic.stain_shift`; same truth, other colours); ``None`` keeps the
+    default profile, bit for bit.
     """
     if tile_px % 16:
         raise ValueError(f"tile_px must be a multiple of 16 (got {tile_px})")
     path = Path(path)
     truth = make_truth(width, height, seed=seed, mpp=mpp, tumor=tumor)
-    renderer = TileRenderer(truth)
+    renderer = TileRenderer(truth, stain_shift)
     dims = pyramid_dimensions(width, height, tile_px)
     bigtiff = width * height * 3 > 2**31
     with tempfile.TemporaryFile(dir=path.parent, prefix=".qcamseg-spill-") as spill:
@@ -154,7 +157,13 @@ def write_synthetic_slide(path: str | Path, *, width: int, height: int, seed: in
                     compression="jpeg", compressionargs={"level": int(jpeg_quality)},
                     resolution=(1e4 / (mpp * ds), 1e4 / (mpp * ds)), resolutionunit="CENTIMETER",
                     subfiletype=0 if level == 0 else 1, metadata=None,
-                    description=f"qupath-camseg synthetic slide seed={seed} mpp={mpp}" if level == 0 else None,
+                    description=_description(seed, mpp, stain_shift) if level == 0 else None,
                     software=f"qupath-camseg {__version__}", maxworkers=n_workers,
                 )
     return truth
+
+
+def _description(seed: int, mpp: float, stain_shift: StainShift | None) -> str:
+    """The level-0 ImageDescription (the stain shift named only when there is one)."""
+    shift = "" if stain_shift is None else f" stain={stain_shift.name}"
+    return f"qupath-camseg synthetic slide seed={seed} mpp={mpp}{shift}"

@@ -15,6 +15,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "collect": ["TrainingData", "collect_images"],
         "config": ["FIXED_ON_RESUME", "SamplingConfig", "TrainConfig"],
         "datasets": ["TileSampler", "TrainTileDataset", "ValTileDataset", "val_tiles"],
+        "stain_fit": ["TrainingStains", "fit_training_stains", "sample_tiles"],
         "images": ["IGNORE_INDEX", "LabelledImage", "build_shapes", "prepare_image"],
         "loop": ["train"],
         "loss": ["dice_ce_loss"],

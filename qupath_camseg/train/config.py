@@ -34,6 +34,7 @@ FIXED_ON_RESUME = (
     "images",
     "val_images",
     "val_fraction",
+    "stain_norm",
 )
 
 
@@ -57,7 +58,9 @@ class TrainConfig:
     ``"ignore"``. ``val_images``: names/IDs held out for validation; empty → ``val_fraction``
     of the annotated images, chosen by slide (never by tile). ``workers=None`` picks a number
     from the CPU count. ``amp``: ``"auto"`` (bf16 on GPUs that have it, else fp16), ``"bf16"``,
-    ``"fp16"`` or ``"off"`` (always off on CPU).
+    ``"fp16"`` or ``"off"`` (always off on CPU). ``stain_norm``: ``"macenko"`` normalises every
+    slide's stains to a reference fitted on the training slides (stored in the model, followed by
+    predict; :mod:`qupath_camseg.train.stain_fit`), ``"none"`` (default) reads them as they are.
     """
 
     classes: tuple[str, ...] = ("Tumor",)
@@ -87,6 +90,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    stain_norm: str = "none"
 
     def validate(self) -> None:
         """Raise :class:`InvalidSettingsError` (one line, naming the option) for impossible settings."""
@@ -110,6 +114,8 @@ class TrainConfig:
             raise InvalidSettingsError("--epochs and --steps must be at least 1")
         if self.unannotated not in ("negative", "ignore"):
             raise InvalidSettingsError(f"--unannotated must be 'negative' or 'ignore', not {self.unannotated!r}")
+        if self.stain_norm not in ("none", "macenko"):
+            raise InvalidSettingsError(f"--stain-norm must be 'none' or 'macenko', not {self.stain_norm!r}")
         if not self.classes or len(set(self.classes)) != len(self.classes):
             raise InvalidSettingsError(f"--classes must name distinct classes, not {list(self.classes)}")
 

@@ -13,6 +13,8 @@ reproducible with ``--seed``, independent of the number of workers, and resumabl
 ranks.
 
 Datasets keep one slide handle per DataLoader worker (opened lazily, never pickled), as wsinfer does.
+With ``stains`` (``--stain-norm``), each image's tiles are stain-normalised as they are read
+(:mod:`qupath_camseg.train.stain_fit`), before augmentation.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 from qupath_camseg.train.augment import IDENTITY_PARAMS, AugmentConfig, augment_tile
 from qupath_camseg.train.config import SamplingConfig
 from qupath_camseg.train.images import LabelledImage
-from qupath_camseg.wsi import Slide, open_slide
+from qupath_camseg.wsi import Slide, StainTransform, open_slide
 
 __all__ = ["TileSampler", "TrainTileDataset", "ValTileDataset", "val_tiles"]
 
@@ -58,8 +60,12 @@ def val_tiles(
 class _SlideReader:
     """Lazily opened slide handles, one set per process (DataLoader worker); never pickled."""
 
-    def __init__(self, images: Sequence[LabelledImage], mpp: float, tile_px: int) -> None:
+    def __init__(self, images: Sequence[LabelledImage], mpp: float, tile_px: int,
+                 stains: Sequence[StainTransform] | None = None) -> None:
         self.images = list(images)
+        self.stains = list(stains) if stains is not None else None
+        if self.stains is not None and len(self.stains) != len(self.images):
+            raise ValueError(f"{len(self.stains)} stain transforms for {len(self.images)} images")
         self.mpp = mpp
         self.tile_px = tile_px
         self._handles: dict[int, Slide] = {}
@@ -77,7 +83,8 @@ class _SlideReader:
         if slide is None:
             img = self.images[index]
             slide = self._handles[index] = open_slide(img.path, mpp=img.mpp_override)
-        return np.asarray(slide.read_region_mpp(box_px, self.mpp, out_size=(self.tile_px, self.tile_px)))
+        rgb = np.asarray(slide.read_region_mpp(box_px, self.mpp, out_size=(self.tile_px, self.tile_px)))
+        return rgb if self.stains is None else self.stains[index](rgb)
 
     def close(self) -> None:
         for slide in self._handles.values():
@@ -110,8 +117,9 @@ class TrainTileDataset(torch.utils.data.Dataset):
         seed: int,
         sampling: SamplingConfig = SamplingConfig(),  # noqa: B008 - frozen dataclass
         augment: AugmentConfig | None = AugmentConfig(),  # noqa: B008 - frozen dataclass
+        stains: Sequence[StainTransform] | None = None,
     ) -> None:
-        self.reader = _SlideReader(images, mpp, tile_px)
+        self.reader = _SlideReader(images, mpp, tile_px, stains)
         self.images = self.reader.images
         self.tile_px, self.seed, self.sampling, self.augment = tile_px, seed, sampling, augment
         labels = sorted({lab for img in self.images for lab in img.regions})
@@ -172,8 +180,9 @@ class ValTileDataset(torch.utils.data.Dataset):
         *,
         mpp: float,
         tile_px: int,
+        stains: Sequence[StainTransform] | None = None,
     ) -> None:
-        self.reader = _SlideReader(images, mpp, tile_px)
+        self.reader = _SlideReader(images, mpp, tile_px, stains)
         self.images = self.reader.images
         self.tiles = list(tiles)
         self.tile_px = tile_px

@@ -19,6 +19,7 @@ from qupath_camseg._runtime import default_loader_workers, shm_free_bytes, worke
 from qupath_camseg.train.collect import TrainingData
 from qupath_camseg.train.config import TrainConfig
 from qupath_camseg.train.datasets import TileSampler, TrainTileDataset, ValTileDataset, val_tiles
+from qupath_camseg.train.stain_fit import TrainingStains
 
 __all__ = ["Loaders", "build_loaders"]
 
@@ -43,9 +44,11 @@ class Loaders:
 
 
 def build_loaders(
-    data: TrainingData, config: TrainConfig, *, device: torch.device, dist: Dist, steps_per_epoch: int
+    data: TrainingData, config: TrainConfig, *, device: torch.device, dist: Dist, steps_per_epoch: int,
+    stains: TrainingStains | None = None,
 ) -> Loaders:
-    """Loaders over ``data`` for ``steps_per_epoch`` steps of ``config.batch_size`` tiles per rank."""
+    """Loaders over ``data`` for ``steps_per_epoch`` steps of ``config.batch_size`` tiles per rank
+    (tiles stain-normalised by ``stains`` when given)."""
     sampler = TileSampler(steps_per_epoch, config.batch_size, rank=dist.rank, world_size=dist.world_size)
     train_ds = TrainTileDataset(
         data.train_images,
@@ -54,6 +57,7 @@ def build_loaders(
         seed=config.seed,
         sampling=config.sampling,
         augment=config.augment,
+        stains=stains.train if stains is not None else None,
     )
     workers = config.workers if config.workers is not None else default_loader_workers(str(device), dist.world_size)
     workers = _fit_shared_memory(workers, batch_bytes=config.batch_size * config.tile_px**2 * 4,
@@ -70,7 +74,8 @@ def build_loaders(
     if data.val_images:
         tiles = val_tiles(data.val_images, max_tiles=config.max_val_tiles, seed=config.seed)
         val_ds = ValTileDataset(
-            data.val_images, tiles[dist.rank :: dist.world_size], mpp=config.mpp, tile_px=config.tile_px
+            data.val_images, tiles[dist.rank :: dist.world_size], mpp=config.mpp, tile_px=config.tile_px,
+            stains=stains.val if stains is not None else None,
         )
         val_loader = DataLoader(
             val_ds,

@@ -28,6 +28,7 @@ from qupath_camseg.train.collect import TrainingData, collect_images
 from qupath_camseg.train.config import TrainConfig
 from qupath_camseg.train.loaders import Loaders, build_loaders
 from qupath_camseg.train.placement import Placement
+from qupath_camseg.train.stain_fit import fit_training_stains
 from qupath_camseg.train.run_folder import (
     load_checkpoint,
     merge_resume_config,
@@ -94,6 +95,7 @@ def open_session(
     if device.type == "cuda":
         torch.cuda.set_device(device)
     data = collect_images(project_path, config)
+    stains = fit_training_stains(data, config)  # None without --stain-norm
     if ckpt is None and dist.is_main:
         write_run_info(out, config, data, device, dist)
     dist.barrier()
@@ -124,8 +126,9 @@ def open_session(
         opt=opt,
         sched=sched,
         scaler=scaler,
-        loaders=build_loaders(data, config, device=device, dist=dist, steps_per_epoch=steps_per_epoch),
-        model_config=ModelConfig(arch=arch, mpp=config.mpp, tile_px=config.tile_px, classes=data.classes),
+        loaders=build_loaders(data, config, device=device, dist=dist, steps_per_epoch=steps_per_epoch, stains=stains),
+        model_config=ModelConfig(arch=arch, mpp=config.mpp, tile_px=config.tile_px, classes=data.classes,
+                                 stain=stains.reference.to_json() if stains is not None else None),
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         state=state,

@@ -12,6 +12,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "heatmap": ["heatmap_levels", "read_heatmap", "write_heatmap"],
         "slides": ["BACKENDS", "Slide", "open_slide", "resample"],
+        "stain": ["METHODS", "SAMPLE_MIN_TISSUE", "SAMPLE_TILES", "StainReference", "StainTransform", "estimate_stains", "fit_reference", "od_to_rgb", "pick_boxes",
+                  "rgb_to_od"],
         "tiling": ["Box", "TissueFractions", "level0_size", "tile_grid", "tissue_fractions", "tissue_tiles"],
         "tissue": ["TissueMask", "detect_tissue", "summed_area_table", "tissue_mask_from_rgb"],
     },
