@@ -476,6 +476,18 @@ def _(ctx: Ctx) -> list[str]:
     return ["train", str(proj), "--out", str(ctx.tmp / "m"), *_TINY]
 
 
+@case("train-stain-no-tissue", "train", "--stain-norm macenko, but the training slides show no stained tissue "
+      "(blank scans, not H&E)", "train with --stain-norm none, or check the slides", "tumor_001.tif",
+      "cannot fit a stain reference", "--stain-norm none")
+def _(ctx: Ctx) -> list[str]:
+    import tifffile
+
+    proj = ctx.project()
+    tifffile.imwrite(proj / "images" / "tumor_001.tif", np.full((1024, 1024, 3), 243, np.uint8), tile=(256, 256),
+                     photometric="rgb", resolution=(1e4 / 0.25, 1e4 / 0.25), resolutionunit="CENTIMETER")
+    return ["train", str(proj), "--out", str(ctx.tmp / "m"), "--stain-norm", "macenko", *_TINY]
+
+
 # ========================================================== predict (fails before any inference)
 @case("predict-missing-model", "predict", "--model does not exist", "train one with qcamseg train",
       "nomodel", "does not exist")
@@ -518,6 +530,17 @@ def _fine_model(ctx: Ctx) -> Path:
 def _(ctx: Ctx) -> list[str]:
     return ["predict", str(ctx.project()), "--model", str(_fine_model(ctx)), "--images", "tumor_001.tif",
             "--progress", "none"]
+
+
+@case("predict-model-stain-damaged", "predict", "the stain reference in model.json was edited by hand or damaged",
+      "retrain the model, or delete the stain entry to predict without stain normalisation", "model.json",
+      "stain:", "retrain the model or remove the stain entry")
+def _(ctx: Ctx) -> list[str]:
+    model = ctx.model()
+    cfg = json.loads((model / "model.json").read_text())
+    cfg["stain"] = {"method": "macenko", "stain_matrix": [[0.6, 0.7, 0.3]], "max_concentrations": [1.5, 0.5]}
+    (model / "model.json").write_text(json.dumps(cfg))
+    return ["predict", str(ctx.project()), "--model", str(model), "--progress", "none"]
 
 
 @case("predict-empty-project", "predict", "project without images", "add images in QuPath",
