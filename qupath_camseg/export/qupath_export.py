@@ -179,6 +179,9 @@ def export_qupath(
         result.torchscript = export_torchscript(model, out / "model.pt", input_px=input_px).resolve()
         targets.append(("djl", "DjlDnnModel", result.torchscript))
         result.notes.append("model.pt needs QuPath's Deep Java Library extension with the PyTorch engine")
+    if config.stain is not None:
+        result.notes.append("the model was trained with --stain-norm macenko, which QuPath's pixel classifier does "
+                            "not apply: on slides stained unlike the training slides, qcamseg predict will do better")
     for key, dnn, model_file in targets:
         data = build_pixel_classifier(
             model_uri=model_file.as_uri(), mpp=config.mpp, input_px=input_px, padding_px=pad,

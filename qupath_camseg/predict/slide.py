@@ -99,8 +99,8 @@ def predict_slide(
             return PredictResult(job.image, job.entry_id, job.paths, old, skipped=True)
         with file_lock(job.out / "probability" / f".{job.entry_id}.lock", what=f"prediction of {job.image}"):
             tissue = _tissue(job, slide, planned)
-            stain = slide_stain(slide, planned.plan, tissue.active, tissue.fractions, job.lm.config,
-                                job.opts.stain_norm, emit=job.emit, image=job.image)
+            stain = slide_stain(slide, planned.plan, tissue.active, tissue.fractions, job.lm.config.stain_reference,
+                                job.lm.config.mpp, job.opts.stain_norm, emit=job.emit, image=job.image)
             done = _infer(job, planned, tissue, stain.transform)
     report = {**_report(job, planned, tissue, done), "stain_normalization": stain.info}
     atomic_write_json(job.paths["report"], report)

@@ -18,13 +18,13 @@ import numpy as np
 import numpy.typing as npt
 
 from qupath_camseg.errors import InvalidSettingsError
-from qupath_camseg.model import ModelConfig
 from qupath_camseg.predict.chunks import TilePlan
 from qupath_camseg.predict.options import Progress, no_progress
 from qupath_camseg.wsi import (
     SAMPLE_MIN_TISSUE,
     SAMPLE_TILES,
     Slide,
+    StainReference,
     StainTransform,
     TissueFractions,
     estimate_stains,
@@ -54,12 +54,12 @@ def check_stain_norm(value: str) -> str:
 
 
 def slide_stain(slide: Slide, plan: TilePlan, active: npt.NDArray[np.bool_], fractions: TissueFractions,
-                config: ModelConfig, stain_norm: str, *, emit: Progress = no_progress, image: str = "",
-                max_tiles: int = SAMPLE_TILES) -> SlideStain:
-    """The stain transform of ``slide`` onto ``config``'s reference, from up to ``max_tiles`` of the
+                reference: StainReference | None, model_mpp: float, stain_norm: str, *,
+                emit: Progress = no_progress, image: str = "", max_tiles: int = SAMPLE_TILES) -> SlideStain:
+    """The stain transform of ``slide`` onto the model's ``reference`` (``None``: the model has none),
+    read at ``model_mpp`` µm/px from up to ``max_tiles`` of the
     ``active`` tiles (``bool (ny, nx)`` of ``plan``) evenly spread over those with at least
     :data:`~qupath_camseg.wsi.stain.SAMPLE_MIN_TISSUE` tissue (all active tiles when none has)."""
-    reference = config.stain_reference
     if reference is None or check_stain_norm(stain_norm) == "none":
         why = "off (--stain-norm none)" if reference is not None else "the model has no stain reference"
         return SlideStain(None, {"method": "none", "why": why})
@@ -68,7 +68,7 @@ def slide_stain(slide: Slide, plan: TilePlan, active: npt.NDArray[np.bool_], fra
     full = boxes[fractions(boxes) >= SAMPLE_MIN_TISSUE] if len(boxes) else boxes
     chosen = pick_boxes(list(full if len(full) else boxes), max_tiles=max_tiles)
     size = (plan.tile_px, plan.tile_px)
-    tiles = [slide.read_region_mpp(tuple(float(v) for v in b), config.mpp, out_size=size) for b in chosen]
+    tiles = [slide.read_region_mpp(tuple(float(v) for v in b), model_mpp, out_size=size) for b in chosen]
     found = estimate_stains(np.stack(tiles)) if tiles else None
     info: dict[str, Any] = {"method": reference.method, "reference": reference.to_json(), "tiles": len(tiles)}
     if found is None:

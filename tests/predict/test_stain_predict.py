@@ -120,10 +120,9 @@ def test_glass_only_tiles_fall_back_to_identity_with_a_note(shifted_slide, refer
         boxes = plan.tile_boxes_level0()
         glass = fractions(boxes.reshape(-1, 4)).reshape(boxes.shape[:2]) == 0
         assert glass.any()
-        got = slide_stain(slide, plan, glass, fractions, _model(reference.to_json()).config, "model",
-                          emit=notes.append, image="scanner")
-        none = slide_stain(slide, plan, np.zeros_like(glass), fractions, _model(reference.to_json()).config,
-                           "model")
+        got = slide_stain(slide, plan, glass, fractions, reference, MODEL_MPP, "model", emit=notes.append,
+                          image="scanner")
+        none = slide_stain(slide, plan, np.zeros_like(glass), fractions, reference, MODEL_MPP, "model")
     assert got.transform is None and got.info["fallback"] is True and got.info["tiles"] > 0
     assert none.transform is None and none.info["tiles"] == 0
     assert notes and "not stain-normalised" in notes[0]["message"]
