@@ -64,6 +64,7 @@ MIN_STAINED_PX = 256
 _MIN_ANGLE_DEG = 4.0
 #: A slide's concentrations are rescaled by at most this factor (either way) onto the reference.
 MAX_SCALE = 4.0
+_BLOCK_PX = 1 << 14  # pixels normalised at a time (≈ 200 kB of float32 per array)
 _OD_LUT = (-np.log((np.arange(256, dtype=np.float64) + 1.0) / 256.0)).astype(np.float32)
 
 
@@ -255,7 +256,18 @@ class StainTransform:
         if self._neg is None:
             return rgb
         rgb = np.asarray(rgb, np.uint8)
-        return _neg_od_to_rgb(rgb_to_od(rgb.reshape(-1, 3)) @ self._neg).reshape(rgb.shape)
+        flat = rgb.reshape(-1, 3)
+        out = np.empty_like(flat)
+        m = self._neg
+        for i in range(0, len(flat), _BLOCK_PX):  # blocks that stay in the CPU cache
+            od = rgb_to_od(flat[i:i + _BLOCK_PX])
+            x = np.empty_like(od)
+            for c in range(3):  # element-wise, not a BLAS product: BLAS threads would fight the reader threads
+                x[:, c] = od[:, 0] * m[0, c]
+                x[:, c] += od[:, 1] * m[1, c]
+                x[:, c] += od[:, 2] * m[2, c]
+            out[i:i + _BLOCK_PX] = _neg_od_to_rgb(x)
+        return out.reshape(rgb.shape)
 
     def to_json(self) -> list[list[float]] | None:
         """The matrix as nested lists (``None``: identity), for reports and cache keys."""
