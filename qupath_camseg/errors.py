@@ -28,6 +28,7 @@ __all__ = [
     "TrainingDivergedError",
     "ImagesFailedError",
     "InvalidPixelClassifierError",
+    "UnsafePathError",
 ]
 
 
@@ -108,3 +109,8 @@ class ImagesFailedError(CamsegError, RuntimeError):
 
 class InvalidPixelClassifierError(CamsegError, ValueError):
     """A QuPath pixel-classifier JSON that QuPath would reject or misread (names the field)."""
+
+
+class UnsafePathError(CamsegError, ValueError):
+    """A file name taken from an input (a project's entry ID, a slide's name) would write outside
+    its output folder, or is not a file name on every platform; nothing is written."""

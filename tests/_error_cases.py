@@ -392,6 +392,12 @@ def _(ctx: Ctx) -> list[str]:
     return _import(ctx, ctx.project(), ctx.write("bowtie.geojson", _fc(_poly((0, 0), (100, 100), (100, 0), (0, 100)))))
 
 
+@case("import-entry-id-traversal", "import-annotations", "a crafted project whose entryID is a path (../../x)",
+      "re-create the project in QuPath", "images[0]", "not a QuPath entry ID", after=lambda ctx: _nothing_outside(ctx))
+def _(ctx: Ctx) -> list[str]:
+    return _import(ctx, _crafted(ctx, first="../../x"), ctx.write("a.geojson", _fc(_SQUARE)), image="tumor_001.tif")
+
+
 # ====================================================================================== synth
 @case("synth-out-is-file", "synth", "OUT_DIR is an existing file", "choose a folder name", "taken", "is a file",
       usage=True)
@@ -404,6 +410,28 @@ def _(ctx: Ctx) -> list[str]:
 def _(ctx: Ctx) -> list[str]:
     ctx.write("busy/notes.txt", "mine")
     return ["synth", str(ctx.tmp / "busy"), "--slides", "1", "--width", "512", "--height", "512"]
+
+
+def _their_project(ctx: Ctx) -> Path:
+    """A QuPath project synth did not write, with QuPath's data/ for one image."""
+    from qupath_camseg.qupath import create_project
+
+    create_project(ctx.tmp / "theirs").close()
+    ctx.write("theirs/data/1/data.qpdata", b"\xac\xed\x00\x05 QuPath hierarchy")
+    return ctx.tmp / "theirs"
+
+
+@case("synth-into-their-project", "synth", "OUT_DIR holds a QuPath project synth did not write",
+      "choose a new folder (synth never replaces it)", "theirs", "did not write", "choose a new folder")
+def _(ctx: Ctx) -> list[str]:
+    return ["synth", str(_their_project(ctx)), "--slides", "1", "--width", "512", "--height", "512"]
+
+
+@case("synth-overwrite-their-project", "synth", "--overwrite on a QuPath project synth did not write",
+      "choose a new folder (--overwrite replaces only synth's own files)", "theirs", "did not write",
+      "choose a new folder")
+def _(ctx: Ctx) -> list[str]:
+    return ["synth", str(_their_project(ctx)), "--slides", "1", "--width", "512", "--height", "512", "--overwrite"]
 
 
 @case("synth-disk-full", "synth", "disk full while writing the slides",
@@ -527,6 +555,57 @@ def _(ctx: Ctx) -> list[str]:
 
     create_project(ctx.tmp / "empty").close()
     return ["predict", str(ctx.tmp / "empty"), "--model", str(ctx.model()), "--progress", "none"]
+
+
+# ------------------------------------------------- crafted projects (issue 16: entry IDs, duplicates)
+def _crafted(ctx: Ctx, **entry_ids: Any) -> Path:
+    """A copy of the project whose images' ``entryID`` are replaced (``first=..., second=...``)."""
+    proj = ctx.project()
+    qp = proj / "project.qpproj"
+    data = json.loads(qp.read_text())
+    for image, key in zip(data["images"], ("first", "second")):
+        if key in entry_ids:
+            image["entryID"] = entry_ids[key]
+    qp.write_text(json.dumps(data))
+    return proj
+
+
+def _nothing_outside(ctx: Ctx) -> None:
+    for name in ("important.geojson", "important", "x.geojson"):
+        assert not (ctx.tmp / name).exists() and not (ctx.tmp.parent / name).exists(), f"{name} written outside"
+
+
+@case("predict-entry-id-absolute-path", "predict", "a crafted project whose entryID is a path (/tmp/x/important)",
+      "re-create the project in QuPath; never run a project from an untrusted source without this check",
+      "project.qpproj", "not a QuPath entry ID", "re-create the project", after=_nothing_outside)
+def _(ctx: Ctx) -> list[str]:
+    proj = _crafted(ctx, first=str(ctx.tmp / "important"))
+    return ["predict", str(proj), "--model", str(ctx.model()), "--progress", "none"]
+
+
+@case("predict-entry-id-traversal", "predict", "a crafted project whose entryID climbs out (../../../x)",
+      "re-create the project in QuPath", "images[1]", "not a QuPath entry ID", after=_nothing_outside)
+def _(ctx: Ctx) -> list[str]:
+    proj = _crafted(ctx, second="../../x")
+    return ["predict", str(proj), "--model", str(ctx.model()), "--progress", "none"]
+
+
+@case("predict-entry-id-list", "predict", "an entryID that is a JSON list ([1])",
+      "re-create the project in QuPath", "images[0]", "entryID [1]", "not a QuPath entry ID")
+def _(ctx: Ctx) -> list[str]:
+    return ["predict", str(_crafted(ctx, first=[1])), "--model", str(ctx.model()), "--progress", "none"]
+
+
+@case("predict-entry-id-object", "predict", 'an entryID that is a JSON object ({"a": 1})',
+      "re-create the project in QuPath", "images[0]", "not a QuPath entry ID")
+def _(ctx: Ctx) -> list[str]:
+    return ["predict", str(_crafted(ctx, first={"a": 1})), "--model", str(ctx.model()), "--progress", "none"]
+
+
+@case("predict-duplicate-entry-ids", "predict", "two images with the same entryID (one would be lost)",
+      "remove one image and add it again in QuPath", "tumor_001.tif", "normal_002.tif", "same entryID 1")
+def _(ctx: Ctx) -> list[str]:
+    return ["predict", str(_crafted(ctx, second=1)), "--model", str(ctx.model()), "--progress", "none"]
 
 
 # =================================================================================== evaluate

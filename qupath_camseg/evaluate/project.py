@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from qupath_camseg._io import entry_file
 from qupath_camseg.annotations import read_geojson
 from qupath_camseg.errors import InvalidGeoJSONError, ProjectError
 from qupath_camseg.evaluate._json import json_float
@@ -173,8 +174,8 @@ def evaluate_project(
     with open_project(project_path, "r") as project:
         pred_dir, heat_dir = prediction_dirs(project, predictions_dir, heatmaps_dir)
         for entry in _chosen_entries(project, project_path, images):
-            pred_file = pred_dir / f"{entry.entry_id}.geojson"
-            heat_file = heat_dir / f"{entry.entry_id}.tif"
+            pred_file = entry_file(pred_dir, "", entry.entry_id, ".geojson")
+            heat_file = entry_file(heat_dir, "", entry.entry_id, ".tif")
             if not pred_file.is_file() and not heat_file.is_file():
                 skipped.append((entry.image_name, f"no {pred_file.name} in {pred_dir} and no heatmap"))
                 continue

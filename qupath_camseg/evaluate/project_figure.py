@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from shapely.geometry import box as shapely_box
 
+from qupath_camseg._io import entry_file, path_inside
 from qupath_camseg.annotations import read_geojson
 from qupath_camseg.errors import InvalidSettingsError
 from qupath_camseg.evaluate.figures import save_figure, seed_figure
@@ -70,10 +71,11 @@ def project_seed_figure(
     with open_project(project_path, "r") as project:
         entry = project.entry(image)
         pred_dir, heat_dir = prediction_dirs(project, predictions_dir, heatmaps_dir)
-        pred_file, heat_file = pred_dir / f"{entry.entry_id}.geojson", heat_dir / f"{entry.entry_id}.tif"
+        pred_file = entry_file(pred_dir, "", entry.entry_id, ".geojson")
+        heat_file = entry_file(heat_dir, "", entry.entry_id, ".tif")
         truth = tumor_geometries(project.read_annotations(entry), wanted, ours=False)
         pred = tumor_geometries(read_geojson(pred_file), wanted, ours=None) if pred_file.is_file() else []
-        out_path = Path(out) if out else project.camseg_dir / "reports" / f"figure_{entry.entry_id}.png"
+        out_path = Path(out) if out else path_inside(project.camseg_dir, "reports", f"figure_{entry.entry_id}.png")
         view = _read_view(project.image_path(entry), region_px, slide_mpp=slide_mpp, max_side_px=max_side_px)
         if region_px is not None:  # only what the region shows (counts, Dice, drawing)
             truth, pred = _visible(truth, view.box), _visible(pred, view.box)

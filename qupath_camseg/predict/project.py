@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from qupath_camseg._dist import Dist, env_rank, shard_by_weight
+from qupath_camseg._io import entry_file
 from qupath_camseg.annotations import QPObject, read_geojson
 from qupath_camseg.errors import CamsegError, ImagesFailedError, ProjectError
 from qupath_camseg.model import LoadedModel, compile_model, load_model
@@ -159,7 +160,7 @@ def _gather(project_path: Path, resolved: _Resolved, out_dir: Path, emit: Progre
 
 def _result_from_report(out_dir: Path, entry: ProjectEntry, *, skipped: bool) -> PredictResult:
     """The result of an image another rank predicted, from its report (written last, atomically)."""
-    report = read_report(Path(out_dir) / "reports" / f"{entry.entry_id}.json")
+    report = read_report(entry_file(out_dir, "reports", entry.entry_id, ".json"))
     outputs = {k: Path(v) for k, v in report.get("outputs", {}).items()}
     return PredictResult(entry.image_name, entry.entry_id, outputs, report, skipped=skipped)
 

@@ -46,7 +46,7 @@ import numpy.typing as npt
 from scipy import ndimage
 from shapely.geometry.base import BaseGeometry
 
-from qupath_camseg._io import atomic_write_json, file_lock
+from qupath_camseg._io import atomic_write_json, entry_file, file_lock
 from qupath_camseg._runtime import default_reader_workers, device_name, versions
 from qupath_camseg.annotations import QPObject, write_geojson
 from qupath_camseg.errors import InvalidSettingsError, ModelBundleError, SlideNotFoundError
@@ -88,7 +88,8 @@ def predict_slide(
             job.emit({"event": "skip", "image": job.image, "reason": "already predicted with these settings",
                       "outputs": outputs})
             return PredictResult(job.image, job.entry_id, job.paths, old, skipped=True)
-        with file_lock(job.out / "probability" / f".{job.entry_id}.lock", what=f"prediction of {job.image}"):
+        lock = entry_file(job.out, "probability", f".{job.entry_id}", ".lock")
+        with file_lock(lock, what=f"prediction of {job.image}"):
             tissue = _tissue(job, slide, planned)
             done = _infer(job, planned, tissue)
     report = _report(job, planned, tissue, done)
@@ -127,8 +128,9 @@ def _job(slide_path: Path, model: LoadedModel | str | Path, out: Path, entry_id:
         lm = compile_model(lm)
     cfg = lm.config
     entry_id = entry_id or slide_path.stem
-    paths = {"geojson": out / "predictions" / f"{entry_id}.geojson", "heatmap": out / "heatmaps" / f"{entry_id}.tif",
-             "report": out / "reports" / f"{entry_id}.json"}
+    paths = {"geojson": entry_file(out, "predictions", entry_id, ".geojson"),
+             "heatmap": entry_file(out, "heatmaps", entry_id, ".tif"),
+             "report": entry_file(out, "reports", entry_id, ".json")}
     t_start = time.perf_counter()
     roi = read_roi(opts.roi) if opts.roi else None
     tile_px = opts.tile_px or cfg.tile_px
@@ -229,7 +231,7 @@ class _Done:
 def _infer(job: _Job, planned: _Planned, tissue: _Tissue) -> _Done:
     """Compute the missing chunks (summarised as they are written), then write the outputs."""
     lm, opts, plan = job.lm, job.opts, planned.plan
-    store = ChunkStore(job.out / "probability" / job.entry_id, plan, len(lm.config.classes), planned.store_key,
+    store = ChunkStore(entry_file(job.out, "probability", job.entry_id), plan, len(lm.config.classes), planned.store_key,
                        overwrite=opts.overwrite)
     measure_px = measure_tile_px(plan, lm.config.tile_px)
     needed = plan.needed_chunks(tissue.active)

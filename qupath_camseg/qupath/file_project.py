@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from qupath_camseg._io import atomic_write_json, backup_file
+from qupath_camseg._io import atomic_write_json, backup_file, entry_file, entry_stem
 from qupath_camseg.annotations import QPObject, is_ours, read_geojson, write_geojson
 from qupath_camseg.errors import ProjectError, ProjectExistsError, ProjectNotFoundError
 from qupath_camseg.qupath.colors import QUPATH_DEFAULT_CLASSES, argb_to_rgb, rgb_to_argb
@@ -51,11 +51,15 @@ class FileProject(Project):
                  final_folder: str | os.PathLike[str] | None = None) -> None:
         super().__init__(path, mode)
         self._created = mode == "x"  # a project made by this object needs no backups of itself
-        if mode == "x":
-            self._create(final_folder)
-        else:
-            self._open_existing()
-        self._entries = self._parse_entries()
+        try:
+            if mode == "x":
+                self._create(final_folder)
+            else:
+                self._open_existing()
+            self._entries = self._parse_entries()
+        except BaseException:
+            self.close()  # a project that cannot be opened holds no lock
+            raise
 
     def __repr__(self) -> str:
         return f"FileProject({str(self.path)!r}, mode={self.mode!r}, entries={len(self._entries)})"
@@ -112,11 +116,21 @@ class FileProject(Project):
         return data
 
     def _parse_entries(self) -> list[ProjectEntry]:
+        """The entries; an ``entryID`` that is not a whole number, or one used twice, is refused
+        (it names files under ``camseg/``: a crafted ID must never become a path)."""
         previous = self._data.get("uri") if isinstance(self._data.get("uri"), str) else None
-        entries = []
+        entries: list[ProjectEntry] = []
+        seen: dict[str, str] = {}
         for i, image in enumerate(self._data.get("images", [])):
             uri = _find_uri(image.get("serverBuilder"))
-            entry_id = str(image.get("entryID", i + 1))
+            name = str(image.get("imageName") or f"Image {i + 1}")
+            entry_id = entry_stem(image.get("entryID", i + 1), where=f"{self.qpproj}: images[{i}] ({name!r})")
+            if entry_id in seen:
+                raise ProjectError(
+                    f"{self.qpproj}: images {seen[entry_id]!r} and {name!r} have the same entryID {entry_id}; "
+                    "QuPath gives each image its own - restore the project from a backup, or remove one image "
+                    "and add it again in QuPath")
+            seen[entry_id] = name
             meta = image.get("metadata") or {}
             entries.append(
                 ProjectEntry(
@@ -155,8 +169,8 @@ class FileProject(Project):
 
     # -- annotations (under camseg/)
     def annotations_file(self, entry: str | ProjectEntry) -> Path:
-        """``<project>/camseg/annotations/<entryID>.geojson``."""
-        return self.camseg_dir / "annotations" / f"{self.entry(entry).entry_id}.geojson"
+        """``<project>/camseg/annotations/<entryID>.geojson`` (proven to stay under ``camseg/``)."""
+        return entry_file(self.camseg_dir, "annotations", self.entry(entry).entry_id, ".geojson")
 
     def read_annotations(self, entry: str | ProjectEntry) -> list[QPObject]:
         """The entry's objects (list of :class:`~qupath_camseg.annotations.objects.QPObject`); ``[]`` if none."""
@@ -196,7 +210,9 @@ class FileProject(Project):
         self._check_writable()
         src = Path(image).absolute()
         where = Path(final_path).absolute() if final_path is not None else src
-        entry_id = max([int(self._data.get("lastID") or 0)] + [int(e.entry_id) for e in self._entries if e.entry_id.isdigit()]) + 1
+        last = self._data.get("lastID")
+        last = last if isinstance(last, int) and not isinstance(last, bool) else 0
+        entry_id = max([last] + [int(e.entry_id) for e in self._entries]) + 1
         record = {
             "serverBuilder": server_builder(src, where, name or where.name, info),
             "entryID": entry_id,
@@ -233,17 +249,15 @@ class FileProject(Project):
 
 
 def _find_uri(builder: Any) -> str | None:
-    """The first image URI in a serverBuilder (``uri``, or nested ``builder``/``regions``...)."""
-    if isinstance(builder, dict):
-        if isinstance(builder.get("uri"), str):
-            return builder["uri"]
-        for value in builder.values():
-            found = _find_uri(value)
-            if found:
-                return found
-    elif isinstance(builder, list):
-        for value in builder:
-            found = _find_uri(value)
-            if found:
-                return found
+    """The first image URI in a serverBuilder (``uri``, or nested ``builder``/``regions``...),
+    depth first; iterative, so a deeply nested (crafted) builder cannot exhaust the stack."""
+    stack = [builder]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("uri"), str) and node["uri"]:
+                return str(node["uri"])
+            stack.extend(reversed(list(node.values())))
+        elif isinstance(node, list):
+            stack.extend(reversed(node))
     return None

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from qupath_camseg._io import backup_file
+from qupath_camseg._io import backup_file, entry_stem, path_inside
 from qupath_camseg.annotations import (
     CAMSEG_METADATA,
     OUR_NAME_PREFIX,
@@ -232,9 +232,9 @@ class PaquoProject(Project):
     def _backup(self, e: ProjectEntry) -> Path:
         folder = self.camseg_dir / "backups"
         backup_file(self.qpproj, backup_dir=folder)
-        data = self.path / "data" / e.entry_id / "data.qpdata"
+        data = path_inside(self.path, "data", entry_stem(e.entry_id), "data.qpdata")
         if data.is_file():
-            backup_file(data, backup_dir=folder / f"data-{e.entry_id}")
+            backup_file(data, backup_dir=path_inside(folder, f"data-{e.entry_id}"))
         return folder
 
     @staticmethod
