@@ -23,6 +23,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "project": ["predict_project"],
         "report": ["finished_report", "read_report", "settings_key", "store_key"],
         "roi": ["active_tiles", "read_roi", "tissue_area_mm2"],
+        "run_lock": ["run_lock"],
         "slide": ["predict_slide"],
         "summaries": ["ChunkSummaries", "ChunkSummary", "summarize_chunk"],
         "tile_reader": ["BLOCK_CACHE_BYTES", "BlockCache", "PREFETCH_BATCHES", "ReaderArgs", "TileBatches", "TileReader", "thread_batches", "use_read_processes"],

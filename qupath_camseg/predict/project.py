@@ -23,6 +23,7 @@ from qupath_camseg.errors import CamsegError, ImagesFailedError, ProjectError
 from qupath_camseg.model import LoadedModel, compile_model, load_model
 from qupath_camseg.predict.options import PredictOptions, PredictResult, Progress, no_progress
 from qupath_camseg.predict.report import read_report
+from qupath_camseg.predict.run_lock import run_lock
 from qupath_camseg.predict.slide import predict_slide
 from qupath_camseg.qupath import ProjectEntry, find_qupath_installation, open_project
 
@@ -70,7 +71,18 @@ def predict_project(
     own (every file atomically). The ranks meet once at the end (gloo): rank 0 then writes the new
     results into the project hierarchy (a single writer, so the project lock never sees two),
     returns the results of all images and raises the summary error; the others return their own.
+    The project's lock is held from the start to the end (a second predict or an import stops at
+    once).
     """
+    folder = Path(project_path).parent if Path(project_path).suffix == ".qpproj" else Path(project_path)
+    with run_lock(folder / "camseg", what=f"QuPath project {folder}"):
+        return _predict_project(project_path, model, images, options, project_write, progress)
+
+
+def _predict_project(project_path: str | Path, model: LoadedModel | str | Path, images: Sequence[str],
+                     options: PredictOptions | None, project_write: bool, progress: Progress | None,
+                     ) -> list[PredictResult]:
+    """:func:`predict_project`, under the project's lock."""
     opts = options or PredictOptions()
     emit = progress or no_progress
     resolved, out_dir = _resolve_entries(project_path, images)

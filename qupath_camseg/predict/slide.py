@@ -57,6 +57,7 @@ from qupath_camseg.predict.objects import build_objects, measure_tile_px
 from qupath_camseg.predict.options import PredictOptions, PredictResult, Progress, no_progress
 from qupath_camseg.predict.report import finished_report, settings_key, store_key
 from qupath_camseg.predict.roi import active_tiles, read_roi, tissue_area_mm2
+from qupath_camseg.predict.run_lock import run_lock
 from qupath_camseg.predict.summaries import ChunkSummaries
 from qupath_camseg.wsi import Slide, TissueFractions, TissueMask, detect_tissue, open_slide, write_heatmap
 
@@ -76,10 +77,18 @@ def predict_slide(
     names the outputs (default: the slide's file stem). A finished image with the same settings is
     skipped unless ``options.overwrite``; an interrupted one resumes from its finished chunks.
     ``progress`` receives event dicts (``start``, ``note``, ``progress``, ``done``, ``skip``; see
-    :data:`~qupath_camseg.predict.options.ProgressEvent`).
+    :data:`~qupath_camseg.predict.options.ProgressEvent`). Holds ``<out_dir>/camseg.lock`` from the
+    start (:func:`~qupath_camseg.predict.run_lock.run_lock`).
     """
-    job = _job(Path(slide_path), model, Path(out_dir), entry_id, image_name, options or PredictOptions(),
-               progress or no_progress)
+    with run_lock(out_dir, what=f"output folder {out_dir}"):
+        return _predict_slide(Path(slide_path), model, Path(out_dir), entry_id, image_name,
+                              options or PredictOptions(), progress or no_progress)
+
+
+def _predict_slide(slide_path: Path, model: LoadedModel | str | Path, out_dir: Path, entry_id: str | None,
+                   image_name: str | None, options: PredictOptions, progress: Progress) -> PredictResult:
+    """:func:`predict_slide`, under its lock."""
+    job = _job(slide_path, model, out_dir, entry_id, image_name, options, progress)
     outputs = {k: str(v) for k, v in job.paths.items()}
     with open_slide(job.slide_path, mpp=job.opts.slide_mpp) as slide:
         planned = _open_and_plan(job, slide)
