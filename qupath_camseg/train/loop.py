@@ -95,7 +95,7 @@ def _train(
     finally:
         if bar is not None:
             bar.close()
-        session.loaders.close()
+        session.close()
     return _result(session)
 
 

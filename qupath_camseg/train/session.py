@@ -9,6 +9,7 @@ resuming; the loaders.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -70,6 +71,14 @@ class TrainSession:
     resumed_from: int | None
     last_checkpoint: float = field(default_factory=time.monotonic)  # time.monotonic() of the last one
     bad_in_a_row: int = 0  # steps with a non-finite loss, in a row
+    held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # the run folder's lock
+
+    def close(self) -> None:
+        """Close the loaders' slides and release the run folder's lock."""
+        try:
+            self.loaders.close()
+        finally:
+            self.held.close()
 
     def save_checkpoint(self) -> None:
         """Save ``checkpoints/last.pt`` (rank 0) and restart the checkpoint clock."""
@@ -88,8 +97,23 @@ def open_session(
     *,
     resume: bool,
 ) -> TrainSession:
-    """Set up a run (see the module docstring); raises the settings, folder and data errors."""
-    out, ckpt, config = _settings(project_path, out_dir, config, dist, resume=resume)
+    """Set up a run (see the module docstring); raises the settings, folder and data errors.
+    Rank 0 holds the run folder's lock (:data:`~qupath_camseg.train.run_folder.LOCK_NAME`) until
+    :meth:`TrainSession.close`: a second run in the same folder stops at once."""
+    held = contextlib.ExitStack()
+    try:
+        session = _open(project_path, out_dir, config, dist, held, resume=resume)
+    except BaseException:
+        held.close()
+        raise
+    session.held = held
+    return session
+
+
+def _open(project_path: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None, config: TrainConfig,
+          dist: Dist, held: contextlib.ExitStack, *, resume: bool) -> TrainSession:
+    """:func:`open_session`; the run folder's lock goes onto ``held``."""
+    out, ckpt, config = _settings(project_path, out_dir, config, dist, held, resume=resume)
     device = torch.device(resolve_device(config.device))
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -139,12 +163,14 @@ def _settings(
     out_dir: str | os.PathLike[str] | None,
     config: TrainConfig,
     dist: Dist,
+    held: contextlib.ExitStack,
     *,
     resume: bool,
 ) -> tuple[Path, dict[str, Any] | None, TrainConfig]:
-    """The run folder, its checkpoint when resuming, and the checked settings (a resumed run's own,
-    with the length and runtime settings of ``config``)."""
-    out, ckpt_path = resolve_out_dir(project_path, out_dir, resume=resume, dist=dist)
+    """The run folder (locked by rank 0 before anything is read or written there), its checkpoint
+    when resuming, and the checked settings (a resumed run's own, with the length and runtime
+    settings of ``config``)."""
+    out, ckpt_path = resolve_out_dir(project_path, out_dir, resume=resume, dist=dist, held=held)
     ckpt = read_checkpoint(ckpt_path) if ckpt_path is not None else None
     if ckpt is not None:
         config = merge_resume_config(out, json.loads(ckpt["config"]), config)
