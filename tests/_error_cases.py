@@ -114,11 +114,11 @@ class Ctx:
                 for o in truth]
         return write_geojson(project / "camseg" / "predictions" / f"{entry_id}.geojson", objs)
 
-    def hold_lock(self, project: Path) -> None:
+    def hold_lock(self, project: Path, lock: str = "camseg/camseg.lock") -> None:
         """Another process holds the project's lock (as a running ``qcamseg`` would)."""
         code = ("import sys, time\nfrom qupath_camseg._io import file_lock\n"
                 "with file_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)\n")
-        proc = subprocess.Popen([sys.executable, "-c", code, str(project / "camseg" / "camseg.lock")],
+        proc = subprocess.Popen([sys.executable, "-c", code, str(project / lock)],
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
 
@@ -504,6 +504,26 @@ def _(ctx: Ctx) -> list[str]:
     return ["train", str(proj), "--out", str(ctx.tmp / "m"), *_TINY]
 
 
+@case("train-folder-in-use", "train", "another training run is using --out (two runs side by side)",
+      "wait for it to finish, or choose another --out", "training folder", "in use by qcamseg pid",
+      "wait for it to finish")
+def _(ctx: Ctx) -> list[str]:
+    proj = ctx.project()
+    (ctx.tmp / "m").mkdir()
+    ctx.hold_lock(ctx.tmp / "m", "camseg.lock")
+    return ["train", str(proj), "--out", str(ctx.tmp / "m"), *_TINY]
+
+
+@case("train-resume-before-first-checkpoint", "train",
+      "--resume after a run stopped before its first checkpoint (e.g. disk full)",
+      "run the same command without --resume: it starts over in that folder", "m", "before its first checkpoint",
+      "without --resume: qcamseg train PROJECT --out")
+def _(ctx: Ctx) -> list[str]:
+    ctx.write("m/train_config.json", '{"config": {}}')
+    ctx.write("m/model.json", "{}")
+    return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), *_TINY, "--resume"]
+
+
 # ========================================================== predict (fails before any inference)
 @case("predict-missing-model", "predict", "--model does not exist", "train one with qcamseg train",
       "nomodel", "does not exist")
@@ -555,6 +575,14 @@ def _(ctx: Ctx) -> list[str]:
 
     create_project(ctx.tmp / "empty").close()
     return ["predict", str(ctx.tmp / "empty"), "--model", str(ctx.model()), "--progress", "none"]
+
+
+@case("predict-project-in-use", "predict", "another qcamseg command is writing to the project",
+      "wait for it to finish, then run again", "QuPath project", "in use by qcamseg pid", "wait for it to finish")
+def _(ctx: Ctx) -> list[str]:
+    proj = ctx.project()
+    ctx.hold_lock(proj)
+    return ["predict", str(proj), "--model", str(ctx.model()), "--progress", "none"]
 
 
 # ------------------------------------------------- crafted projects (issue 16: entry IDs, duplicates)
