@@ -23,6 +23,7 @@ __all__ = [
     "default_loader_workers",
     "default_reader_workers",
     "device_name",
+    "file_size_limit",
     "resolve_device",
     "shm_free_bytes",
     "versions",
@@ -105,6 +106,18 @@ def shm_free_bytes() -> int | None:
     except (OSError, AttributeError):
         return None
     return st.f_bavail * st.f_frsize
+
+
+def file_size_limit() -> int | None:
+    """This process's file-size limit in bytes (``ulimit -f``, ``RLIMIT_FSIZE``), or ``None`` when
+    there is none (or the platform has no such limit: Windows). Worker processes hand batches
+    over in shared-memory files, which the limit applies to too."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def workers_fitting_shm(bytes_per_worker: int) -> int | None:

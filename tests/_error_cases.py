@@ -174,6 +174,15 @@ def case(id: str, command: str, situation: str, todo: str, *expect: str, **kw: A
     return register
 
 
+def _deep(ctx: Ctx) -> Path:
+    """A copy of the project whose project.qpproj holds a list nested 100,000 levels deep."""
+    proj = ctx.project()
+    qp = proj / "project.qpproj"
+    text = qp.read_text()
+    qp.write_text(text[: text.rindex("}")] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    return proj
+
+
 # ------------------------------------------------------------------------------ annotation files
 def _fc(*geometries: dict[str, Any], cls: str = "Tumor") -> str:
     feats = [{"type": "Feature", "geometry": g,
@@ -357,8 +366,24 @@ def _(ctx: Ctx) -> list[str]:
 def _(ctx: Ctx) -> list[str]:
     proj = ctx.project()
     qp = proj / "project.qpproj"
+    (proj / "project.qpproj.backup").write_text(qp.read_text())  # QuPath keeps one when it saves
     qp.write_text(qp.read_text()[:200])
     return _import(ctx, proj, ctx.write("a.geojson", _fc(_SQUARE)))
+
+
+@case("import-empty-project-file", "import-annotations", "project.qpproj is empty (0 bytes) and there is no backup",
+      "re-create the project in QuPath (no backup exists to restore)", "project.qpproj", "not valid JSON",
+      "no backup of it exists", "re-create the project")
+def _(ctx: Ctx) -> list[str]:
+    proj = ctx.project()
+    (proj / "project.qpproj").write_bytes(b"")
+    return _import(ctx, proj, ctx.write("a.geojson", _fc(_SQUARE)))
+
+
+@case("import-deeply-nested-project", "import-annotations", "a crafted project.qpproj nested 100,000 levels deep",
+      "restore the project from a backup or re-create it in QuPath", "project.qpproj", "nested too deeply")
+def _(ctx: Ctx) -> list[str]:
+    return _import(ctx, _deep(ctx), ctx.write("a.geojson", _fc(_SQUARE)))
 
 
 @case("import-locked", "import-annotations", "another qcamseg command is writing to the project",
@@ -496,6 +521,18 @@ def _(ctx: Ctx) -> list[str]:
     return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), "--classes", "Carcinoma", *_TINY]
 
 
+@case("train-deeply-nested-project", "train", "a crafted project.qpproj nested 100,000 levels deep",
+      "restore the project from a backup or re-create it in QuPath", "project.qpproj", "nested too deeply")
+def _(ctx: Ctx) -> list[str]:
+    return ["train", str(_deep(ctx)), "--out", str(ctx.tmp / "m"), *_TINY]
+
+
+@case("train-mpp-nan", "train", "--mpp nan (or inf)", "give a pixel size in µm/px, e.g. 0.5", "--mpp", "not a finite number",
+      usage=True)
+def _(ctx: Ctx) -> list[str]:
+    return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), "--mpp", "nan"]
+
+
 @case("train-image-moved", "train", "image moved since the project was made",
       "put the file back, or fix the path in QuPath (Check project URIs)", "tumor_001.tif", "put the file back")
 def _(ctx: Ctx) -> list[str]:
@@ -585,6 +622,46 @@ def _(ctx: Ctx) -> list[str]:
     return ["predict", str(proj), "--model", str(ctx.model()), "--progress", "none"]
 
 
+def _predict_args(ctx: Ctx, *extra: str) -> list[str]:
+    return ["predict", str(ctx.project()), "--model", str(ctx.model()), "--progress", "none", *extra]
+
+
+@case("predict-slide-mpp-nan", "predict", "--slide-mpp nan", "give the scanner's pixel size in µm/px, e.g. 0.25",
+      "--slide-mpp", "not a finite number", usage=True)
+def _(ctx: Ctx) -> list[str]:
+    return _predict_args(ctx, "--slide-mpp", "nan")
+
+
+@case("predict-slide-mpp-inf", "predict", "--slide-mpp inf", "give the scanner's pixel size in µm/px, e.g. 0.25",
+      "--slide-mpp", "not a finite number", usage=True)
+def _(ctx: Ctx) -> list[str]:
+    return _predict_args(ctx, "--slide-mpp", "inf")
+
+
+@case("predict-slide-mpp-tiny", "predict", "--slide-mpp 1e-300 (or any size beyond a light microscope)",
+      "give the scanner's pixel size in µm/px, e.g. 0.25", "--slide-mpp", "0.01<=x<=1000", usage=True)
+def _(ctx: Ctx) -> list[str]:
+    return _predict_args(ctx, "--slide-mpp", "1e-300")
+
+
+@case("predict-threshold-nan", "predict", "--threshold nan", "give a probability in (0, 1], e.g. 0.5",
+      "--threshold", "not a finite number", usage=True)
+def _(ctx: Ctx) -> list[str]:
+    return _predict_args(ctx, "--threshold", "nan")
+
+
+@case("predict-overlap-nan", "predict", "--overlap nan", "give a fraction in [0, 0.5), e.g. 0.25",
+      "--overlap", "not a finite number", usage=True)
+def _(ctx: Ctx) -> list[str]:
+    return _predict_args(ctx, "--overlap", "nan")
+
+
+@case("predict-deeply-nested-project", "predict", "a crafted project.qpproj nested 100,000 levels deep",
+      "restore the project from a backup or re-create it in QuPath", "project.qpproj", "nested too deeply")
+def _(ctx: Ctx) -> list[str]:
+    return ["predict", str(_deep(ctx)), "--model", str(ctx.model()), "--progress", "none"]
+
+
 # ------------------------------------------------- crafted projects (issue 16: entry IDs, duplicates)
 def _crafted(ctx: Ctx, **entry_ids: Any) -> Path:
     """A copy of the project whose images' ``entryID`` are replaced (``first=..., second=...``)."""
@@ -650,6 +727,12 @@ def _(ctx: Ctx) -> list[str]:
 
     create_project(ctx.tmp / "empty").close()
     return ["evaluate", str(ctx.tmp / "empty")]
+
+
+@case("evaluate-deeply-nested-project", "evaluate", "a crafted project.qpproj nested 100,000 levels deep",
+      "restore the project from a backup or re-create it in QuPath", "project.qpproj", "nested too deeply")
+def _(ctx: Ctx) -> list[str]:
+    return ["evaluate", str(_deep(ctx))]
 
 
 @case("evaluate-no-predictions", "evaluate", "nothing predicted yet", "run qcamseg predict first",

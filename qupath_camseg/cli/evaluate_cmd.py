@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from qupath_camseg.cli._options import images_option, mpp_override_option
+from qupath_camseg.cli._options import FiniteFloat, images_option, mpp_override_option
 
 if TYPE_CHECKING:
     from qupath_camseg.evaluate import ProjectEvaluation
@@ -67,14 +67,14 @@ def _report_text(ev: ProjectEvaluation) -> str:
               help="Where to write the JSON report [default: PROJECT/camseg/reports/evaluation.json].")
 @click.option("--froc-plot", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Where to draw the FROC curve [default: PROJECT/camseg/reports/froc.png].")
-@click.option("--dice-mpp", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+@click.option("--dice-mpp", type=FiniteFloat(min=0, min_open=True), default=2.0, show_default=True,
               help="Pixel size (µm/px) at which predicted and true regions are compared.")
-@click.option("--eval-downsample", type=click.FloatRange(min=1), default=None,
+@click.option("--eval-downsample", type=FiniteFloat(min=1), default=None,
               help="Downsample of the FROC evaluation mask [default: the power of two nearest "
                    "7.8 µm/px, Camelyon16's level 5].")
-@click.option("--detection-threshold", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+@click.option("--detection-threshold", type=FiniteFloat(0, 1), default=0.1, show_default=True,
               help="Lowest heatmap probability that can become a lesion detection.")
-@click.option("--nms-radius-um", type=click.FloatRange(min=0, min_open=True), default=200.0,
+@click.option("--nms-radius-um", type=FiniteFloat(min=0, min_open=True), default=200.0,
               show_default=True, help="Detections closer than this (µm) are merged (non-maximum suppression).")
 @click.option("--include-itcs", is_flag=True,
               help="Count isolated tumour cells (< 200 µm) as lesions (Camelyon16 ignores them).")
@@ -129,7 +129,7 @@ def _parse_region(text: str | None) -> tuple[float, float, float, float] | None:
         vals = tuple(float(v) for v in text.split(","))
     except ValueError:
         vals = ()
-    if len(vals) != 4 or vals[2] <= 0 or vals[3] <= 0:
+    if len(vals) != 4 or not all(math.isfinite(v) for v in vals) or vals[2] <= 0 or vals[3] <= 0:
         raise click.BadParameter(f"{text!r} is not x,y,width,height in level-0 pixels (e.g. 1000,2000,4096,4096)",
                                  param_hint="--region")
     return vals  # type: ignore[return-value]

@@ -34,6 +34,7 @@ from typing import Any
 import click
 
 from qupath_camseg.cli._options import (
+    FiniteFloat,
     device_option,
     images_option,
     mpp_override_option,
@@ -119,7 +120,7 @@ class _Reporter:
               help="Predict only inside the polygons of this GeoJSON or ASAP XML file (level-0 px).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output folder for a bare slide [default: camseg/ beside the slide]; projects use <project>/camseg/.")
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+@click.option("--threshold", type=FiniteFloat(0, 1, min_open=True), default=0.5, show_default=True,
               help="Probability at or above which a pixel counts as tumour in the annotations.")
 @device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Tiles per forward pass.")
@@ -132,7 +133,7 @@ class _Reporter:
 @click.option("--progress", "progress_mode", type=click.Choice(["bar", "jsonl", "none"]), default="bar",
               show_default=True, help="bar: tqdm on stderr; jsonl: one JSON event per line on stdout.")
 @mpp_override_option
-@click.option("--overlap", type=click.FloatRange(0, 0.5, max_open=True), default=0.25, show_default=True,
+@click.option("--overlap", type=FiniteFloat(0, 0.5, max_open=True), default=0.25, show_default=True,
               help="Fraction by which neighbouring tiles overlap (blended with a smooth window).")
 @click.option("--compile", "compile_model", is_flag=True,
               help="Compile the network (torch.compile): the first batch takes tens of seconds (cached on disk "

@@ -10,9 +10,11 @@ import click
 
 from qupath_camseg._dist import env_rank
 from qupath_camseg.cli._options import (
+    FiniteFloat,
     device_option,
     images_option,
     mpp_override_option,
+    mpp_type,
     seed_option,
 )
 
@@ -38,7 +40,7 @@ def _split_names(values: tuple[str, ...]) -> tuple[str, ...]:
 )
 @click.option(
     "--mpp",
-    type=click.FloatRange(min=0, min_open=True),
+    type=mpp_type(),
     default=None,
     help="Pixel size the model works at, µm/px [default: 0.5].",
 )
@@ -66,7 +68,7 @@ def _split_names(values: tuple[str, ...]) -> tuple[str, ...]:
 )
 @click.option(
     "--lr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, max=10, min_open=True),
     default=None,
     help="Peak learning rate (AdamW, cosine decay) [default: 1e-3; scale with the total batch].",
 )

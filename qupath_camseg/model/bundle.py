@@ -179,6 +179,9 @@ def read_model_config(model_dir: str | os.PathLike[str]) -> ModelConfig:
         raise ModelBundleError(
             f"{path} is not valid JSON ({err.msg} at line {err.lineno}); retrain or restore the model folder"
         ) from err
+    except (RecursionError, UnicodeDecodeError) as err:  # a crafted file: nested thousands deep, or binary
+        raise ModelBundleError(f"{path} is not a model.json ({type(err).__name__}); retrain or restore the model "
+                               "folder") from err
     except OSError as err:
         raise ModelBundleError(f"cannot read {path}: {err.strerror}") from err
     return ModelConfig.from_json(data, source=str(path))

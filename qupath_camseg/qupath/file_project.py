@@ -95,7 +95,7 @@ class FileProject(Project):
 
     # -- reading
     def _load(self) -> dict[str, Any]:
-        hint = f"restore it from {self.qpproj}.backup (QuPath's) or {self.camseg_dir / 'backups'}"
+        hint = self._restore_hint()
         try:
             data = json.loads(self.qpproj.read_text(encoding="utf-8"))
         except UnicodeDecodeError as err:
@@ -104,6 +104,8 @@ class FileProject(Project):
             raise ProjectError(
                 f"{self.qpproj} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); {hint}"
             ) from err
+        except RecursionError as err:  # a crafted file, nested thousands of levels deep
+            raise ProjectError(f"{self.qpproj} is nested too deeply to be a QuPath project; {hint}") from err
         if not isinstance(data, dict) or not isinstance(data.get("images", []), list):
             raise ProjectError(f"{self.qpproj} is not a QuPath project (no 'images' list); {hint}")
         if "version" not in data and "lastID" not in data:
@@ -114,6 +116,16 @@ class FileProject(Project):
             if not isinstance(image, dict):
                 raise ProjectError(f"{self.qpproj}: images[{i}] is not an object; {hint}")
         return data
+
+    def _restore_hint(self) -> str:
+        """How to get a damaged ``project.qpproj`` back: from the backups that exist, else anew."""
+        qupath_backup = self.qpproj.with_name(self.qpproj.name + ".backup")
+        ours = sorted((self.camseg_dir / "backups").glob("project.qpproj.*.bak"))
+        found = ([f"{qupath_backup} (QuPath's)"] if qupath_backup.is_file() else []) + ([str(ours[-1])] if ours else [])
+        if found:
+            return "restore it from " + " or ".join(found)
+        return ("no backup of it exists: re-create the project in QuPath (File > Project > Create project) "
+                "and add the images again")
 
     def _parse_entries(self) -> list[ProjectEntry]:
         """The entries; an ``entryID`` that is not a whole number, or one used twice, is refused
@@ -159,7 +171,7 @@ class FileProject(Project):
             return []
         try:
             items = json.loads(f.read_text(encoding="utf-8")).get("pathClasses", [])
-        except (json.JSONDecodeError, AttributeError) as err:
+        except (ValueError, AttributeError, RecursionError) as err:
             raise ProjectError(f"{f} is not valid QuPath classes JSON; delete it and QuPath recreates it") from err
         return [
             (str(c["name"]), argb_to_rgb(c["color"]) if isinstance(c.get("color"), int) else None)

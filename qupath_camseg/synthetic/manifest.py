@@ -45,7 +45,7 @@ def _files(folder: Path) -> list[str]:
 
 def read_manifest(folder: Path) -> dict[str, str] | None:
     """The files a previous ``qcamseg synth`` recorded in ``folder`` (path → SHA-256), or ``None``."""
-    with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+    with contextlib.suppress(OSError, ValueError, AttributeError, TypeError, RecursionError):
         files = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("files")
         if isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
             return files

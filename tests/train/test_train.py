@@ -462,3 +462,25 @@ def test_a_second_run_in_the_same_folder_stops_at_once(project: Path, tmp_path: 
         first.kill()
         first.wait()
         first.stderr.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir() or sys.platform == "win32", reason="needs RLIMIT_FSIZE and /dev/shm")
+def test_train_under_a_file_size_limit_is_one_error_line_and_leaves_no_shared_memory(
+    project: Path, tmp_path: Path
+) -> None:
+    """Issue 16 point 8: under `ulimit -f` the loader workers died with a RuntimeError traceback
+    (their shared-memory batch could not grow) and left torch_* files in /dev/shm."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30 * 1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    before = {p.name for p in Path("/dev/shm").glob("torch_*")}
+    proc = subprocess.run([sys.executable, "-m", "qupath_camseg", "train", str(project), "--out", str(tmp_path / "m"),
+                           *TINY, "--steps", "2", "--tiles-per-epoch", "8", "--workers", "2"],
+                          capture_output=True, text=True, timeout=600, preexec_fn=limit)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot write") and "file-size limit (ulimit -f)" in last
+    assert {p.name for p in Path("/dev/shm").glob("torch_*")} - before == set()
