@@ -19,11 +19,13 @@ from qupath_camseg._dist import env_rank
 from qupath_camseg.errors import InvalidSettingsError
 
 __all__ = [
+    "available_memory",
     "cpu_count",
     "default_loader_workers",
     "default_reader_workers",
     "device_name",
     "file_size_limit",
+    "require_memory",
     "resolve_device",
     "shm_free_bytes",
     "versions",
@@ -96,6 +98,41 @@ def default_loader_workers(device: str, world_size: int = 1) -> int:
     if device.startswith("cuda"):
         return max(1, min(16, cpus - 1))
     return min(2, cpus // 2)
+
+
+def available_memory(device: str = "cpu") -> int | None:
+    """Bytes of memory a new allocation can get now: the GPU's free memory for a CUDA ``device``,
+    else the machine's available RAM (``psutil``); ``None`` when unknown."""
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        return None
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except (ImportError, OSError, RuntimeError):
+        return None
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1024 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PB"
+
+
+def require_memory(nbytes: int, *, what: str, fix: str, device: str = "cpu",
+                   error: type[Exception] = InvalidSettingsError) -> None:
+    """Refuse (``error``, :class:`InvalidSettingsError` by default) a step that needs ``nbytes``
+    when the ``device`` has less available (:func:`available_memory`), naming both and ``fix``."""
+    have = available_memory(device)
+    if have is not None and nbytes > have:
+        where = "the GPU" if device.startswith("cuda") else "this machine"
+        raise error(f"{what} needs at least {_size(nbytes)} of memory, but {where} has {_size(have)} available; {fix}")
 
 
 def shm_free_bytes() -> int | None:

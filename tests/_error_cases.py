@@ -129,6 +129,12 @@ class Ctx:
 
         self.cleanups.append(stop)
 
+    def machine_with(self, gib: int) -> None:
+        """Simulate a machine with ``gib`` GiB of memory available (CPU and GPU alike)."""
+        import qupath_camseg._runtime as runtime
+
+        self.mp.setattr(runtime, "available_memory", lambda device="cpu": gib << 30)
+
     def fail_os(self, target: str, err: int, *, only: Callable[..., bool] | None = None) -> None:
         """Make ``os.<target>`` (``replace``/``fsync``) or ``tempfile.mkstemp`` fail with ``err``,
         simulating a full disk or a folder we may not write (CI runs as root)."""
@@ -533,6 +539,13 @@ def _(ctx: Ctx) -> list[str]:
     return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), "--mpp", "nan"]
 
 
+@case("train-huge-tile", "train", "--tile 100000 (more memory than the machine has)", "lower --tile or --batch-size",
+      "tiles of 100000 px", "needs at least", "64.0 GB available", "lower --tile")
+def _(ctx: Ctx) -> list[str]:
+    ctx.machine_with(64)
+    return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), *_TINY, "--tile", "100000"]
+
+
 @case("train-image-moved", "train", "image moved since the project was made",
       "put the file back, or fix the path in QuPath (Check project URIs)", "tumor_001.tif", "put the file back")
 def _(ctx: Ctx) -> list[str]:
@@ -660,6 +673,18 @@ def _(ctx: Ctx) -> list[str]:
       "restore the project from a backup or re-create it in QuPath", "project.qpproj", "nested too deeply")
 def _(ctx: Ctx) -> list[str]:
     return ["predict", str(_deep(ctx)), "--model", str(ctx.model()), "--progress", "none"]
+
+
+@case("predict-model-huge-tile", "predict", "model.json edited to tile_px 1000000000 (would be OOM-killed)",
+      "restore model.json (retrain if it was edited), or lower --batch-size", "model", "tile_px in model.json",
+      "needs at least", "64.0 GB available")
+def _(ctx: Ctx) -> list[str]:
+    ctx.machine_with(64)
+    model = ctx.model()
+    cfg = json.loads((model / "model.json").read_text())
+    cfg["tile_px"] = 1_000_000_000
+    (model / "model.json").write_text(json.dumps(cfg))
+    return ["predict", str(ctx.project()), "--model", str(model), "--images", "tumor_001.tif", "--progress", "none"]
 
 
 # ------------------------------------------------- crafted projects (issue 16: entry IDs, duplicates)
@@ -890,6 +915,13 @@ def _(ctx: Ctx) -> list[str]:
     return ["figure", str(ctx.project()), "--image", "tumor_001.tif", "--region", "0,0,-5,10"]
 
 
+@case("figure-region-off-slide", "figure", "--region wholly outside the slide", "give x,y,width,height inside the slide",
+      "--region", "lies outside tumor_001.tif", "inside the slide")
+def _(ctx: Ctx) -> list[str]:
+    return ["figure", str(ctx.project()), "--image", "tumor_001.tif", "--region", "1000000,1000000,5000,5000",
+            "--out", str(ctx.tmp / "fig.png")]
+
+
 # ============================================================================== export-qupath
 @case("export-missing-model", "export-qupath", "MODEL_DIR does not exist", "train one with qcamseg train",
       "nomodel", "does not exist", "qcamseg train")
@@ -955,6 +987,13 @@ def _(ctx: Ctx) -> list[str]:
     cfg["mpp"] = -1
     (model / "model.json").write_text(json.dumps(cfg))
     return ["export-qupath", str(model), "--out", str(ctx.tmp / "q")]
+
+
+@case("export-huge-tile-px", "export-qupath", "--tile-px 100000 (more memory than the machine has)",
+      "choose a --tile-px of 256-1024", "--tile-px 100000", "needs at least", "64.0 GB available")
+def _(ctx: Ctx) -> list[str]:
+    ctx.machine_with(64)
+    return ["export-qupath", str(ctx.model()), "--out", str(ctx.tmp / "q"), "--tile-px", "100000"]
 
 
 @case("export-into-missing-project", "export-qupath", "--into-project is not a QuPath project",

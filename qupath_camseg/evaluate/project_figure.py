@@ -105,13 +105,23 @@ def _read_view(image_path: Path, region_px: _Box | None, *, slide_mpp: float | N
         if region_px is None:
             box: _Box = (0.0, 0.0, float(size[0]), float(size[1]))
         else:
-            box = tuple(float(v) for v in region_px)  # type: ignore[assignment]
-            if box[2] <= 0 or box[3] <= 0:
-                raise InvalidSettingsError(
-                    f"--region {region_px} needs a positive width and height (x,y,w,h in level-0 px)")
+            box = _on_slide(tuple(float(v) for v in region_px), size, image_path)  # type: ignore[arg-type]
         target = max(mpp, max(box[2], box[3]) * mpp / max_side_px)
         rgb = slide.read_region_mpp(box, target)
     return _View(rgb, box, mpp, size, target)
+
+
+def _on_slide(region: _Box, size: tuple[int, int], image_path: Path) -> _Box:
+    """The part of ``region`` (x, y, w, h, level-0 px) on the slide of ``size``;
+    :class:`InvalidSettingsError` for an empty region or one wholly off the slide."""
+    x, y, w, h = region
+    if not (w > 0 and h > 0):
+        raise InvalidSettingsError(f"--region {region} needs a positive width and height (x,y,w,h in level-0 px)")
+    x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, float(size[0])), min(y + h, float(size[1]))
+    if x1 <= x0 or y1 <= y0:
+        raise InvalidSettingsError(f"--region {tuple(int(v) for v in region)} lies outside {image_path.name} "
+                                   f"({size[0]}x{size[1]} level-0 px); give x,y,width,height inside the slide")
+    return (x0, y0, x1 - x0, y1 - y0)
 
 
 def _visible(geoms: list[Region], box: _Box) -> list[Region]:

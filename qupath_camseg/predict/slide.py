@@ -47,10 +47,10 @@ from scipy import ndimage
 from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg._io import atomic_write_json, entry_file, file_lock
-from qupath_camseg._runtime import default_reader_workers, device_name, versions
+from qupath_camseg._runtime import default_reader_workers, device_name, require_memory, versions
 from qupath_camseg.annotations import QPObject, write_geojson
 from qupath_camseg.errors import InvalidSettingsError, ModelBundleError, SlideNotFoundError
-from qupath_camseg.model import LoadedModel, compile_model, load_model
+from qupath_camseg.model import LoadedModel, compile_model, forward_bytes, load_model
 from qupath_camseg.predict.chunks import ChunkStore, TilePlan
 from qupath_camseg.predict.inference import InferenceStats, run_inference
 from qupath_camseg.predict.objects import build_objects, measure_tile_px
@@ -143,9 +143,12 @@ def _job(slide_path: Path, model: LoadedModel | str | Path, out: Path, entry_id:
     t_start = time.perf_counter()
     roi = read_roi(opts.roi) if opts.roi else None
     tile_px = opts.tile_px or cfg.tile_px
+    error = InvalidSettingsError if opts.tile_px else ModelBundleError
     if tile_px % cfg.input_multiple:
-        error = InvalidSettingsError if opts.tile_px else ModelBundleError
         raise error(f"tile size {tile_px} px must be a multiple of {cfg.input_multiple} for model {lm.path}")
+    require_memory(forward_bytes(cfg, tile_px, opts.batch_size), device=lm.device, error=error,
+                   what=f"a batch of {opts.batch_size} tiles of {tile_px} px (model {lm.path})",
+                   fix="lower --batch-size, or check the model's tile_px in model.json (retrain if it was edited)")
     return _Job(slide_path, image_name or slide_path.name, entry_id, lm, opts, out, paths, roi, tile_px,
                 _tumor_index(cfg.class_names), emit, t_start)
 

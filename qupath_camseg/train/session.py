@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from qupath_camseg._dist import Dist
-from qupath_camseg._runtime import resolve_device
-from qupath_camseg.model import ModelConfig, build_model, normalize_arch
+from qupath_camseg._runtime import require_memory, resolve_device
+from qupath_camseg.model import ModelConfig, build_model, forward_bytes, normalize_arch
 from qupath_camseg.train.collect import TrainingData, collect_images
 from qupath_camseg.train.config import TrainConfig
 from qupath_camseg.train.loaders import Loaders, build_loaders
@@ -118,12 +118,16 @@ def _open(project_path: str | os.PathLike[str], out_dir: str | os.PathLike[str] 
     if device.type == "cuda":
         torch.cuda.set_device(device)
     data = collect_images(project_path, config)
+    arch = normalize_arch({**config.arch, "n_classes": len(config.classes)})
+    model_config = ModelConfig(arch=arch, mpp=config.mpp, tile_px=config.tile_px, classes=data.classes)
+    require_memory(3 * forward_bytes(model_config, config.tile_px, config.batch_size), device=str(device),
+                   what=f"training on tiles of {config.tile_px} px, {config.batch_size} per step (activations, "
+                        "gradients)", fix="lower --tile or --batch-size")
     if ckpt is None and dist.is_main:
         write_run_info(out, config, data, device, dist)
     dist.barrier()
 
     placement = Placement.for_device(device, config.amp)
-    arch = normalize_arch({**config.arch, "n_classes": len(config.classes)})
     torch.manual_seed(config.seed)
     model = placement.model(build_model(arch))
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -149,7 +153,7 @@ def _open(project_path: str | os.PathLike[str], out_dir: str | os.PathLike[str] 
         sched=sched,
         scaler=scaler,
         loaders=build_loaders(data, config, device=device, dist=dist, steps_per_epoch=steps_per_epoch),
-        model_config=ModelConfig(arch=arch, mpp=config.mpp, tile_px=config.tile_px, classes=data.classes),
+        model_config=model_config,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         state=state,
