@@ -151,7 +151,7 @@ class Camseg {
                         String message = (event.image ? event.image.toString() + ': ' : '') + event.message
                         errors << message
                         remember('error: ' + message)
-                    } else if (event.event == 'note') {
+                    } else if (event.event == 'note' || event.event == 'warning') {
                         remember(String.valueOf(event.message))
                     }
                     if (onEvent != null)
@@ -231,6 +231,8 @@ class Camseg {
                 log(what + ' ' + event.image + ': ' + (event.reason ?: 'skipped') + '; using the saved result')
             } else if (event.event == 'note') {
                 log('Note: ' + event.message)
+            } else if (event.event == 'warning') {
+                log('Warning: ' + event.image + ': ' + event.message)
             } else if (event.event == 'error') {
                 log('Error: ' + event.message)
             }

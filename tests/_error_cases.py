@@ -296,6 +296,14 @@ def _(ctx: Ctx) -> list[str]:
     return ["convert", str(ctx.write("broken.geojson", '{"type": "FeatureCollection", "features": [')), _out(ctx, "o.xml")]
 
 
+@case("convert-class-name-not-text", "convert", "a classification name that is a number or an object",
+      'write it as "name": "Tumor"', "feature 0", "is not a class name")
+def _(ctx: Ctx) -> list[str]:
+    bad = json.loads(_fc(_SQUARE))
+    bad["features"][0]["properties"]["classification"] = {"name": {"a": 1}}
+    return ["convert", str(ctx.write("odd.geojson", json.dumps(bad))), _out(ctx, "o.xml")]
+
+
 @case("convert-huge-coordinates", "convert", "coordinates beyond any slide (1e12 px)",
       "use level-0 pixel coordinates", "huge.geojson", "beyond ±1e9 px")
 def _(ctx: Ctx) -> list[str]:
@@ -546,6 +554,19 @@ def _(ctx: Ctx) -> list[str]:
     return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), *_TINY, "--tile", "100000"]
 
 
+@case("train-mpp-finer-than-slides", "train", "--mpp 0.01, finer than the slides (a model predict would refuse)",
+      "use --mpp at or above the slides' µm/px (0.5 is typical)", "--mpp 0.01", "finer than image", "predict refuses")
+def _(ctx: Ctx) -> list[str]:
+    return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), *_TINY, "--mpp", "0.01"]
+
+
+@case("train-mpp-coarser-than-a-tile", "train", "--mpp 1000: every slide smaller than one tile (0 validation tiles)",
+      "use a finer --mpp (0.5 is typical) or a smaller --tile", "--mpp 1000", "smaller than one --tile",
+      "use a finer --mpp")
+def _(ctx: Ctx) -> list[str]:
+    return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), *_TINY, "--mpp", "1000"]
+
+
 @case("train-image-moved", "train", "image moved since the project was made",
       "put the file back, or fix the path in QuPath (Check project URIs)", "tumor_001.tif", "put the file back")
 def _(ctx: Ctx) -> list[str]:
@@ -685,6 +706,43 @@ def _(ctx: Ctx) -> list[str]:
     cfg["tile_px"] = 1_000_000_000
     (model / "model.json").write_text(json.dumps(cfg))
     return ["predict", str(ctx.project()), "--model", str(model), "--images", "tumor_001.tif", "--progress", "none"]
+
+
+@case("predict-slide-mpp-0.0001", "predict", "--slide-mpp 0.0001 (a typo: 0 tiles at the model's µm/px)",
+      "give the scanner's pixel size in µm/px, e.g. 0.25", "--slide-mpp", "0.01<=x<=1000", usage=True)
+def _(ctx: Ctx) -> list[str]:
+    return _predict_args(ctx, "--slide-mpp", "0.0001")
+
+
+@case("predict-roi-off-slide", "predict", "--roi entirely outside the slide (another slide's, or not level-0 px)",
+      "export the ROI from this slide, in level-0 pixels", "far.geojson", "lies outside slide tumor_001.tif",
+      "level-0 pixels")
+def _(ctx: Ctx) -> list[str]:
+    roi = ctx.write("far.geojson", _fc(_poly((50_000, 50_000), (60_000, 50_000), (60_000, 60_000))))
+    return _predict_args(ctx, "--images", "tumor_001.tif", "--roi", str(roi))
+
+
+@case("predict-nan-weights", "predict", "a model whose weights are NaN (training diverged): it would find nothing",
+      "retrain, or use the model folder of an earlier run", "model.safetensors", "NaN or infinite weights", "retrain")
+def _(ctx: Ctx) -> list[str]:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    model = ctx.model()
+    state = load_file(str(model / "model.safetensors"))
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = torch.full_like(state[first], float("nan"))
+    save_file(state, str(model / "model.safetensors"))
+    return ["predict", str(ctx.project()), "--model", str(model), "--progress", "none"]
+
+
+@case("predict-blank-slide", "predict", "a slide without tissue (blank glass): nothing to predict",
+      "check the slide is not blank and its pixel size", "no tissue found", "nothing to predict",
+      level="warning", ignore=("proj/camseg/",))
+def _(ctx: Ctx) -> list[str]:
+    proj = _project_with_image(ctx, lambda p: _tiff(p, np.full((512, 512, 3), 245, np.uint8), resolution=(40000, 40000),
+                                                    resolutionunit="CENTIMETER"))
+    return ["predict", str(proj), "--model", str(ctx.model()), "--progress", "none"]
 
 
 # ------------------------------------------------- crafted projects (issue 16: entry IDs, duplicates)

@@ -161,6 +161,18 @@ def _geometry(g: Any, where: str, notes: list[str], depth: int = 0) -> BaseGeome
                               "MultiPolygon, GeometryCollection")
 
 
+def _leaves(geom: GeometryCollection) -> list[BaseGeometry]:
+    """The geometries of a collection, collections inside it flattened (iteratively)."""
+    out, stack = [], list(geom.geoms)
+    while stack:
+        g = stack.pop()
+        if type(g) is GeometryCollection:
+            stack.extend(g.geoms)
+        else:
+            out.append(g)
+    return out
+
+
 def _clean(geom: BaseGeometry, where: str, notes: list[str]) -> BaseGeometry | None:
     """Repair polygonal geometry; None when nothing with area is left (reported)."""
     if isinstance(geom, GeometryCollection) and not isinstance(
@@ -168,7 +180,7 @@ def _clean(geom: BaseGeometry, where: str, notes: list[str]) -> BaseGeometry | N
     ):
         poly = polygonal_part(geom)
         if poly is not None:
-            if len(geom.geoms) and any(not isinstance(g, (Polygon, MultiPolygon)) for g in geom.geoms):
+            if any(not isinstance(g, (Polygon, MultiPolygon)) for g in _leaves(geom)):
                 notes.append(f"{where}: GeometryCollection: kept its polygons, dropped points/lines")
             return poly
         return geom if not geom.is_empty else None
@@ -224,6 +236,11 @@ def _classification(c: Any, where: str) -> tuple[str | None, tuple[int, int, int
     if isinstance(c.get("names"), list) and c["names"]:
         return ": ".join(str(n) for n in c["names"]), color
     name = c.get("name")
+    if isinstance(name, list) and name and all(isinstance(n, str) and n.strip() for n in name):
+        name = ": ".join(n.strip() for n in name)  # ["Tumor", "Positive"]: a derived class as parts
+    elif name is not None and not isinstance(name, str):
+        raise InvalidGeoJSONError(f"{where}: classification name {json.dumps(name)[:60]} is not a class name; "
+                                  'write it as "name": "Tumor" (or "names": ["Tumor", "Positive"])')
     if isinstance(c.get("parentClass"), dict):  # 0.2/0.3 derived class
         parent, _ = _classification(c["parentClass"], where)
         if parent and isinstance(name, str):

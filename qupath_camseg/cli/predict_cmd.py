@@ -7,6 +7,7 @@ UTF-8, flushed after each line; every object has ``"event"`` and, except for a g
     {"event": "start",    "image": str, "tiles": int, "resumed": bool}     tiles to compute now
     {"event": "progress", "image": str, "done": int, "total": int, "tiles_per_s": float}
     {"event": "note",     "image": str, "message": str}                     e.g. resampling, resume
+    {"event": "warning",  "image": str, "message": str}                     e.g. no tissue: nothing predicted
     {"event": "skip",     "image": str, "reason": str, "outputs": {...}}    already finished
     {"event": "done",     "image": str, "outputs": {"geojson": path, "heatmap": path, "report": path}}
     {"event": "error",    "message": str[, "image": str]}                   one line, then exit 2
@@ -72,6 +73,9 @@ class _Reporter:
                 self._write(line)
             else:  # at the end, and only if it is not the single error that ends the run
                 self.failures.append(line)
+            return
+        if kind == "warning":  # shown in every mode: the run produced less than asked
+            self._write(f"{self.prefix}warning: {event.get('image')}: {event.get('message')}")
             return
         if self.mode == "none":
             return

@@ -239,6 +239,11 @@ def load_bundle(
         raise ModelBundleError(
             f"{weights} is not a valid safetensors file ({err}); qcamseg loads safetensors only, never pickles"
         ) from err
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # such a model predicts nothing ("0 tumour regions") without saying why
+        raise ModelBundleError(
+            f"{weights} holds NaN or infinite weights ({len(bad)} tensors, e.g. {bad[0]}): training diverged or the "
+            "file was damaged; retrain, or use the model folder of an earlier run")
     model = build_model(config.arch, pretrained=False)
     try:
         model.load_state_dict(state, strict=True)

@@ -22,7 +22,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "options": ["PredictOptions", "PredictResult", "Progress", "ProgressEvent", "no_progress"],
         "project": ["predict_project"],
         "report": ["finished_report", "read_report", "settings_key", "store_key"],
-        "roi": ["active_tiles", "read_roi", "tissue_area_mm2"],
+        "roi": ["active_tiles", "check_roi_on_slide", "read_roi", "tissue_area_mm2"],
         "run_lock": ["run_lock"],
         "slide": ["predict_slide"],
         "summaries": ["ChunkSummaries", "ChunkSummary", "summarize_chunk"],

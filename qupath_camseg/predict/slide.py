@@ -56,7 +56,7 @@ from qupath_camseg.predict.inference import InferenceStats, run_inference
 from qupath_camseg.predict.objects import build_objects, measure_tile_px
 from qupath_camseg.predict.options import PredictOptions, PredictResult, Progress, no_progress
 from qupath_camseg.predict.report import finished_report, settings_key, store_key
-from qupath_camseg.predict.roi import active_tiles, read_roi, tissue_area_mm2
+from qupath_camseg.predict.roi import active_tiles, check_roi_on_slide, read_roi, tissue_area_mm2
 from qupath_camseg.predict.run_lock import run_lock
 from qupath_camseg.predict.summaries import ChunkSummaries
 from qupath_camseg.wsi import Slide, TissueFractions, TissueMask, detect_tissue, open_slide, write_heatmap
@@ -179,6 +179,8 @@ def _open_and_plan(job: _Job, slide: Slide) -> _Planned:
     slide_mpp = float(slide.mpp)
     dims = (int(slide.dimensions[0]), int(slide.dimensions[1]))
     _check_mpp(job, slide_mpp)
+    if job.roi is not None:
+        check_roi_on_slide(job.roi, str(job.opts.roi), dims, job.slide_path)
     plan = TilePlan.create(dims, slide_mpp, cfg.mpp, tile_px=job.tile_px, overlap=job.opts.overlap,
                            chunk_px=job.opts.chunk_px, stripe_chunks=job.opts.stripe_chunks)
     store = store_key(job.lm, job.slide_path, slide_mpp, job.roi, job.opts)
@@ -219,6 +221,11 @@ def _tissue(job: _Job, slide: Slide, planned: _Planned) -> _Tissue:
     mask = detect_tissue(slide, mask_mpp=mask_mpp)
     fractions = TissueFractions(mask)
     active = active_tiles(planned.plan, fractions, job.roi, job.opts.min_tissue)
+    if not active.any():
+        where = " inside the ROI" if job.roi is not None else ""
+        job.emit({"event": "warning", "image": job.image,
+                  "message": f"no tissue found{where} on {job.slide_path.name} ({w}x{h} px at {planned.slide_mpp:g} µm/px): "
+                             "nothing to predict; check the slide is not blank and its pixel size (--slide-mpp)"})
     return _Tissue(mask, mask_mpp, fractions, active, time.perf_counter() - t0)
 
 
