@@ -387,10 +387,11 @@ class Camseg {
     File backupFile(File file, String prefix) {
         File folder = new File(file.parentFile.parentFile, 'backups')
         folder.mkdirs()
-        File backup = new File(folder, prefix + '.' + timestamp() + '.geojson')
+        String stamp = new SimpleDateFormat('yyyyMMdd-HHmmss-SSS').format(new Date())
+        File backup = new File(folder, prefix + '.' + stamp + '.geojson')
         int n = 1
         while (backup.exists())
-            backup = new File(folder, prefix + '.' + timestamp() + '-' + (n++) + '.geojson')
+            backup = new File(folder, prefix + '.' + stamp + '-' + (n++) + '.geojson')
         Files.copy(file.toPath(), backup.toPath())
         return backup
     }
@@ -424,7 +425,11 @@ class Camseg {
 
     static String timestamp() { new SimpleDateFormat('yyyyMMdd-HHmmss').format(new Date()) }
 
-    /** Export, then `train PROJECT --out <project>/camseg/models/model-<time> [--epochs N]`. */
+    /**
+     * Export, then `train PROJECT --out <project>/camseg/models/model-<time> [--epochs N] --door files`:
+     * the files just exported (with unsaved changes) are what it learns from, even where paquo
+     * could read QuPath's saved data.
+     */
     File train(Integer epochs) {
         def project = requireProject()
         log('Exporting annotations for training...')
@@ -436,6 +441,7 @@ class Camseg {
         List args = ['train', projectDir(project).absolutePath, '--out', out.absolutePath]
         if (epochs != null)
             args += ['--epochs', epochs]
+        args += ['--door', 'files']
         run(args, 'camseg training')
         checkModel(out)
         setPreference(PREF_MODEL, out.absolutePath)
@@ -455,7 +461,7 @@ class Camseg {
 
     /**
      * Predict the current image (inside `roiObjects` when given), then replace this tool's objects.
-     * In a project: `predict PROJECT --model M --images ENTRY_ID --no-project-write`; else `predict SLIDE --model M`.
+     * In a project: `predict PROJECT --model M --images ENTRY_ID --no-project-write --door files`; else `predict SLIDE --model M`.
      */
     Map predictCurrentImage(String modelSetting, Collection roiObjects) {
         def imageData = QP.getCurrentImageData()
@@ -470,7 +476,7 @@ class Camseg {
             File base = projectDir(project)
             // --no-project-write: the objects go into the open image here, not behind QuPath's back.
             args = ['predict', base.absolutePath, '--model', model.absolutePath, '--images', entry.getID(),
-                    '--no-project-write']
+                    '--no-project-write', '--door', 'files']
             expected = new File(base, 'camseg/predictions/' + entry.getID() + '.geojson')
         } else {
             // No project: the results go to camseg/ beside the slide (predict's default).

@@ -129,6 +129,18 @@ class Ctx:
 
         self.cleanups.append(stop)
 
+    def no_qupath(self) -> None:
+        """Simulate a machine without QuPath (paquo's finder finds none), wherever it is asked."""
+        import qupath_camseg.predict.project as predict_project
+        import qupath_camseg.qupath.doors as doors
+        import qupath_camseg.qupath.paquo_project as paquo_project
+
+        def none() -> tuple[None, str]:
+            return None, "paquo found no QuPath (simulated); install QuPath or use --door files"
+
+        for module in (paquo_project, doors, predict_project):
+            self.mp.setattr(module, "find_qupath_installation", none)
+
     def machine_with(self, gib: int) -> None:
         """Simulate a machine with ``gib`` GiB of memory available (CPU and GPU alike)."""
         import qupath_camseg._runtime as runtime
@@ -567,6 +579,13 @@ def _(ctx: Ctx) -> list[str]:
     return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), *_TINY, "--mpp", "1000"]
 
 
+@case("train-door-paquo-without-qupath", "train", "--door paquo on a machine without QuPath",
+      "install QuPath, or use --door files", "the paquo door needs QuPath", "--door files")
+def _(ctx: Ctx) -> list[str]:
+    ctx.no_qupath()
+    return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), *_TINY, "--door", "paquo"]
+
+
 @case("train-image-moved", "train", "image moved since the project was made",
       "put the file back, or fix the path in QuPath (Check project URIs)", "tumor_001.tif", "put the file back")
 def _(ctx: Ctx) -> list[str]:
@@ -745,6 +764,13 @@ def _(ctx: Ctx) -> list[str]:
     return ["predict", str(proj), "--model", str(ctx.model()), "--progress", "none"]
 
 
+@case("predict-door-paquo-without-qupath", "predict", "--door paquo on a machine without QuPath",
+      "install QuPath, or use --door files", "--door paquo needs QuPath", "--door files")
+def _(ctx: Ctx) -> list[str]:
+    ctx.no_qupath()
+    return _predict_args(ctx, "--door", "paquo")
+
+
 # ------------------------------------------------- crafted projects (issue 16: entry IDs, duplicates)
 def _crafted(ctx: Ctx, **entry_ids: Any) -> Path:
     """A copy of the project whose images' ``entryID`` are replaced (``first=..., second=...``)."""
@@ -816,6 +842,15 @@ def _(ctx: Ctx) -> list[str]:
       "restore the project from a backup or re-create it in QuPath", "project.qpproj", "nested too deeply")
 def _(ctx: Ctx) -> list[str]:
     return ["evaluate", str(_deep(ctx))]
+
+
+@case("evaluate-door-paquo-without-qupath", "evaluate", "--door paquo on a machine without QuPath",
+      "install QuPath, or use --door files", "the paquo door needs QuPath", "--door files")
+def _(ctx: Ctx) -> list[str]:
+    ctx.no_qupath()
+    proj = ctx.project()
+    ctx.predictions(proj)
+    return ["evaluate", str(proj), "--door", "paquo"]
 
 
 @case("evaluate-no-predictions", "evaluate", "nothing predicted yet", "run qcamseg predict first",

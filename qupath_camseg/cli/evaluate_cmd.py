@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from qupath_camseg.cli._options import FiniteFloat, images_option, mpp_override_option
+from qupath_camseg.cli._options import FiniteFloat, door_option, images_option, mpp_override_option
 
 if TYPE_CHECKING:
     from qupath_camseg.evaluate import ProjectEvaluation
@@ -78,10 +78,11 @@ def _report_text(ev: ProjectEvaluation) -> str:
               show_default=True, help="Detections closer than this (µm) are merged (non-maximum suppression).")
 @click.option("--include-itcs", is_flag=True,
               help="Count isolated tumour cells (< 200 µm) as lesions (Camelyon16 ignores them).")
+@door_option
 def evaluate(project: Path, predictions_dir: Path | None, heatmaps_dir: Path | None, images: tuple[str, ...],
              slide_mpp: float | None, json_out: Path | None, froc_plot: Path | None, dice_mpp: float,
              eval_downsample: float | None, detection_threshold: float, nms_radius_um: float,
-             include_itcs: bool) -> None:
+             include_itcs: bool, door: str) -> None:
     """Score predictions against the project's Tumor annotations.
 
     Per image: pixel Dice and IoU, lesion detections hit and false positives. Overall: pooled
@@ -97,7 +98,10 @@ def evaluate(project: Path, predictions_dir: Path | None, heatmaps_dir: Path | N
         project, predictions_dir=predictions_dir, heatmaps_dir=heatmaps_dir, images=images,
         slide_mpp=slide_mpp, eval_downsample=eval_downsample, dice_mpp=dice_mpp,
         detection_threshold=detection_threshold, nms_radius_um=nms_radius_um, include_itcs=include_itcs,
+        door=door,  # type: ignore[arg-type]
     )
+    counts = ", ".join(f"{s.image_name} {s.n_annotations}" for s in ev.slides)
+    click.echo(f"ground truth read through the {ev.door} door (annotations per image: {counts})", err=True)
     for name, reason in ev.skipped:
         click.echo(f"skipped {name}: {reason}", err=True)
     for note in ev.warnings:
@@ -150,9 +154,10 @@ def _parse_region(text: str | None) -> tuple[float, float, float, float] | None:
 @click.option("--heatmaps", "heatmaps_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder of <entryID>.tif probability maps [default: PROJECT/camseg/heatmaps].")
 @mpp_override_option
+@door_option
 def figure(project: Path, image: str | None, out: Path | None, region: str | None, no_heatmap: bool,
            training_log: Path | None, predictions_dir: Path | None, heatmaps_dir: Path | None,
-           slide_mpp: float | None) -> None:
+           slide_mpp: float | None, door: str) -> None:
     """Draw a slide with its ground truth (blue, left) beside the prediction (right), titled with
     the Dice; or, with --training-log, a model's training curve.
 
@@ -178,8 +183,12 @@ def figure(project: Path, image: str | None, out: Path | None, region: str | Non
     if image is not None:
         from qupath_camseg.evaluate import project_seed_figure
 
+        notes: list[str] = []
         png, dice = project_seed_figure(
             project, image, out=out, region_px=_parse_region(region), predictions_dir=predictions_dir,
             heatmaps_dir=heatmaps_dir, slide_mpp=slide_mpp, use_heatmap=not no_heatmap,
+            door=door, notes=notes,  # type: ignore[arg-type]
         )
+        for note in notes:
+            click.echo(note, err=True)
         click.echo(f"figure: {png} (Dice {_fmt(dice)})")

@@ -37,6 +37,7 @@ import click
 from qupath_camseg.cli._options import (
     FiniteFloat,
     device_option,
+    door_option,
     images_option,
     mpp_override_option,
     overwrite_option,
@@ -147,10 +148,11 @@ class _Reporter:
 @click.option("--no-project-write", is_flag=True,
               help="Do not write objects into the QuPath project hierarchy (files under camseg/ only).")
 @click.option("--chunk-px", type=click.IntRange(min=16), default=512, hidden=True)
+@door_option
 def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | None, out_dir: Path | None,
             threshold: float, device: str, batch_size: int, workers: int | None, readers: str, overwrite: bool, progress_mode: str,
             slide_mpp: float | None, overlap: float, compile_model: bool, no_tissue_mask: bool, no_project_write: bool,
-            chunk_px: int) -> None:
+            chunk_px: int, door: str) -> None:
     """Tumour probability maps, tile measurements and tumour outlines for whole slides.
 
     PROJECT_OR_SLIDE is a QuPath project (folder or project.qpproj) or one slide file. Results go
@@ -180,7 +182,7 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
                 raise click.BadParameter("is for bare slides; a project's results go to <project>/camseg/",
                                          param_hint="--out")
             results = predict_project(target, model, images=images, options=opts,
-                                      project_write=not no_project_write, progress=report)
+                                      project_write=not no_project_write, progress=report, door=door)
         else:
             if images:
                 raise click.BadParameter("selects images of a project, but the target is a slide file",

@@ -28,7 +28,7 @@ from qupath_camseg.evaluate.sources import (
     prediction_dirs,
     tumor_geometries,
 )
-from qupath_camseg.qupath import open_project
+from qupath_camseg.qupath import Door, open_project
 from qupath_camseg.wsi import open_slide, read_heatmap
 
 __all__ = ["project_seed_figure"]
@@ -60,20 +60,27 @@ def project_seed_figure(
     max_side_px: int = 1600,
     use_heatmap: bool = True,
     tumor_classes: Sequence[str] = TUMOR_CLASS_NAMES,
+    door: Door = "auto",
+    notes: list[str] | None = None,
 ) -> tuple[Path, float]:
     """Draw the seed figure of one project image (whole slide or ``region_px``, level 0) and
     return ``(png path, Dice)``. Default output ``<project>/camseg/reports/figure_<entryID>.png``.
 
     Right panel: the heatmap (with a colour bar) when one exists and ``use_heatmap``, and the
-    predicted regions. The title gives the image name and the Dice of the shown area.
+    predicted regions. The title gives the image name and the Dice of the shown area. ``door``:
+    how the ground truth is read; ``notes`` receives a line saying which door and how many objects.
     """
     wanted = tuple(c.lower() for c in tumor_classes)
-    with open_project(project_path, "r") as project:
+    with open_project(project_path, "r", door=door) as project:
         entry = project.entry(image)
         pred_dir, heat_dir = prediction_dirs(project, predictions_dir, heatmaps_dir)
         pred_file = entry_file(pred_dir, "", entry.entry_id, ".geojson")
         heat_file = entry_file(heat_dir, "", entry.entry_id, ".tif")
-        truth = tumor_geometries(project.read_annotations(entry), wanted, ours=False)
+        user_objs = project.read_annotations(entry)
+        if notes is not None:
+            notes.append(f"ground truth: {len(user_objs)} annotation(s) of {entry.image_name} read through the "
+                         f"{project.door} door")
+        truth = tumor_geometries(user_objs, wanted, ours=False)
         pred = tumor_geometries(read_geojson(pred_file), wanted, ours=None) if pred_file.is_file() else []
         out_path = Path(out) if out else path_inside(project.camseg_dir, "reports", f"figure_{entry.entry_id}.png")
         view = _read_view(project.image_path(entry), region_px, slide_mpp=slide_mpp, max_side_px=max_side_px)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,8 @@ class TrainingData:
 
     ``classes``: ``{"name": str, "color": [r, g, b]}`` per foreground class (channel ``i + 1``);
     ``project``: the project file; ``summary``: the split and each image's target area (mm²)
-    and tissue tiles, as saved in ``train_config.json``.
+    and tissue tiles, as saved in ``train_config.json``; ``door``: how the annotations were read;
+    ``annotations``: the number of the user's area annotations read per image (name → count).
     """
 
     train_images: list[LabelledImage]
@@ -42,6 +43,8 @@ class TrainingData:
     classes: list[dict[str, Any]]
     project: str
     summary: dict[str, Any]
+    door: str = "files"
+    annotations: dict[str, int] = field(default_factory=dict)
 
 
 def collect_images(project_path: str | os.PathLike[str], config: TrainConfig) -> TrainingData:
@@ -56,9 +59,10 @@ def collect_images(project_path: str | os.PathLike[str], config: TrainConfig) ->
     names, and slide errors (missing image, missing mpp) from the slides module.
     """
     classes = config.classes
-    project = open_project(project_path, "r")
+    project = open_project(project_path, "r", door=config.door)  # type: ignore[arg-type]
     try:
         where = str(project.path)
+        door = project.door
         entries = [project.entry(n) for n in config.images] if config.images else list(project.entries)
         annotations = _read_annotations(project, entries)
         found = _found_classes(annotations, classes, where)
@@ -96,7 +100,9 @@ def collect_images(project_path: str | os.PathLike[str], config: TrainConfig) ->
         )
     class_list = [{"name": c, "color": list(found.get(c) or default_class_color(c))} for c in classes]
     summary = _summary(train_imgs, val_imgs, classes, background, config.unannotated)
-    return TrainingData(train_imgs, val_imgs, class_list, where, summary)
+    counts = {e.image_name: len(annotations[e.entry_id]) for e in entries}
+    summary.update(door=door, annotations=counts)
+    return TrainingData(train_imgs, val_imgs, class_list, where, summary, door, counts)
 
 
 #: The finest --mpp relative to a slide's own pixel size (the rule predict applies to the model).

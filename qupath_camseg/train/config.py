@@ -57,7 +57,9 @@ class TrainConfig:
     ``"ignore"``. ``val_images``: names/IDs held out for validation; empty → ``val_fraction``
     of the annotated images, chosen by slide (never by tile). ``workers=None`` picks a number
     from the CPU count. ``amp``: ``"auto"`` (bf16 on GPUs that have it, else fp16), ``"bf16"``,
-    ``"fp16"`` or ``"off"`` (always off on CPU).
+    ``"fp16"`` or ``"off"`` (always off on CPU). ``door``: how the project's annotations are read
+    (``"auto"``, ``"files"``: ``camseg/annotations/``, ``"paquo"``: QuPath's saved data; see
+    :func:`~qupath_camseg.qupath.open_project`).
     """
 
     classes: tuple[str, ...] = ("Tumor",)
@@ -87,6 +89,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    door: str = "auto"
 
     def validate(self) -> None:
         """Raise :class:`InvalidSettingsError` (one line, naming the option) for impossible settings."""
@@ -110,6 +113,8 @@ class TrainConfig:
             raise InvalidSettingsError("--epochs and --steps must be at least 1")
         if self.unannotated not in ("negative", "ignore"):
             raise InvalidSettingsError(f"--unannotated must be 'negative' or 'ignore', not {self.unannotated!r}")
+        if self.door not in ("auto", "files", "paquo"):
+            raise InvalidSettingsError(f"--door must be auto, files or paquo, not {self.door!r}")
         if not self.classes or len(set(self.classes)) != len(self.classes):
             raise InvalidSettingsError(f"--classes must name distinct classes, not {list(self.classes)}")
 

@@ -161,7 +161,7 @@ def merge_resume_config(out: Path, saved_json: dict[str, Any], given: TrainConfi
             )
     changes: dict[str, Any] = {
         k: getattr(given, k)
-        for k in ("device", "workers", "amp", "checkpoint_every_s", "checkpoint_every_steps", "max_bad_steps")
+        for k in ("device", "workers", "amp", "checkpoint_every_s", "checkpoint_every_steps", "max_bad_steps", "door")
     }
     if given.steps is not None:
         changes.update(steps=given.steps, epochs=None)
