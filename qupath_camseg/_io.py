@@ -26,11 +26,14 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import filelock
+with warnings.catch_warnings():  # without fcntl (simulated Windows) filelock falls back to a lock file and says so
+    warnings.simplefilter("ignore")
+    import filelock
 
 from qupath_camseg.errors import OutputNotWritableError, ProjectLockedError, UnsafePathError
 

@@ -10,6 +10,8 @@ it, so importing this module stays cheap (the CLI and the output-stage workers i
 from __future__ import annotations
 
 import importlib.metadata as _md
+import multiprocessing
+import multiprocessing.context
 import os
 import platform
 from collections.abc import Iterable
@@ -25,12 +27,19 @@ __all__ = [
     "default_reader_workers",
     "device_name",
     "file_size_limit",
+    "MP_START_ENV",
+    "mp_context",
     "require_memory",
     "resolve_device",
     "shm_free_bytes",
     "versions",
     "workers_fitting_shm",
 ]
+
+#: Environment variable that forces the start method of every worker process qcamseg starts
+#: (``spawn``, ``fork`` or ``forkserver``): ``QCAMSEG_MP_START=spawn`` runs Linux the way macOS and
+#: Windows always run (CI runs the multiprocessing tests so).
+MP_START_ENV = "QCAMSEG_MP_START"
 
 _VERSIONED = ("torch", "numpy", "tiffslide", "tifffile", "shapely", "openslide-python")
 
@@ -44,9 +53,10 @@ def cpu_count() -> int:
 
 
 def resolve_device(name: str | None) -> str:
-    """``auto``/``cuda``/``cpu``/``cuda:N`` → a concrete torch device string.
+    """``auto``/``cuda``/``cpu``/``cuda:N``/``mps`` → a concrete torch device string.
 
-    ``auto`` is CUDA when PyTorch sees a GPU, else the CPU. Under
+    ``auto`` is CUDA when PyTorch sees a GPU, else the CPU (Apple's GPU, ``mps``, only when asked
+    for: it runs in float32 and some operations fall back to the CPU). Under
     ``torchrun`` (``WORLD_SIZE`` > 1) plain ``cuda`` becomes ``cuda:LOCAL_RANK`` (one GPU per
     process) and that GPU is made current. A GPU that is asked for but missing is an
     :class:`~qupath_camseg.errors.InvalidSettingsError` naming the fix.
@@ -69,8 +79,13 @@ def resolve_device(name: str | None) -> str:
                     "are visible; use --nproc_per_node at most the number of GPUs per node")
             name = f"cuda:{local}"
             torch.cuda.set_device(local)
+    elif name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InvalidSettingsError("--device mps was asked for but PyTorch sees no Apple GPU (MPS: macOS 12.3+ on "
+                                       "Apple silicon); use --device cpu or auto")
     elif name != "cpu":
-        raise InvalidSettingsError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N")
+        raise InvalidSettingsError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
     return name
 
 
@@ -80,6 +95,8 @@ def device_name(device: str) -> str:
 
     if device.startswith("cuda"):
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    if device == "mps":
+        return f"mps (Apple GPU, {platform.machine()})"
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
@@ -133,6 +150,19 @@ def require_memory(nbytes: int, *, what: str, fix: str, device: str = "cpu",
     if have is not None and nbytes > have:
         where = "the GPU" if device.startswith("cuda") else "this machine"
         raise error(f"{what} needs at least {_size(nbytes)} of memory, but {where} has {_size(have)} available; {fix}")
+
+
+def mp_context() -> multiprocessing.context.BaseContext | None:
+    """The start method for loader/reader worker processes: ``$QCAMSEG_MP_START`` when set, else
+    ``None`` (the platform's default: ``spawn`` on macOS and Windows, ``fork`` on Linux). Everything
+    handed to a worker is picklable and imports cleanly, so every start method works."""
+    name = os.environ.get(MP_START_ENV, "").strip().lower()
+    if not name:
+        return None
+    if name not in multiprocessing.get_all_start_methods():
+        raise InvalidSettingsError(f"{MP_START_ENV}={name!r} is not a start method here; use one of "
+                                   f"{', '.join(multiprocessing.get_all_start_methods())} or unset it")
+    return multiprocessing.get_context(name)
 
 
 def shm_free_bytes() -> int | None:

@@ -42,12 +42,12 @@ def mpp_type() -> FiniteFloat:
 
 
 def device_option(func: F) -> F:
-    """``--device auto|cpu|cuda|cuda:N`` (auto: CUDA when available)."""
+    """``--device auto|cpu|cuda|cuda:N|mps`` (auto: CUDA when available)."""
     return click.option(
         "--device",
         default="auto",
         show_default=True,
-        help="auto, cpu, cuda or cuda:N. auto uses a GPU when one is available.",
+        help="auto, cpu, cuda, cuda:N or mps (Apple GPU). auto uses a CUDA GPU when one is available.",
     )(func)
 
 

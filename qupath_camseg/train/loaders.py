@@ -15,7 +15,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from qupath_camseg._dist import Dist
-from qupath_camseg._runtime import default_loader_workers, file_size_limit, shm_free_bytes, workers_fitting_shm
+from qupath_camseg._runtime import (
+    default_loader_workers,
+    file_size_limit,
+    mp_context,
+    shm_free_bytes,
+    workers_fitting_shm,
+)
 from qupath_camseg.train.collect import TrainingData
 from qupath_camseg.train.config import TrainConfig
 from qupath_camseg.train.datasets import TileSampler, TrainTileDataset, ValTileDataset, val_tiles
@@ -64,7 +70,7 @@ def build_loaders(
         "worker_init_fn": _worker_init if workers else None,
     }
     if workers:
-        loader_kw.update(persistent_workers=True, prefetch_factor=_PREFETCH_BATCHES)
+        loader_kw.update(persistent_workers=True, prefetch_factor=_PREFETCH_BATCHES, multiprocessing_context=mp_context())
     loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, **loader_kw)
     val_loader = None
     if data.val_images:

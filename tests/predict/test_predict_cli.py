@@ -64,6 +64,7 @@ def test_jsonl_events_and_outputs(data, tmp_path):
     assert [e["event"] for e in _events(res.stdout)] == ["note", "skip"]
 
 
+@pytest.mark.multiprocessing
 def test_reader_and_tissue_mask_options_reach_the_report(data, tmp_path):
     """--readers processes and --no-tissue-mask are honoured (the report says which readers ran)."""
     runner = CliRunner()
