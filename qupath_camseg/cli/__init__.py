@@ -79,6 +79,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # tifffile logs what it cannot read (a truncated slide) as ERROR before our own one-line error
+    # says the same with the fix; its records are for --debug
+    logging.getLogger("tifffile").setLevel(logging.DEBUG if debug else logging.CRITICAL)
 
 
 def _click_message(err: click.ClickException) -> str:

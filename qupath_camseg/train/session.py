@@ -117,12 +117,14 @@ def _open(project_path: str | os.PathLike[str], out_dir: str | os.PathLike[str] 
     device = torch.device(resolve_device(config.device))
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    data = collect_images(project_path, config)
     arch = normalize_arch({**config.arch, "n_classes": len(config.classes)})
-    model_config = ModelConfig(arch=arch, mpp=config.mpp, tile_px=config.tile_px, classes=data.classes)
-    require_memory(3 * forward_bytes(model_config, config.tile_px, config.batch_size), device=str(device),
+    sizing = ModelConfig(arch=arch, mpp=config.mpp, tile_px=config.tile_px,
+                         classes=[{"name": c, "color": [0, 0, 0]} for c in config.classes])
+    require_memory(3 * forward_bytes(sizing, config.tile_px, config.batch_size), device=str(device),
                    what=f"training on tiles of {config.tile_px} px, {config.batch_size} per step (activations, "
                         "gradients)", fix="lower --tile or --batch-size")
+    data = collect_images(project_path, config)
+    model_config = ModelConfig(arch=arch, mpp=config.mpp, tile_px=config.tile_px, classes=data.classes)
     if ckpt is None and dist.is_main:
         write_run_info(out, config, data, device, dist)
     dist.barrier()
