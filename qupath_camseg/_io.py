@@ -46,6 +46,7 @@ __all__ = [
     "entry_file",
     "entry_stem",
     "file_lock",
+    "no_link",
     "path_inside",
     "replace_file",
     "safe_file_stem",
@@ -219,6 +220,15 @@ def path_inside(folder: str | os.PathLike[str], *parts: str) -> Path:
             f"{Path(folder).joinpath(*parts)} leads outside {folder} (a link or '..'); refusing to write there - "
             "remove the link or choose another output folder")
     return Path(folder).absolute().joinpath(*parts)
+
+
+def no_link(folder: Path) -> Path:
+    """``folder``, unless it is a symbolic link (or junction): a project's own ``camseg/`` or
+    ``classifiers/`` must be real folders, or a crafted project could send writes anywhere."""
+    if folder.is_symlink() or (hasattr(folder, "is_junction") and folder.is_junction()):
+        raise UnsafePathError(f"{folder} is a link to {os.readlink(folder)}; qcamseg writes only inside the project - "
+                              "replace the link by a folder")
+    return folder
 
 
 def entry_file(folder: str | os.PathLike[str], kind: str, entry_id: str, suffix: str = "") -> Path:

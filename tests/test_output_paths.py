@@ -58,12 +58,28 @@ def test_a_link_that_leads_out_is_refused(tmp_path: Path) -> None:
         entry_file(camseg, "predictions", "1", ".geojson")
     with pytest.raises(UnsafePathError, match="leads outside"):
         path_inside(camseg, "..", "x")
-    # a camseg/ folder that is itself a link (to a larger disk) is the user's choice: allowed
-    big = tmp_path / "bigdisk"
-    (big / "predictions").mkdir(parents=True)
-    (tmp_path / "proj2").mkdir()
-    (tmp_path / "proj2" / "camseg").symlink_to(big, target_is_directory=True)
-    assert entry_file(tmp_path / "proj2" / "camseg", "predictions", "1", ".geojson").name == "1.geojson"
+
+
+
+def test_a_project_whose_camseg_folder_is_a_link_is_refused(tmp_path: Path) -> None:
+    """A crafted project may ship camseg/ itself as a link (to ~/.ssh, say): nothing is written
+    through it, and the message says how to fix it."""
+    from qupath_camseg.cli import main
+    from qupath_camseg.qupath import create_project, open_project
+
+    create_project(tmp_path / "proj").close()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    import shutil
+
+    shutil.rmtree(tmp_path / "proj" / "camseg")
+    (tmp_path / "proj" / "camseg").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(UnsafePathError, match="is a link to .*replace the link by a folder"):
+        open_project(tmp_path / "proj", "r+", door="files")
+    mine = tmp_path / "a.geojson"
+    mine.write_text('{"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 2]}, "properties": {}}')
+    assert main(["import-annotations", str(tmp_path / "proj"), str(mine), "--image", "x", "--door", "files"]) == 2
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_no_module_builds_an_entry_path_by_hand() -> None:

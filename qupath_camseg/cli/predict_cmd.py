@@ -161,6 +161,7 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
     A rerun skips finished images and resumes interrupted ones; --overwrite starts afresh.
     """
     from qupath_camseg._dist import env_rank
+    from qupath_camseg._io import no_link
     from qupath_camseg.errors import CamsegError, SlideNotFoundError
     from qupath_camseg.model import load_model
     from qupath_camseg.predict import PredictOptions, predict_project, predict_slide
@@ -187,7 +188,8 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
             if images:
                 raise click.BadParameter("selects images of a project, but the target is a slide file",
                                          param_hint="--images")
-            out = out_dir if out_dir is not None else target.parent / "camseg"
+            # a camseg/ link beside a slide is refused (a folder of slides from elsewhere); --out is yours
+            out = out_dir if out_dir is not None else no_link(target.parent / "camseg")
             # one slide is not split between torchrun processes: rank 0 predicts it
             results = [predict_slide(target, model, out, options=opts, progress=report)] if rank == 0 else []
     except CamsegError as err:

@@ -35,6 +35,8 @@ from qupath_camseg._io import (
     atomic_write_text,
     backup_file,
     file_lock,
+    no_link,
+    path_inside,
 )
 from qupath_camseg._runtime import require_memory
 from qupath_camseg.errors import (
@@ -292,7 +294,9 @@ def install_into_project(
     Raises :class:`ProjectError` if a classifier of the same name exists and ``overwrite`` is false.
     """
     folder = project_folder(project).resolve()
-    dest = folder / CLASSIFIER_DIR
+    no_link(folder / "classifiers")
+    no_link(folder / "camseg")
+    dest = path_inside(folder, *CLASSIFIER_DIR.parts)  # a crafted project's links cannot send the files elsewhere
     plan: list[tuple[str, Path, Path, Path]] = []  # (key, model src, model dest, json dest)
     if "opencv" in export.classifiers and export.onnx:
         plan.append(("opencv", export.onnx, dest / f"{export.name}.onnx", dest / f"{export.name}.json"))

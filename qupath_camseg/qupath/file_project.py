@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from qupath_camseg._io import atomic_write_json, backup_file, entry_file, entry_stem
+from qupath_camseg._io import atomic_write_json, backup_file, entry_file, entry_stem, no_link, path_inside
 from qupath_camseg.annotations import QPObject, is_ours, read_geojson, write_geojson
 from qupath_camseg.errors import ProjectError, ProjectExistsError, ProjectNotFoundError
 from qupath_camseg.qupath.colors import QUPATH_DEFAULT_CLASSES, argb_to_rgb, rgb_to_argb
@@ -247,7 +247,7 @@ class FileProject(Project):
         self._write_classes(classes)
 
     def _write_classes(self, classes: Sequence[tuple[str, Sequence[int] | None]]) -> None:
-        f = self.path / "classifiers" / "classes.json"
+        f = path_inside(no_link(self.path / "classifiers"), "classes.json")
         if f.is_file():
             backup_file(f, backup_dir=self.camseg_dir / "backups")
         items = [{"name": n, "color": rgb_to_argb(c) if c is not None else None} for n, c in classes]

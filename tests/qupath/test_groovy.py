@@ -150,7 +150,7 @@ def bridge(groovy_jar: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         text = text.replace(old, new)
     qpproj.write_text(text, encoding="utf-8")
 
-    merge = _merge_project(project, tmp / "proj merge", truth)
+    merge = _merge_project(project, tmp / "proj mérge \\ x", truth)  # a space, a backslash, a non-ASCII letter
 
     script = {n: str(GROOVY / n) for n in OWN}
     runs = [
@@ -180,6 +180,8 @@ def bridge(groovy_jar: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         {"name": "export_merge", "script": script["camseg_Export_annotations_for_training.groovy"],
          "project": str(merge["folder"]), "currentEntry": "1",
          "entryObjects": {"1": truth["1"] + [stroma], "2": merge["renamed"], "3": truth["3"] + [merge["new3"]]}},
+        {"name": "predict_odd_path", "script": script["camseg_Predict_current_image.groovy"],
+         "project": str(merge["folder"]), "currentEntry": "2", "entryObjects": {"2": merge["renamed"]}},
         {"name": "predict_slide", "script": script["camseg_Predict_current_image.groovy"],
          "image": str(project / "images" / entries["3"]), "entryObjects": {"image": [stroma]},
          "prefs": {"camseg.model": str(project / "camseg" / "models" / "tiny")}},
@@ -418,6 +420,18 @@ def test_missing_helper_says_how_to_install(bridge: dict) -> None:
     run = bridge["runs"]["lib_missing"]
     assert not run["ok"] and run["errorClass"] == "java.io.FileNotFoundException"
     assert "qcamseg install-scripts" in run["error"]
+
+
+def test_a_project_path_with_spaces_and_a_backslash_reaches_python_intact(bridge: dict) -> None:
+    """Issue 16 point 7: the command line from Groovy keeps a project path with a space, a
+    backslash and a non-ASCII letter as one argument, and Python finds the project by it."""
+    run = _ok(bridge["runs"]["predict_odd_path"])
+    (cmd,) = _commands(run["output"])
+    folder = str(bridge["merge"]["folder"])
+    assert "\\" in folder and " " in folder
+    assert cmd[6:8] == ["predict", folder] and cmd[-4:-2] == ["--door", "files"]
+    assert (bridge["merge"]["folder"] / "camseg" / "predictions" / "2.geojson").is_file()
+    assert len(run["world"]["added"]) > 0
 
 
 def test_predict_a_slide_outside_a_project(bridge: dict) -> None:
