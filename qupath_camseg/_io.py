@@ -192,7 +192,7 @@ def entry_stem(entry_id: object, *, where: str = "the project") -> str:
     text = str(entry_id) if isinstance(entry_id, int) and not isinstance(entry_id, bool) else entry_id
     if not isinstance(text, str) or not _ENTRY_ID.fullmatch(text):
         raise UnsafePathError(
-            f"{where} has entryID {json.dumps(entry_id)[:60]}, which is not a QuPath entry ID (a whole number); "
+            f"{where} has entryID {json.dumps(entry_id)[:200]}, which is not a QuPath entry ID (a whole number); "
             "the project file was edited or crafted - restore it from a backup or re-create the project in QuPath")
     return text
 

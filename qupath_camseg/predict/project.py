@@ -96,7 +96,8 @@ def _write_door(door: str, project_write: bool, emit: Progress) -> bool:
         raise QuPathNotFoundError(f"--door paquo needs QuPath: {reason}")
     emit({"event": "note",
           "message": "results go to camseg/ and into the QuPath project (paquo door)" if folder is not None
-          else f"results go to camseg/ only (files door: {reason})"})
+          else f"results go to camseg/ only: not written into the QuPath project hierarchy (files door: {reason}); "
+               "import predictions/*.geojson in QuPath or run the Groovy bridge"})
     return folder is not None
 
 
