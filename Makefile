@@ -29,6 +29,8 @@ demo: setup
 
 test: setup-test
 	$(PY) -m pytest -q
+	QCAMSEG_MP_START=spawn $(PY) -m pytest -q -m multiprocessing   # as macOS and Windows start workers
+	$(VENV)/bin/deptry .                                           # imports == declared dependencies
 
 clean:
 	rm -rf demo-out .pytest_cache

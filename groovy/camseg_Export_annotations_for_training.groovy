@@ -6,6 +6,9 @@
  * with QuPath's own GeoJSON export; `qcamseg train PROJECT` learns from these files.
  * Objects made by camseg (predictions) are left out: the model learns only from you.
  * The image open now is exported as shown, including changes not saved yet.
+ * Nothing already in those files is lost: annotations put there by `qcamseg import-annotations`
+ * or `qcamseg synth` are kept (merged by object ID), and a file is backed up to
+ * <project>/camseg/backups/ before it is replaced.
  * Run it once (not with "Run for project"); it covers all images itself.
  */
 
@@ -15,6 +18,8 @@ String title = 'camseg: Export annotations'
 camseg.guard(title) {
     def result = camseg.exportTrainingAnnotations()
     String message = 'Exported ' + result.annotations + ' annotation(s) from ' + result.images + ' image(s) to\n' + result.folder
+    if (result.notes)
+        message += '\n\n' + result.notes.join('\n')
     if (result.skipped)
         message += '\n\nCould not read: ' + result.skipped.join(', ')
     println message

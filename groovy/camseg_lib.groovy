@@ -151,7 +151,7 @@ class Camseg {
                         String message = (event.image ? event.image.toString() + ': ' : '') + event.message
                         errors << message
                         remember('error: ' + message)
-                    } else if (event.event == 'note') {
+                    } else if (event.event == 'note' || event.event == 'warning') {
                         remember(String.valueOf(event.message))
                     }
                     if (onEvent != null)
@@ -231,6 +231,8 @@ class Camseg {
                 log(what + ' ' + event.image + ': ' + (event.reason ?: 'skipped') + '; using the saved result')
             } else if (event.event == 'note') {
                 log('Note: ' + event.message)
+            } else if (event.event == 'warning') {
+                log('Warning: ' + event.image + ': ' + event.message)
             } else if (event.event == 'error') {
                 log('Error: ' + event.message)
             }
@@ -280,7 +282,10 @@ class Camseg {
         return (hierarchy.getAnnotationObjects() + hierarchy.getDetectionObjects()).findAll { isOurs(it) }
     }
 
-    /** Export the user's annotations (not ours) of every project entry for training. */
+    /**
+     * Export the user's annotations (not ours) of every project entry for training, merged with
+     * what camseg/annotations/<ID>.geojson already holds (see exportEntry): nothing there is lost.
+     */
     Map exportTrainingAnnotations() {
         def project = requireProject()
         File dir = new File(camsegDir(project), 'annotations')
@@ -288,6 +293,7 @@ class Camseg {
         def current = QP.getProjectEntry()
         int images = 0, annotations = 0
         List<String> skipped = []
+        List<String> notes = []
         for (entry in project.getImageList()) {
             String id = entry.getID()
             def hierarchy
@@ -299,17 +305,95 @@ class Camseg {
                 continue
             }
             def objects = hierarchy.getAnnotationObjects().findAll { !isOurs(it) }
-            File target = new File(dir, id + '.geojson')
-            File temp = new File(dir, '.' + id + '.geojson.tmp')
-            QP.exportObjectsToGeoJson(objects, temp.absolutePath, 'FEATURE_COLLECTION')
-            Files.move(temp.toPath(), target.toPath(), StandardCopyOption.REPLACE_EXISTING)
-            log(String.format('  %-40s %4d annotation(s) -> %s', entry.getImageName(), objects.size(), target.name))
+            Map done = exportEntry(dir, id, objects)
+            String extra = done.notes ? '  (' + done.notes.join('; ') + ')' : ''
+            log(String.format('  %-40s %4d annotation(s) -> %s%s', entry.getImageName(), done.count, done.file.name, extra))
+            notes.addAll(done.notes.collect { entry.getImageName() + ': ' + it })
             images++
-            annotations += objects.size()
+            annotations += done.count
         }
         if (skipped)
             log('Skipped (could not read): ' + skipped.join(', '))
-        return [images: images, annotations: annotations, folder: dir, skipped: skipped]
+        return [images: images, annotations: annotations, folder: dir, skipped: skipped, notes: notes]
+    }
+
+    /**
+     * Write <dir>/<id>.geojson = the image's annotations in QuPath, merged by object ID (UUID, the
+     * GeoJSON "id") with the file's: QuPath's version wins; a file object QuPath does not show is kept
+     * (written by qcamseg import-annotations or synth), unless QuPath showed it at an earlier export
+     * (.<id>.qupath-ids lists those IDs) and it has since been deleted there; one with the same class
+     * and outline as a QuPath object is the same object. The previous file is backed up to
+     * camseg/backups/ before it is replaced; an unchanged result leaves it alone.
+     */
+    Map exportEntry(File dir, String id, Collection objects) {
+        File target = new File(dir, id + '.geojson')
+        File idsFile = new File(dir, '.' + id + '.qupath-ids')
+        List notes = []
+        List previous = []
+        boolean unreadable = false
+        if (target.isFile()) {
+            try {
+                previous = PathIO.readObjects(target).findAll { it.isAnnotation() && !isOurs(it) }
+            } catch (Exception e) {
+                unreadable = true
+                notes << 'replaced an unreadable ' + target.name + ' (' + e.getMessage() + ')'
+            }
+        }
+        if (objects.isEmpty() && previous && !unreadable && !idsFile.isFile()) {
+            // Not opened in QuPath yet (or never annotated there): the file keeps what qcamseg put in it.
+            return [count: previous.size(), file: target,
+                    notes: ['kept the ' + previous.size() + ' in ' + target.name + '; QuPath shows none for this image']]
+        }
+        Set<String> shownBefore = idsFile.isFile() ? (idsFile.readLines('UTF-8')*.trim().findAll { it } as Set) : [] as Set
+        Set<String> ids = objects.collect { it.getID().toString() } as Set
+        Set<String> outlines = objects.collect { outline(it) } as Set
+        List onlyInFile = previous.findAll { !(it.getID().toString() in ids) && !(outline(it) in outlines) }
+        List deleted = onlyInFile.findAll { it.getID().toString() in shownBefore }
+        List kept = onlyInFile - deleted
+        if (kept)
+            notes << 'kept ' + kept.size() + ' from ' + target.name + ' that QuPath does not show (added by qcamseg)'
+        if (deleted)
+            notes << 'dropped ' + deleted.size() + ' deleted in QuPath since the last export'
+        List result = new ArrayList(objects) + kept
+        File temp = new File(dir, '.' + id + '.geojson.tmp')
+        QP.exportObjectsToGeoJson(result, temp.absolutePath, 'FEATURE_COLLECTION')
+        if (target.isFile() && Arrays.equals(target.bytes, temp.bytes)) {
+            temp.delete()
+        } else {
+            if (target.isFile() && (previous || unreadable)) {
+                File backup = backupFile(target, 'annotations-' + id)
+                if (result.size() < previous.size() || unreadable)
+                    notes << 'previous file backed up to ' + backup
+            }
+            Files.move(temp.toPath(), target.toPath(), StandardCopyOption.REPLACE_EXISTING)
+        }
+        File idsTemp = new File(dir, '.' + id + '.qupath-ids.tmp')
+        idsTemp.setText(ids.join('\n'), 'UTF-8')
+        Files.move(idsTemp.toPath(), idsFile.toPath(), StandardCopyOption.REPLACE_EXISTING)
+        return [count: result.size(), file: target, notes: notes]
+    }
+
+    /** An object's class and outline (bounds, area, points): the same annotation whatever its ID. */
+    static String outline(pathObject) {
+        def roi = pathObject.getROI()
+        if (roi == null)
+            return 'none:' + pathObject.getID()
+        return [pathObject.getPathClass()?.toString(), Math.round(roi.getBoundsX()), Math.round(roi.getBoundsY()),
+                Math.round(roi.getBoundsWidth()), Math.round(roi.getBoundsHeight()), Math.round(roi.getArea()),
+                roi.getNumPoints()].join('|')
+    }
+
+    /** Copy `file` to <project>/camseg/backups/<prefix>.<time>.geojson; returns the copy. */
+    File backupFile(File file, String prefix) {
+        File folder = new File(file.parentFile.parentFile, 'backups')
+        folder.mkdirs()
+        String stamp = new SimpleDateFormat('yyyyMMdd-HHmmss-SSS').format(new Date())
+        File backup = new File(folder, prefix + '.' + stamp + '.geojson')
+        int n = 1
+        while (backup.exists())
+            backup = new File(folder, prefix + '.' + stamp + '-' + (n++) + '.geojson')
+        Files.copy(file.toPath(), backup.toPath())
+        return backup
     }
 
     // ------------------------------------------------------------------ models
@@ -341,7 +425,11 @@ class Camseg {
 
     static String timestamp() { new SimpleDateFormat('yyyyMMdd-HHmmss').format(new Date()) }
 
-    /** Export, then `train PROJECT --out <project>/camseg/models/model-<time> [--epochs N]`. */
+    /**
+     * Export, then `train PROJECT --out <project>/camseg/models/model-<time> [--epochs N] --door files`:
+     * the files just exported (with unsaved changes) are what it learns from, even where paquo
+     * could read QuPath's saved data.
+     */
     File train(Integer epochs) {
         def project = requireProject()
         log('Exporting annotations for training...')
@@ -353,6 +441,7 @@ class Camseg {
         List args = ['train', projectDir(project).absolutePath, '--out', out.absolutePath]
         if (epochs != null)
             args += ['--epochs', epochs]
+        args += ['--door', 'files']
         run(args, 'camseg training')
         checkModel(out)
         setPreference(PREF_MODEL, out.absolutePath)
@@ -372,7 +461,7 @@ class Camseg {
 
     /**
      * Predict the current image (inside `roiObjects` when given), then replace this tool's objects.
-     * In a project: `predict PROJECT --model M --images ENTRY_ID --no-project-write`; else `predict SLIDE --model M`.
+     * In a project: `predict PROJECT --model M --images ENTRY_ID --no-project-write --door files`; else `predict SLIDE --model M`.
      */
     Map predictCurrentImage(String modelSetting, Collection roiObjects) {
         def imageData = QP.getCurrentImageData()
@@ -387,7 +476,7 @@ class Camseg {
             File base = projectDir(project)
             // --no-project-write: the objects go into the open image here, not behind QuPath's back.
             args = ['predict', base.absolutePath, '--model', model.absolutePath, '--images', entry.getID(),
-                    '--no-project-write']
+                    '--no-project-write', '--door', 'files']
             expected = new File(base, 'camseg/predictions/' + entry.getID() + '.geojson')
         } else {
             // No project: the results go to camseg/ beside the slide (predict's default).

@@ -68,7 +68,8 @@ class Dist:
             if use_gpu:
                 torch.cuda.set_device(local)
             kwargs = {"timeout": timeout} if timeout is not None else {}
-            tdist.init_process_group(backend=backend or ("nccl" if use_gpu else "gloo"), **kwargs)
+            nccl = use_gpu and tdist.is_nccl_available()  # Windows builds of torch have no NCCL: gloo
+            tdist.init_process_group(backend=backend or ("nccl" if nccl else "gloo"), **kwargs)
             owned = True
         comm = f"cuda:{local}" if tdist.get_backend() == "nccl" else "cpu"
         return cls(tdist.get_rank(), tdist.get_world_size(), local, owned=owned, comm=comm)

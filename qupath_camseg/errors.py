@@ -29,6 +29,7 @@ __all__ = [
     "ImagesFailedError",
     "InvalidPixelClassifierError",
     "StainNormalizationError",
+    "UnsafePathError",
 ]
 
 
@@ -114,3 +115,6 @@ class InvalidPixelClassifierError(CamsegError, ValueError):
 class StainNormalizationError(CamsegError, ValueError):
     """Stain normalisation cannot be set up: too little stained tissue to fit a reference, or a
     model's stain reference is invalid."""
+class UnsafePathError(CamsegError, ValueError):
+    """A file name taken from an input (a project's entry ID, a slide's name) would write outside
+    its output folder, or is not a file name on every platform; nothing is written."""

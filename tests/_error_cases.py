@@ -114,11 +114,11 @@ class Ctx:
                 for o in truth]
         return write_geojson(project / "camseg" / "predictions" / f"{entry_id}.geojson", objs)
 
-    def hold_lock(self, project: Path) -> None:
+    def hold_lock(self, project: Path, lock: str = "camseg/camseg.lock") -> None:
         """Another process holds the project's lock (as a running ``qcamseg`` would)."""
         code = ("import sys, time\nfrom qupath_camseg._io import file_lock\n"
                 "with file_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)\n")
-        proc = subprocess.Popen([sys.executable, "-c", code, str(project / "camseg" / "camseg.lock")],
+        proc = subprocess.Popen([sys.executable, "-c", code, str(project / lock)],
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
 
@@ -128,6 +128,24 @@ class Ctx:
             proc.stdout.close()  # type: ignore[union-attr]
 
         self.cleanups.append(stop)
+
+    def no_qupath(self) -> None:
+        """Simulate a machine without QuPath (paquo's finder finds none), wherever it is asked."""
+        import qupath_camseg.predict.project as predict_project
+        import qupath_camseg.qupath.doors as doors
+        import qupath_camseg.qupath.paquo_project as paquo_project
+
+        def none() -> tuple[None, str]:
+            return None, "paquo found no QuPath (simulated); install QuPath or use --door files"
+
+        for module in (paquo_project, doors, predict_project):
+            self.mp.setattr(module, "find_qupath_installation", none)
+
+    def machine_with(self, gib: int) -> None:
+        """Simulate a machine with ``gib`` GiB of memory available (CPU and GPU alike)."""
+        import qupath_camseg._runtime as runtime
+
+        self.mp.setattr(runtime, "available_memory", lambda device="cpu": gib << 30)
 
     def fail_os(self, target: str, err: int, *, only: Callable[..., bool] | None = None) -> None:
         """Make ``os.<target>`` (``replace``/``fsync``) or ``tempfile.mkstemp`` fail with ``err``,
@@ -172,6 +190,15 @@ def case(id: str, command: str, situation: str, todo: str, *expect: str, **kw: A
         return fn
 
     return register
+
+
+def _deep(ctx: Ctx) -> Path:
+    """A copy of the project whose project.qpproj holds a list nested 100,000 levels deep."""
+    proj = ctx.project()
+    qp = proj / "project.qpproj"
+    text = qp.read_text()
+    qp.write_text(text[: text.rindex("}")] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    return proj
 
 
 # ------------------------------------------------------------------------------ annotation files
@@ -281,6 +308,14 @@ def _(ctx: Ctx) -> list[str]:
     return ["convert", str(ctx.write("broken.geojson", '{"type": "FeatureCollection", "features": [')), _out(ctx, "o.xml")]
 
 
+@case("convert-class-name-not-text", "convert", "a classification name that is a number or an object",
+      'write it as "name": "Tumor"', "feature 0", "is not a class name")
+def _(ctx: Ctx) -> list[str]:
+    bad = json.loads(_fc(_SQUARE))
+    bad["features"][0]["properties"]["classification"] = {"name": {"a": 1}}
+    return ["convert", str(ctx.write("odd.geojson", json.dumps(bad))), _out(ctx, "o.xml")]
+
+
 @case("convert-huge-coordinates", "convert", "coordinates beyond any slide (1e12 px)",
       "use level-0 pixel coordinates", "huge.geojson", "beyond ±1e9 px")
 def _(ctx: Ctx) -> list[str]:
@@ -357,8 +392,24 @@ def _(ctx: Ctx) -> list[str]:
 def _(ctx: Ctx) -> list[str]:
     proj = ctx.project()
     qp = proj / "project.qpproj"
+    (proj / "project.qpproj.backup").write_text(qp.read_text())  # QuPath keeps one when it saves
     qp.write_text(qp.read_text()[:200])
     return _import(ctx, proj, ctx.write("a.geojson", _fc(_SQUARE)))
+
+
+@case("import-empty-project-file", "import-annotations", "project.qpproj is empty (0 bytes) and there is no backup",
+      "re-create the project in QuPath (no backup exists to restore)", "project.qpproj", "not valid JSON",
+      "no backup of it exists", "re-create the project")
+def _(ctx: Ctx) -> list[str]:
+    proj = ctx.project()
+    (proj / "project.qpproj").write_bytes(b"")
+    return _import(ctx, proj, ctx.write("a.geojson", _fc(_SQUARE)))
+
+
+@case("import-deeply-nested-project", "import-annotations", "a crafted project.qpproj nested 100,000 levels deep",
+      "restore the project from a backup or re-create it in QuPath", "project.qpproj", "nested too deeply")
+def _(ctx: Ctx) -> list[str]:
+    return _import(ctx, _deep(ctx), ctx.write("a.geojson", _fc(_SQUARE)))
 
 
 @case("import-locked", "import-annotations", "another qcamseg command is writing to the project",
@@ -392,6 +443,12 @@ def _(ctx: Ctx) -> list[str]:
     return _import(ctx, ctx.project(), ctx.write("bowtie.geojson", _fc(_poly((0, 0), (100, 100), (100, 0), (0, 100)))))
 
 
+@case("import-entry-id-traversal", "import-annotations", "a crafted project whose entryID is a path (../../x)",
+      "re-create the project in QuPath", "images[0]", "not a QuPath entry ID", after=lambda ctx: _nothing_outside(ctx))
+def _(ctx: Ctx) -> list[str]:
+    return _import(ctx, _crafted(ctx, first="../../x"), ctx.write("a.geojson", _fc(_SQUARE)), image="tumor_001.tif")
+
+
 # ====================================================================================== synth
 @case("synth-out-is-file", "synth", "OUT_DIR is an existing file", "choose a folder name", "taken", "is a file",
       usage=True)
@@ -404,6 +461,28 @@ def _(ctx: Ctx) -> list[str]:
 def _(ctx: Ctx) -> list[str]:
     ctx.write("busy/notes.txt", "mine")
     return ["synth", str(ctx.tmp / "busy"), "--slides", "1", "--width", "512", "--height", "512"]
+
+
+def _their_project(ctx: Ctx) -> Path:
+    """A QuPath project synth did not write, with QuPath's data/ for one image."""
+    from qupath_camseg.qupath import create_project
+
+    create_project(ctx.tmp / "theirs").close()
+    ctx.write("theirs/data/1/data.qpdata", b"\xac\xed\x00\x05 QuPath hierarchy")
+    return ctx.tmp / "theirs"
+
+
+@case("synth-into-their-project", "synth", "OUT_DIR holds a QuPath project synth did not write",
+      "choose a new folder (synth never replaces it)", "theirs", "did not write", "choose a new folder")
+def _(ctx: Ctx) -> list[str]:
+    return ["synth", str(_their_project(ctx)), "--slides", "1", "--width", "512", "--height", "512"]
+
+
+@case("synth-overwrite-their-project", "synth", "--overwrite on a QuPath project synth did not write",
+      "choose a new folder (--overwrite replaces only synth's own files)", "theirs", "did not write",
+      "choose a new folder")
+def _(ctx: Ctx) -> list[str]:
+    return ["synth", str(_their_project(ctx)), "--slides", "1", "--width", "512", "--height", "512", "--overwrite"]
 
 
 @case("synth-disk-full", "synth", "disk full while writing the slides",
@@ -468,6 +547,45 @@ def _(ctx: Ctx) -> list[str]:
     return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), "--classes", "Carcinoma", *_TINY]
 
 
+@case("train-deeply-nested-project", "train", "a crafted project.qpproj nested 100,000 levels deep",
+      "restore the project from a backup or re-create it in QuPath", "project.qpproj", "nested too deeply")
+def _(ctx: Ctx) -> list[str]:
+    return ["train", str(_deep(ctx)), "--out", str(ctx.tmp / "m"), *_TINY]
+
+
+@case("train-mpp-nan", "train", "--mpp nan (or inf)", "give a pixel size in µm/px, e.g. 0.5", "--mpp", "not a finite number",
+      usage=True)
+def _(ctx: Ctx) -> list[str]:
+    return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), "--mpp", "nan"]
+
+
+@case("train-huge-tile", "train", "--tile 100000 (more memory than the machine has)", "lower --tile or --batch-size",
+      "tiles of 100000 px", "needs at least", "64.0 GB available", "lower --tile")
+def _(ctx: Ctx) -> list[str]:
+    ctx.machine_with(64)
+    return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), *_TINY, "--tile", "100000"]
+
+
+@case("train-mpp-finer-than-slides", "train", "--mpp 0.01, finer than the slides (a model predict would refuse)",
+      "use --mpp at or above the slides' µm/px (0.5 is typical)", "--mpp 0.01", "finer than image", "predict refuses")
+def _(ctx: Ctx) -> list[str]:
+    return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), *_TINY, "--mpp", "0.01"]
+
+
+@case("train-mpp-coarser-than-a-tile", "train", "--mpp 1000: every slide smaller than one tile (0 validation tiles)",
+      "use a finer --mpp (0.5 is typical) or a smaller --tile", "--mpp 1000", "smaller than one --tile",
+      "use a finer --mpp")
+def _(ctx: Ctx) -> list[str]:
+    return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), *_TINY, "--mpp", "1000"]
+
+
+@case("train-door-paquo-without-qupath", "train", "--door paquo on a machine without QuPath",
+      "install QuPath, or use --door files", "the paquo door needs QuPath", "--door files")
+def _(ctx: Ctx) -> list[str]:
+    ctx.no_qupath()
+    return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), *_TINY, "--door", "paquo"]
+
+
 @case("train-image-moved", "train", "image moved since the project was made",
       "put the file back, or fix the path in QuPath (Check project URIs)", "tumor_001.tif", "put the file back")
 def _(ctx: Ctx) -> list[str]:
@@ -486,6 +604,24 @@ def _(ctx: Ctx) -> list[str]:
     tifffile.imwrite(proj / "images" / "tumor_001.tif", np.full((1024, 1024, 3), 243, np.uint8), tile=(256, 256),
                      photometric="rgb", resolution=(1e4 / 0.25, 1e4 / 0.25), resolutionunit="CENTIMETER")
     return ["train", str(proj), "--out", str(ctx.tmp / "m"), "--stain-norm", "macenko", *_TINY]
+@case("train-folder-in-use", "train", "another training run is using --out (two runs side by side)",
+      "wait for it to finish, or choose another --out", "training folder", "in use by qcamseg pid",
+      "wait for it to finish")
+def _(ctx: Ctx) -> list[str]:
+    proj = ctx.project()
+    (ctx.tmp / "m").mkdir()
+    ctx.hold_lock(ctx.tmp / "m", "camseg.lock")
+    return ["train", str(proj), "--out", str(ctx.tmp / "m"), *_TINY]
+
+
+@case("train-resume-before-first-checkpoint", "train",
+      "--resume after a run stopped before its first checkpoint (e.g. disk full)",
+      "run the same command without --resume: it starts over in that folder", "m", "before its first checkpoint",
+      "without --resume: qcamseg train PROJECT --out")
+def _(ctx: Ctx) -> list[str]:
+    ctx.write("m/train_config.json", '{"config": {}}')
+    ctx.write("m/model.json", "{}")
+    return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), *_TINY, "--resume"]
 
 
 # ========================================================== predict (fails before any inference)
@@ -552,6 +688,161 @@ def _(ctx: Ctx) -> list[str]:
     return ["predict", str(ctx.tmp / "empty"), "--model", str(ctx.model()), "--progress", "none"]
 
 
+@case("predict-project-in-use", "predict", "another qcamseg command is writing to the project",
+      "wait for it to finish, then run again", "QuPath project", "in use by qcamseg pid", "wait for it to finish")
+def _(ctx: Ctx) -> list[str]:
+    proj = ctx.project()
+    ctx.hold_lock(proj)
+    return ["predict", str(proj), "--model", str(ctx.model()), "--progress", "none"]
+
+
+def _predict_args(ctx: Ctx, *extra: str) -> list[str]:
+    return ["predict", str(ctx.project()), "--model", str(ctx.model()), "--progress", "none", *extra]
+
+
+@case("predict-slide-mpp-nan", "predict", "--slide-mpp nan", "give the scanner's pixel size in µm/px, e.g. 0.25",
+      "--slide-mpp", "not a finite number", usage=True)
+def _(ctx: Ctx) -> list[str]:
+    return _predict_args(ctx, "--slide-mpp", "nan")
+
+
+@case("predict-slide-mpp-inf", "predict", "--slide-mpp inf", "give the scanner's pixel size in µm/px, e.g. 0.25",
+      "--slide-mpp", "not a finite number", usage=True)
+def _(ctx: Ctx) -> list[str]:
+    return _predict_args(ctx, "--slide-mpp", "inf")
+
+
+@case("predict-slide-mpp-tiny", "predict", "--slide-mpp 1e-300 (or any size beyond a light microscope)",
+      "give the scanner's pixel size in µm/px, e.g. 0.25", "--slide-mpp", "0.01<=x<=1000", usage=True)
+def _(ctx: Ctx) -> list[str]:
+    return _predict_args(ctx, "--slide-mpp", "1e-300")
+
+
+@case("predict-threshold-nan", "predict", "--threshold nan", "give a probability in (0, 1], e.g. 0.5",
+      "--threshold", "not a finite number", usage=True)
+def _(ctx: Ctx) -> list[str]:
+    return _predict_args(ctx, "--threshold", "nan")
+
+
+@case("predict-overlap-nan", "predict", "--overlap nan", "give a fraction in [0, 0.5), e.g. 0.25",
+      "--overlap", "not a finite number", usage=True)
+def _(ctx: Ctx) -> list[str]:
+    return _predict_args(ctx, "--overlap", "nan")
+
+
+@case("predict-deeply-nested-project", "predict", "a crafted project.qpproj nested 100,000 levels deep",
+      "restore the project from a backup or re-create it in QuPath", "project.qpproj", "nested too deeply")
+def _(ctx: Ctx) -> list[str]:
+    return ["predict", str(_deep(ctx)), "--model", str(ctx.model()), "--progress", "none"]
+
+
+@case("predict-model-huge-tile", "predict", "model.json edited to tile_px 1000000000 (would be OOM-killed)",
+      "restore model.json (retrain if it was edited), or lower --batch-size", "model", "tile_px in model.json",
+      "needs at least", "64.0 GB available")
+def _(ctx: Ctx) -> list[str]:
+    ctx.machine_with(64)
+    model = ctx.model()
+    cfg = json.loads((model / "model.json").read_text())
+    cfg["tile_px"] = 1_000_000_000
+    (model / "model.json").write_text(json.dumps(cfg))
+    return ["predict", str(ctx.project()), "--model", str(model), "--images", "tumor_001.tif", "--progress", "none"]
+
+
+@case("predict-slide-mpp-0.0001", "predict", "--slide-mpp 0.0001 (a typo: 0 tiles at the model's µm/px)",
+      "give the scanner's pixel size in µm/px, e.g. 0.25", "--slide-mpp", "0.01<=x<=1000", usage=True)
+def _(ctx: Ctx) -> list[str]:
+    return _predict_args(ctx, "--slide-mpp", "0.0001")
+
+
+@case("predict-roi-off-slide", "predict", "--roi entirely outside the slide (another slide's, or not level-0 px)",
+      "export the ROI from this slide, in level-0 pixels", "far.geojson", "lies outside slide tumor_001.tif",
+      "level-0 pixels")
+def _(ctx: Ctx) -> list[str]:
+    roi = ctx.write("far.geojson", _fc(_poly((50_000, 50_000), (60_000, 50_000), (60_000, 60_000))))
+    return _predict_args(ctx, "--images", "tumor_001.tif", "--roi", str(roi))
+
+
+@case("predict-nan-weights", "predict", "a model whose weights are NaN (training diverged): it would find nothing",
+      "retrain, or use the model folder of an earlier run", "model.safetensors", "NaN or infinite weights", "retrain")
+def _(ctx: Ctx) -> list[str]:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    model = ctx.model()
+    state = load_file(str(model / "model.safetensors"))
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = torch.full_like(state[first], float("nan"))
+    save_file(state, str(model / "model.safetensors"))
+    return ["predict", str(ctx.project()), "--model", str(model), "--progress", "none"]
+
+
+@case("predict-blank-slide", "predict", "a slide without tissue (blank glass): nothing to predict",
+      "check the slide is not blank and its pixel size", "no tissue found", "nothing to predict",
+      level="warning", ignore=("proj/camseg/",))
+def _(ctx: Ctx) -> list[str]:
+    proj = _project_with_image(ctx, lambda p: _tiff(p, np.full((512, 512, 3), 245, np.uint8), resolution=(40000, 40000),
+                                                    resolutionunit="CENTIMETER"))
+    return ["predict", str(proj), "--model", str(ctx.model()), "--progress", "none"]
+
+
+@case("predict-door-paquo-without-qupath", "predict", "--door paquo on a machine without QuPath",
+      "install QuPath, or use --door files", "--door paquo needs QuPath", "--door files")
+def _(ctx: Ctx) -> list[str]:
+    ctx.no_qupath()
+    return _predict_args(ctx, "--door", "paquo")
+
+
+# ------------------------------------------------- crafted projects (issue 16: entry IDs, duplicates)
+def _crafted(ctx: Ctx, **entry_ids: Any) -> Path:
+    """A copy of the project whose images' ``entryID`` are replaced (``first=..., second=...``)."""
+    proj = ctx.project()
+    qp = proj / "project.qpproj"
+    data = json.loads(qp.read_text())
+    for image, key in zip(data["images"], ("first", "second")):
+        if key in entry_ids:
+            image["entryID"] = entry_ids[key]
+    qp.write_text(json.dumps(data))
+    return proj
+
+
+def _nothing_outside(ctx: Ctx) -> None:
+    for name in ("important.geojson", "important", "x.geojson"):
+        assert not (ctx.tmp / name).exists() and not (ctx.tmp.parent / name).exists(), f"{name} written outside"
+
+
+@case("predict-entry-id-absolute-path", "predict", "a crafted project whose entryID is a path (/tmp/x/important)",
+      "re-create the project in QuPath; never run a project from an untrusted source without this check",
+      "project.qpproj", "not a QuPath entry ID", "re-create the project", after=_nothing_outside)
+def _(ctx: Ctx) -> list[str]:
+    proj = _crafted(ctx, first=str(ctx.tmp / "important"))
+    return ["predict", str(proj), "--model", str(ctx.model()), "--progress", "none"]
+
+
+@case("predict-entry-id-traversal", "predict", "a crafted project whose entryID climbs out (../../../x)",
+      "re-create the project in QuPath", "images[1]", "not a QuPath entry ID", after=_nothing_outside)
+def _(ctx: Ctx) -> list[str]:
+    proj = _crafted(ctx, second="../../x")
+    return ["predict", str(proj), "--model", str(ctx.model()), "--progress", "none"]
+
+
+@case("predict-entry-id-list", "predict", "an entryID that is a JSON list ([1])",
+      "re-create the project in QuPath", "images[0]", "entryID [1]", "not a QuPath entry ID")
+def _(ctx: Ctx) -> list[str]:
+    return ["predict", str(_crafted(ctx, first=[1])), "--model", str(ctx.model()), "--progress", "none"]
+
+
+@case("predict-entry-id-object", "predict", 'an entryID that is a JSON object ({"a": 1})',
+      "re-create the project in QuPath", "images[0]", "not a QuPath entry ID")
+def _(ctx: Ctx) -> list[str]:
+    return ["predict", str(_crafted(ctx, first={"a": 1})), "--model", str(ctx.model()), "--progress", "none"]
+
+
+@case("predict-duplicate-entry-ids", "predict", "two images with the same entryID (one would be lost)",
+      "remove one image and add it again in QuPath", "tumor_001.tif", "normal_002.tif", "same entryID 1")
+def _(ctx: Ctx) -> list[str]:
+    return ["predict", str(_crafted(ctx, second=1)), "--model", str(ctx.model()), "--progress", "none"]
+
+
 # =================================================================================== evaluate
 @case("evaluate-missing-project", "evaluate", "PROJECT does not exist", "pass the project folder",
       "nowhere/project.qpproj", "no QuPath project")
@@ -566,6 +857,21 @@ def _(ctx: Ctx) -> list[str]:
 
     create_project(ctx.tmp / "empty").close()
     return ["evaluate", str(ctx.tmp / "empty")]
+
+
+@case("evaluate-deeply-nested-project", "evaluate", "a crafted project.qpproj nested 100,000 levels deep",
+      "restore the project from a backup or re-create it in QuPath", "project.qpproj", "nested too deeply")
+def _(ctx: Ctx) -> list[str]:
+    return ["evaluate", str(_deep(ctx))]
+
+
+@case("evaluate-door-paquo-without-qupath", "evaluate", "--door paquo on a machine without QuPath",
+      "install QuPath, or use --door files", "the paquo door needs QuPath", "--door files")
+def _(ctx: Ctx) -> list[str]:
+    ctx.no_qupath()
+    proj = ctx.project()
+    ctx.predictions(proj)
+    return ["evaluate", str(proj), "--door", "paquo"]
 
 
 @case("evaluate-no-predictions", "evaluate", "nothing predicted yet", "run qcamseg predict first",
@@ -723,6 +1029,13 @@ def _(ctx: Ctx) -> list[str]:
     return ["figure", str(ctx.project()), "--image", "tumor_001.tif", "--region", "0,0,-5,10"]
 
 
+@case("figure-region-off-slide", "figure", "--region wholly outside the slide", "give x,y,width,height inside the slide",
+      "--region", "lies outside tumor_001.tif", "inside the slide")
+def _(ctx: Ctx) -> list[str]:
+    return ["figure", str(ctx.project()), "--image", "tumor_001.tif", "--region", "1000000,1000000,5000,5000",
+            "--out", str(ctx.tmp / "fig.png")]
+
+
 # ============================================================================== export-qupath
 @case("export-missing-model", "export-qupath", "MODEL_DIR does not exist", "train one with qcamseg train",
       "nomodel", "does not exist", "qcamseg train")
@@ -788,6 +1101,13 @@ def _(ctx: Ctx) -> list[str]:
     cfg["mpp"] = -1
     (model / "model.json").write_text(json.dumps(cfg))
     return ["export-qupath", str(model), "--out", str(ctx.tmp / "q")]
+
+
+@case("export-huge-tile-px", "export-qupath", "--tile-px 100000 (more memory than the machine has)",
+      "choose a --tile-px of 256-1024", "--tile-px 100000", "needs at least", "64.0 GB available")
+def _(ctx: Ctx) -> list[str]:
+    ctx.machine_with(64)
+    return ["export-qupath", str(ctx.model()), "--out", str(ctx.tmp / "q"), "--tile-px", "100000"]
 
 
 @case("export-into-missing-project", "export-qupath", "--into-project is not a QuPath project",

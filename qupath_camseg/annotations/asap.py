@@ -81,7 +81,8 @@ def _vertices(ann: ET.Element, where: str) -> list[tuple[float, float]]:
         try:
             order = float(order_text) if order_text is not None else float(k)
         except ValueError as err:
-            raise InvalidXMLError(f"{where}: Order {order_text[:20]!r} is not a number") from err
+            raise InvalidXMLError(f"{where}: Order {order_text[:20]!r} is not a number; fix or remove this "
+                                  "annotation in ASAP") from err
         coords.append((order, k, _float(c.get("X"), where), _float(c.get("Y"), where)))
     coords.sort()
     return [(x, y) for _, _, x, y in coords]
@@ -112,11 +113,12 @@ def _parse(path: Path) -> ET.Element:
         raise InvalidXMLError(f"{path}: malformed XML ({err}); export the annotations from ASAP "
                               "again or fix the file") from err
     except (OSError, ValueError, RecursionError) as err:
-        raise InvalidXMLError(f"{path}: cannot read XML ({err})") from err
+        raise InvalidXMLError(f"{path}: cannot read XML ({err}); export the annotations from ASAP again") from err
     root = tree.getroot()
     if root.tag != "ASAP_Annotations":
         raise InvalidXMLError(f"{path}: root element is <{root.tag[:40]}>, not "
-                              "<ASAP_Annotations>; this is not an ASAP annotation file")
+                              "<ASAP_Annotations>; this is not an ASAP annotation file - convert it to ASAP XML "
+                              "or QuPath GeoJSON first")
     return root
 
 

@@ -79,19 +79,19 @@ def _load(src: Any) -> tuple[Any, str]:
 
 def _num(v: Any, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise InvalidGeoJSONError(f"{where}: coordinate {v!r:.40} is not a number; "
-                                  "positions must be [x, y] numbers in level-0 pixels")
+        raise InvalidGeoJSONError(f"{where}: coordinate {v!r:.40} is not a number; write positions as [x, y] "
+                                  "numbers in level-0 pixels (export the objects from QuPath again)")
     try:
         f = float(v)
     except OverflowError as err:
         raise InvalidGeoJSONError(f"{where}: coordinate out of range; "
-                                  "positions must be level-0 pixels") from err
+                                  "use level-0 pixel coordinates (export the objects from QuPath: File > Export objects as GeoJSON)") from err
     if not math.isfinite(f):
         raise InvalidGeoJSONError(f"{where}: NaN or infinite coordinate; remove or redraw "
                                   "this object (positions must be finite level-0 pixels)")
     if abs(f) > _MAX_ABS_COORD:
         raise InvalidGeoJSONError(f"{where}: coordinate {f:g} is beyond ±1e9 px; "
-                                  "positions must be level-0 pixels")
+                                  "use level-0 pixel coordinates (export the objects from QuPath: File > Export objects as GeoJSON)")
     return f
 
 
@@ -156,9 +156,22 @@ def _geometry(g: Any, where: str, notes: list[str], depth: int = 0) -> BaseGeome
             raise InvalidGeoJSONError(f"{where}: MultiPolygon needs an array of polygons")
         polys = [p for p in (_polygon(x, where, notes) for x in c) if p is not None]
         return MultiPolygon(polys) if polys else Polygon()
-    raise InvalidGeoJSONError(f"{where}: unknown geometry type {str(kind)[:40]!r}; QuPath reads "
+    raise InvalidGeoJSONError(f"{where}: unknown geometry type {str(kind)[:40]!r} (QuPath reads "
                               "Point, MultiPoint, LineString, MultiLineString, Polygon, "
-                              "MultiPolygon, GeometryCollection")
+                              "MultiPolygon, GeometryCollection); export the objects from QuPath "
+                              "(File > Export objects as GeoJSON)")
+
+
+def _leaves(geom: GeometryCollection) -> list[BaseGeometry]:
+    """The geometries of a collection, collections inside it flattened (iteratively)."""
+    out, stack = [], list(geom.geoms)
+    while stack:
+        g = stack.pop()
+        if type(g) is GeometryCollection:
+            stack.extend(g.geoms)
+        else:
+            out.append(g)
+    return out
 
 
 def _clean(geom: BaseGeometry, where: str, notes: list[str]) -> BaseGeometry | None:
@@ -168,7 +181,7 @@ def _clean(geom: BaseGeometry, where: str, notes: list[str]) -> BaseGeometry | N
     ):
         poly = polygonal_part(geom)
         if poly is not None:
-            if len(geom.geoms) and any(not isinstance(g, (Polygon, MultiPolygon)) for g in geom.geoms):
+            if any(not isinstance(g, (Polygon, MultiPolygon)) for g in _leaves(geom)):
                 notes.append(f"{where}: GeometryCollection: kept its polygons, dropped points/lines")
             return poly
         return geom if not geom.is_empty else None
@@ -224,6 +237,11 @@ def _classification(c: Any, where: str) -> tuple[str | None, tuple[int, int, int
     if isinstance(c.get("names"), list) and c["names"]:
         return ": ".join(str(n) for n in c["names"]), color
     name = c.get("name")
+    if isinstance(name, list) and name and all(isinstance(n, str) and n.strip() for n in name):
+        name = ": ".join(n.strip() for n in name)  # ["Tumor", "Positive"]: a derived class as parts
+    elif name is not None and not isinstance(name, str):
+        raise InvalidGeoJSONError(f"{where}: classification name {json.dumps(name)[:60]} is not a class name; "
+                                  'write it as "name": "Tumor" (or "names": ["Tumor", "Positive"])')
     if isinstance(c.get("parentClass"), dict):  # 0.2/0.3 derived class
         parent, _ = _classification(c["parentClass"], where)
         if parent and isinstance(name, str):
@@ -349,6 +367,10 @@ def _collect(el: Any, where: str, notes: list[str], out: list[QPObject], depth: 
         notes.append(f"{where}: skipped (not a Feature, FeatureCollection or geometry)")
 
 
+#: What to do about GeoJSON QuPath would not read.
+_EXPORT_AGAIN = "export the objects from QuPath again (File > Export objects as GeoJSON)"
+
+
 def read_geojson(src: Any, *, report: list[str] | None = None) -> list[QPObject]:
     """Read QuPath (0.2–0.6) GeoJSON from a path, JSON text, or parsed JSON.
 
@@ -367,6 +389,10 @@ def read_geojson(src: Any, *, report: list[str] | None = None) -> list[QPObject]
     try:
         _collect(data, where, notes, out)
     except RecursionError as err:
-        raise InvalidGeoJSONError(f"{where}: nested too deeply to be QuPath GeoJSON") from err
+        raise InvalidGeoJSONError(f"{where}: nested too deeply to be QuPath GeoJSON; {_EXPORT_AGAIN}") from err
+    except InvalidGeoJSONError as err:
+        if "; " in str(err):
+            raise
+        raise InvalidGeoJSONError(f"{err}; {_EXPORT_AGAIN}") from err  # a structural problem: what to do
     pass_on_notes(notes, report, log)
     return out

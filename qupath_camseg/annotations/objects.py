@@ -107,16 +107,24 @@ def default_class_color(name: str) -> tuple[int, int, int]:
 
 
 def polygonal_part(geom: BaseGeometry) -> Polygon | MultiPolygon | None:
-    """The valid polygonal part of ``geom`` (``make_valid``, lines/points dropped); None if empty."""
+    """The valid polygonal part of ``geom`` (``make_valid``, lines/points dropped, collections
+    inside collections flattened); None if empty."""
     if geom is None or geom.is_empty:
         return None
     if not geom.is_valid:
         geom = shapely.make_valid(geom)
     if isinstance(geom, GeometryCollection):
-        polys = [g for g in geom.geoms if isinstance(g, (Polygon, MultiPolygon)) and not g.is_empty]
+        polys, stack = [], list(geom.geoms)
+        while stack:  # iterative: a crafted file may nest collections deeply
+            g = stack.pop()
+            if isinstance(g, (Polygon, MultiPolygon)) and not g.is_empty:
+                polys.append(g if g.is_valid else shapely.make_valid(g))
+            elif isinstance(g, GeometryCollection):
+                stack.extend(g.geoms)
         if not polys:
             return None
-        geom = shapely.union_all(polys)
+        geom = polygonal_part(shapely.union_all(polys)) if len(polys) > 1 else polygonal_part(polys[0])
+        return geom
     if not isinstance(geom, (Polygon, MultiPolygon)) or geom.is_empty or geom.area <= 0:
         return None
     return geom

@@ -7,7 +7,8 @@ their function bodies, so ``qcamseg --help`` is instant and never starts a JVM.
 :func:`main` is callable from Python (``main(["predict", ...]) -> int``). Errors the user can fix
 (:class:`~qupath_camseg.errors.CamsegError`), usage errors and operating-system errors
 (unreadable files, full disk) print one line ``error: ...`` on stderr and exit 2; ``--debug``
-shows the traceback instead. Anything else is a bug and keeps its traceback.
+shows the traceback before that line (same exit code). Anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import errno
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 import click
@@ -77,6 +79,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # tifffile logs what it cannot read (a truncated slide) as ERROR before our own one-line error
+    # says the same with the fix; its records are for --debug
+    logging.getLogger("tifffile").setLevel(logging.DEBUG if debug else logging.CRITICAL)
 
 
 def _click_message(err: click.ClickException) -> str:
@@ -120,8 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as err:
         return err.exit_code
     except CamsegError as err:
-        if debug:
-            raise
+        if debug:  # the traceback first; the exit code stays the same (scripts check it)
+            traceback.print_exc()
         click.echo(f"error: {err}", err=True)
         return err.exit_code
     except KeyboardInterrupt:
@@ -129,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except OSError as err:  # the machine, not a bug: unreadable input, full disk, permissions
         if debug:
-            raise
+            traceback.print_exc()
         click.echo(f"error: {_os_message(err)}", err=True)
         return 2
     return rv if isinstance(rv, int) else 0

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from qupath_camseg.cli._options import images_option, mpp_override_option
+from qupath_camseg.cli._options import FiniteFloat, door_option, images_option, mpp_override_option
 
 if TYPE_CHECKING:
     from qupath_camseg.evaluate import ProjectEvaluation
@@ -67,21 +67,22 @@ def _report_text(ev: ProjectEvaluation) -> str:
               help="Where to write the JSON report [default: PROJECT/camseg/reports/evaluation.json].")
 @click.option("--froc-plot", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Where to draw the FROC curve [default: PROJECT/camseg/reports/froc.png].")
-@click.option("--dice-mpp", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+@click.option("--dice-mpp", type=FiniteFloat(min=0, min_open=True), default=2.0, show_default=True,
               help="Pixel size (µm/px) at which predicted and true regions are compared.")
-@click.option("--eval-downsample", type=click.FloatRange(min=1), default=None,
+@click.option("--eval-downsample", type=FiniteFloat(min=1), default=None,
               help="Downsample of the FROC evaluation mask [default: the power of two nearest "
                    "7.8 µm/px, Camelyon16's level 5].")
-@click.option("--detection-threshold", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+@click.option("--detection-threshold", type=FiniteFloat(0, 1), default=0.1, show_default=True,
               help="Lowest heatmap probability that can become a lesion detection.")
-@click.option("--nms-radius-um", type=click.FloatRange(min=0, min_open=True), default=200.0,
+@click.option("--nms-radius-um", type=FiniteFloat(min=0, min_open=True), default=200.0,
               show_default=True, help="Detections closer than this (µm) are merged (non-maximum suppression).")
 @click.option("--include-itcs", is_flag=True,
               help="Count isolated tumour cells (< 200 µm) as lesions (Camelyon16 ignores them).")
+@door_option
 def evaluate(project: Path, predictions_dir: Path | None, heatmaps_dir: Path | None, images: tuple[str, ...],
              slide_mpp: float | None, json_out: Path | None, froc_plot: Path | None, dice_mpp: float,
              eval_downsample: float | None, detection_threshold: float, nms_radius_um: float,
-             include_itcs: bool) -> None:
+             include_itcs: bool, door: str) -> None:
     """Score predictions against the project's Tumor annotations.
 
     Per image: pixel Dice and IoU, lesion detections hit and false positives. Overall: pooled
@@ -97,7 +98,10 @@ def evaluate(project: Path, predictions_dir: Path | None, heatmaps_dir: Path | N
         project, predictions_dir=predictions_dir, heatmaps_dir=heatmaps_dir, images=images,
         slide_mpp=slide_mpp, eval_downsample=eval_downsample, dice_mpp=dice_mpp,
         detection_threshold=detection_threshold, nms_radius_um=nms_radius_um, include_itcs=include_itcs,
+        door=door,  # type: ignore[arg-type]
     )
+    counts = ", ".join(f"{s.image_name} {s.n_annotations}" for s in ev.slides)
+    click.echo(f"ground truth read through the {ev.door} door (annotations per image: {counts})", err=True)
     for name, reason in ev.skipped:
         click.echo(f"skipped {name}: {reason}", err=True)
     for note in ev.warnings:
@@ -129,7 +133,7 @@ def _parse_region(text: str | None) -> tuple[float, float, float, float] | None:
         vals = tuple(float(v) for v in text.split(","))
     except ValueError:
         vals = ()
-    if len(vals) != 4 or vals[2] <= 0 or vals[3] <= 0:
+    if len(vals) != 4 or not all(math.isfinite(v) for v in vals) or vals[2] <= 0 or vals[3] <= 0:
         raise click.BadParameter(f"{text!r} is not x,y,width,height in level-0 pixels (e.g. 1000,2000,4096,4096)",
                                  param_hint="--region")
     return vals  # type: ignore[return-value]
@@ -150,9 +154,10 @@ def _parse_region(text: str | None) -> tuple[float, float, float, float] | None:
 @click.option("--heatmaps", "heatmaps_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder of <entryID>.tif probability maps [default: PROJECT/camseg/heatmaps].")
 @mpp_override_option
+@door_option
 def figure(project: Path, image: str | None, out: Path | None, region: str | None, no_heatmap: bool,
            training_log: Path | None, predictions_dir: Path | None, heatmaps_dir: Path | None,
-           slide_mpp: float | None) -> None:
+           slide_mpp: float | None, door: str) -> None:
     """Draw a slide with its ground truth (blue, left) beside the prediction (right), titled with
     the Dice; or, with --training-log, a model's training curve.
 
@@ -178,8 +183,12 @@ def figure(project: Path, image: str | None, out: Path | None, region: str | Non
     if image is not None:
         from qupath_camseg.evaluate import project_seed_figure
 
+        notes: list[str] = []
         png, dice = project_seed_figure(
             project, image, out=out, region_px=_parse_region(region), predictions_dir=predictions_dir,
             heatmaps_dir=heatmaps_dir, slide_mpp=slide_mpp, use_heatmap=not no_heatmap,
+            door=door, notes=notes,  # type: ignore[arg-type]
         )
+        for note in notes:
+            click.echo(note, err=True)
         click.echo(f"figure: {png} (Dice {_fmt(dice)})")

@@ -7,6 +7,7 @@ UTF-8, flushed after each line; every object has ``"event"`` and, except for a g
     {"event": "start",    "image": str, "tiles": int, "resumed": bool}     tiles to compute now
     {"event": "progress", "image": str, "done": int, "total": int, "tiles_per_s": float}
     {"event": "note",     "image": str, "message": str}                     e.g. resampling, resume
+    {"event": "warning",  "image": str, "message": str}                     e.g. no tissue: nothing predicted
     {"event": "skip",     "image": str, "reason": str, "outputs": {...}}    already finished
     {"event": "done",     "image": str, "outputs": {"geojson": path, "heatmap": path, "report": path}}
     {"event": "error",    "message": str[, "image": str]}                   one line, then exit 2
@@ -34,7 +35,9 @@ from typing import Any
 import click
 
 from qupath_camseg.cli._options import (
+    FiniteFloat,
     device_option,
+    door_option,
     images_option,
     mpp_override_option,
     overwrite_option,
@@ -71,6 +74,9 @@ class _Reporter:
                 self._write(line)
             else:  # at the end, and only if it is not the single error that ends the run
                 self.failures.append(line)
+            return
+        if kind == "warning":  # shown in every mode: the run produced less than asked
+            self._write(f"{self.prefix}warning: {event.get('image')}: {event.get('message')}")
             return
         if self.mode == "none":
             return
@@ -119,7 +125,7 @@ class _Reporter:
               help="Predict only inside the polygons of this GeoJSON or ASAP XML file (level-0 px).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output folder for a bare slide [default: camseg/ beside the slide]; projects use <project>/camseg/.")
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+@click.option("--threshold", type=FiniteFloat(0, 1, min_open=True), default=0.5, show_default=True,
               help="Probability at or above which a pixel counts as tumour in the annotations.")
 @device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Tiles per forward pass.")
@@ -132,7 +138,7 @@ class _Reporter:
 @click.option("--progress", "progress_mode", type=click.Choice(["bar", "jsonl", "none"]), default="bar",
               show_default=True, help="bar: tqdm on stderr; jsonl: one JSON event per line on stdout.")
 @mpp_override_option
-@click.option("--overlap", type=click.FloatRange(0, 0.5, max_open=True), default=0.25, show_default=True,
+@click.option("--overlap", type=FiniteFloat(0, 0.5, max_open=True), default=0.25, show_default=True,
               help="Fraction by which neighbouring tiles overlap (blended with a smooth window).")
 @click.option("--compile", "compile_model", is_flag=True,
               help="Compile the network (torch.compile): the first batch takes tens of seconds (cached on disk "
@@ -145,10 +151,11 @@ class _Reporter:
 @click.option("--stain-norm", type=click.Choice(["model", "none"]), default="model", show_default=True,
               help="model: normalise each slide's stains to the model's reference when it was trained with "
                    "--stain-norm; none: never.")
+@door_option
 def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | None, out_dir: Path | None,
             threshold: float, device: str, batch_size: int, workers: int | None, readers: str, overwrite: bool, progress_mode: str,
             slide_mpp: float | None, overlap: float, compile_model: bool, no_tissue_mask: bool, no_project_write: bool,
-            chunk_px: int, stain_norm: str) -> None:
+            chunk_px: int, stain_norm: str, door: str) -> None:
     """Tumour probability maps, tile measurements and tumour outlines for whole slides.
 
     PROJECT_OR_SLIDE is a QuPath project (folder or project.qpproj) or one slide file. Results go
@@ -157,6 +164,7 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
     A rerun skips finished images and resumes interrupted ones; --overwrite starts afresh.
     """
     from qupath_camseg._dist import env_rank
+    from qupath_camseg._io import no_link
     from qupath_camseg.errors import CamsegError, SlideNotFoundError
     from qupath_camseg.model import load_model
     from qupath_camseg.predict import PredictOptions, predict_project, predict_slide
@@ -178,12 +186,13 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
                 raise click.BadParameter("is for bare slides; a project's results go to <project>/camseg/",
                                          param_hint="--out")
             results = predict_project(target, model, images=images, options=opts,
-                                      project_write=not no_project_write, progress=report)
+                                      project_write=not no_project_write, progress=report, door=door)
         else:
             if images:
                 raise click.BadParameter("selects images of a project, but the target is a slide file",
                                          param_hint="--images")
-            out = out_dir if out_dir is not None else target.parent / "camseg"
+            # a camseg/ link beside a slide is refused (a folder of slides from elsewhere); --out is yours
+            out = out_dir if out_dir is not None else no_link(target.parent / "camseg")
             # one slide is not split between torchrun processes: rank 0 predicts it
             results = [predict_slide(target, model, out, options=opts, progress=report)] if rank == 0 else []
     except CamsegError as err:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from qupath_camseg.cli._options import mpp_type
+
 if TYPE_CHECKING:
     from qupath_camseg.annotations import QPObject
     from qupath_camseg.qupath import ProjectEntry
@@ -29,7 +31,7 @@ _DOOR = click.option(
 @click.option("--width", type=click.IntRange(min=256), default=8192, show_default=True, help="Slide width, level-0 px.")
 @click.option("--height", type=click.IntRange(min=256), default=8192, show_default=True, help="Slide height, level-0 px.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same project).")
-@click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=0.25, show_default=True,
+@click.option("--mpp", type=mpp_type(), default=0.25, show_default=True,
               help="Level-0 pixel size, µm/px.")
 @click.option("--negatives", type=click.IntRange(min=0), default=0, show_default=True,
               help="How many of the slides are tumour-free (normal_NNN.tif).")

@@ -10,9 +10,12 @@ import click
 
 from qupath_camseg._dist import env_rank
 from qupath_camseg.cli._options import (
+    FiniteFloat,
     device_option,
+    door_option,
     images_option,
     mpp_override_option,
+    mpp_type,
     seed_option,
 )
 
@@ -38,7 +41,7 @@ def _split_names(values: tuple[str, ...]) -> tuple[str, ...]:
 )
 @click.option(
     "--mpp",
-    type=click.FloatRange(min=0, min_open=True),
+    type=mpp_type(),
     default=None,
     help="Pixel size the model works at, µm/px [default: 0.5].",
 )
@@ -66,7 +69,7 @@ def _split_names(values: tuple[str, ...]) -> tuple[str, ...]:
 )
 @click.option(
     "--lr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, max=10, min_open=True),
     default=None,
     help="Peak learning rate (AdamW, cosine decay) [default: 1e-3; scale with the total batch].",
 )
@@ -142,6 +145,7 @@ def _split_names(values: tuple[str, ...]) -> tuple[str, ...]:
     help="macenko: normalise every slide's H&E stains to a reference fitted on the training slides "
     "(stored in the model; predict follows it). For slides from several labs or scanners [default: none].",
 )
+@door_option
 def train(
     project: Path,
     out_dir: Path | None,
@@ -170,6 +174,7 @@ def train(
     slide_mpp: float | None,
     quiet: bool,
     stain_norm: str | None,
+    door: str,
 ) -> None:
     """Train a segmentation model on PROJECT's annotations (a QuPath project folder or .qpproj).
 
@@ -195,13 +200,13 @@ def train(
         checkpoint_every_steps=checkpoint_steps, device=device, amp=amp, seed=seed,
         classes=_split_names(classes) if classes else None, val_images=tuple(val_images) or None,
         images=tuple(images) or None, include_unannotated=include_unannotated or None,
-        arch=_arch(arch, width=width, depth=depth, encoder=encoder), stain_norm=stain_norm,
+        arch=_arch(arch, width=width, depth=depth, encoder=encoder), stain_norm=stain_norm, door=door,
     )
     rank, world_size, _ = env_rank()
     if out_dir is None and not resume and world_size == 1:  # torchrun: rank 0 picks the folder
         out_dir = default_out_dir(project)
     try:
-        result = run_train(project, out_dir, config, resume=resume, progress=not quiet)
+        result = run_train(project, out_dir, config, resume=resume, progress=not quiet, on_data=_say_data)
     except KeyboardInterrupt:
         where = f" --out {out_dir}" if out_dir is not None else ""
         click.echo(
@@ -210,6 +215,12 @@ def train(
         raise click.exceptions.Exit(130) from None
     if rank == 0:
         _report(project, result)
+
+
+def _say_data(data: Any) -> None:
+    """Which door the annotations came through, and how many per image (before the first step)."""
+    counts = ", ".join(f"{name} {n}" for name, n in data.annotations.items())
+    click.echo(f"annotations read through the {data.door} door ({counts})", err=True)
 
 
 def _arch(name: str | None, *, width: int | None, depth: int | None, encoder: str | None) -> dict[str, Any] | None:

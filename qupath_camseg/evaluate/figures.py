@@ -208,7 +208,7 @@ def read_history(path: str | os.PathLike[str]) -> list[dict[str, float]]:
     p = Path(path)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise ModelBundleError(f"cannot read training history {p}: {err}; point to the model's metrics.json") from err
     if isinstance(data, Mapping):
         data = data.get("history", data.get("epochs"))

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from qupath_camseg._io import entry_file
 from qupath_camseg.annotations import read_geojson
 from qupath_camseg.errors import InvalidGeoJSONError, ProjectError
 from qupath_camseg.evaluate._json import json_float
@@ -47,7 +48,7 @@ from qupath_camseg.evaluate.sources import (
     prediction_dirs,
     tumor_geometries,
 )
-from qupath_camseg.qupath import open_project
+from qupath_camseg.qupath import Door, open_project
 from qupath_camseg.wsi import open_slide, read_heatmap
 
 if TYPE_CHECKING:
@@ -71,11 +72,13 @@ class SlideEvaluation:
     detections: list[Detection]
     slide_score: float
     sources: list[str]
+    n_annotations: int = 0  # the user's objects read for this image (its ground truth)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN → None)."""
         return {
             "entry_id": self.entry_id, "image": self.image_name, "has_tumor": self.has_tumor,
+            "n_annotations": self.n_annotations,
             "n_lesions": self.n_lesions, "n_itc": self.n_itc,
             **{k: json_float(v) for k, v in self.pixels.scores().items()},
             "pixels": {"tp": self.pixels.tp, "fp": self.pixels.fp, "fn": self.pixels.fn, "tn": self.pixels.tn},
@@ -98,6 +101,7 @@ class ProjectEvaluation:
     settings: dict[str, Any]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    door: str = "files"  # how the ground truth was read: "files" (camseg/annotations/) or "paquo"
 
     @property
     def mean_dice(self) -> float:
@@ -113,7 +117,7 @@ class ProjectEvaluation:
                        n_tumor_slides=sum(s.has_tumor for s in self.slides), n_lesions=self.froc.n_lesions)
         return {"overall": overall, "froc": self.froc.to_dict(), "slides": [s.to_dict() for s in self.slides],
                 "skipped": [{"image": n, "reason": r} for n, r in self.skipped], "warnings": list(self.warnings),
-                "settings": self.settings}
+                "settings": self.settings, "door": self.door}
 
 
 @dataclass(frozen=True)
@@ -156,13 +160,15 @@ def evaluate_project(
     nms_radius_um: float = 200.0,
     include_itcs: bool = False,
     tumor_classes: Sequence[str] = TUMOR_CLASS_NAMES,
+    door: Door = "auto",
 ) -> ProjectEvaluation:
     """Evaluate every entry (or ``images``: names or entry IDs) that has predictions.
 
     ``dice_mpp``: pixel size (µm/px) at which regions are compared (never finer than the slide);
     ``eval_downsample``: FROC mask downsample (default ≈ 7.8 µm/px, see
     :func:`~qupath_camseg.evaluate.lesion_mask.default_eval_downsample`); ``detection_threshold`` /
-    ``nms_radius_um``: heatmap → detections. Raises :class:`ProjectError` when no entry has
+    ``nms_radius_um``: heatmap → detections; ``door``: how the ground truth is read (see
+    :func:`~qupath_camseg.qupath.open_project`). Raises :class:`ProjectError` when no entry has
     predictions.
     """
     scoring = _Scoring(tuple(c.lower() for c in tumor_classes), slide_mpp, eval_downsample, dice_mpp,
@@ -170,11 +176,12 @@ def evaluate_project(
     slides: list[SlideEvaluation] = []
     skipped: list[tuple[str, str]] = []
     warnings: list[str] = []
-    with open_project(project_path, "r") as project:
+    with open_project(project_path, "r", door=door) as project:
+        used_door = project.door
         pred_dir, heat_dir = prediction_dirs(project, predictions_dir, heatmaps_dir)
         for entry in _chosen_entries(project, project_path, images):
-            pred_file = pred_dir / f"{entry.entry_id}.geojson"
-            heat_file = heat_dir / f"{entry.entry_id}.tif"
+            pred_file = entry_file(pred_dir, "", entry.entry_id, ".geojson")
+            heat_file = entry_file(heat_dir, "", entry.entry_id, ".tif")
             if not pred_file.is_file() and not heat_file.is_file():
                 skipped.append((entry.image_name, f"no {pred_file.name} in {pred_dir} and no heatmap"))
                 continue
@@ -184,7 +191,9 @@ def evaluate_project(
             f"no predictions for {'the chosen images' if images else 'any image'} of {project_path} "
             f"(looked in {pred_dir} and {heat_dir}); run `qcamseg predict PROJECT --model MODEL` first"
         )
-    return _summarise(slides, scoring, (pred_dir, heat_dir), skipped, warnings)
+    evaluation = _summarise(slides, scoring, (pred_dir, heat_dir), skipped, warnings)
+    evaluation.door = used_door
+    return evaluation
 
 
 def _chosen_entries(project: FileProject | PaquoProject, project_path: str | os.PathLike[str],
@@ -221,7 +230,7 @@ def _evaluate_slide(project: FileProject | PaquoProject, entry: ProjectEntry, pr
                                          include_itcs=scoring.include_itcs) if truth else None
     lesions = match_detections(dets, mask, name=entry.image_name)
     return SlideEvaluation(entry.entry_id, entry.image_name, bool(truth), lesions.n_lesions, lesions.n_itc,
-                           pixels, lesions, dets, score, pred.sources)
+                           pixels, lesions, dets, score, pred.sources, len(user_objs))
 
 
 def _read_predictions(pred_file: Path, heat_file: Path, size: tuple[int, int], mpp: float,

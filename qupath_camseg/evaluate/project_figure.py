@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from shapely.geometry import box as shapely_box
 
+from qupath_camseg._io import entry_file, path_inside
 from qupath_camseg.annotations import read_geojson
 from qupath_camseg.errors import InvalidSettingsError
 from qupath_camseg.evaluate.figures import save_figure, seed_figure
@@ -27,7 +28,7 @@ from qupath_camseg.evaluate.sources import (
     prediction_dirs,
     tumor_geometries,
 )
-from qupath_camseg.qupath import open_project
+from qupath_camseg.qupath import Door, open_project
 from qupath_camseg.wsi import open_slide, read_heatmap
 
 __all__ = ["project_seed_figure"]
@@ -59,21 +60,29 @@ def project_seed_figure(
     max_side_px: int = 1600,
     use_heatmap: bool = True,
     tumor_classes: Sequence[str] = TUMOR_CLASS_NAMES,
+    door: Door = "auto",
+    notes: list[str] | None = None,
 ) -> tuple[Path, float]:
     """Draw the seed figure of one project image (whole slide or ``region_px``, level 0) and
     return ``(png path, Dice)``. Default output ``<project>/camseg/reports/figure_<entryID>.png``.
 
     Right panel: the heatmap (with a colour bar) when one exists and ``use_heatmap``, and the
-    predicted regions. The title gives the image name and the Dice of the shown area.
+    predicted regions. The title gives the image name and the Dice of the shown area. ``door``:
+    how the ground truth is read; ``notes`` receives a line saying which door and how many objects.
     """
     wanted = tuple(c.lower() for c in tumor_classes)
-    with open_project(project_path, "r") as project:
+    with open_project(project_path, "r", door=door) as project:
         entry = project.entry(image)
         pred_dir, heat_dir = prediction_dirs(project, predictions_dir, heatmaps_dir)
-        pred_file, heat_file = pred_dir / f"{entry.entry_id}.geojson", heat_dir / f"{entry.entry_id}.tif"
-        truth = tumor_geometries(project.read_annotations(entry), wanted, ours=False)
+        pred_file = entry_file(pred_dir, "", entry.entry_id, ".geojson")
+        heat_file = entry_file(heat_dir, "", entry.entry_id, ".tif")
+        user_objs = project.read_annotations(entry)
+        if notes is not None:
+            notes.append(f"ground truth: {len(user_objs)} annotation(s) of {entry.image_name} read through the "
+                         f"{project.door} door")
+        truth = tumor_geometries(user_objs, wanted, ours=False)
         pred = tumor_geometries(read_geojson(pred_file), wanted, ours=None) if pred_file.is_file() else []
-        out_path = Path(out) if out else project.camseg_dir / "reports" / f"figure_{entry.entry_id}.png"
+        out_path = Path(out) if out else path_inside(project.camseg_dir, "reports", f"figure_{entry.entry_id}.png")
         view = _read_view(project.image_path(entry), region_px, slide_mpp=slide_mpp, max_side_px=max_side_px)
         if region_px is not None:  # only what the region shows (counts, Dice, drawing)
             truth, pred = _visible(truth, view.box), _visible(pred, view.box)
@@ -103,13 +112,23 @@ def _read_view(image_path: Path, region_px: _Box | None, *, slide_mpp: float | N
         if region_px is None:
             box: _Box = (0.0, 0.0, float(size[0]), float(size[1]))
         else:
-            box = tuple(float(v) for v in region_px)  # type: ignore[assignment]
-            if box[2] <= 0 or box[3] <= 0:
-                raise InvalidSettingsError(
-                    f"--region {region_px} needs a positive width and height (x,y,w,h in level-0 px)")
+            box = _on_slide(tuple(float(v) for v in region_px), size, image_path)  # type: ignore[arg-type]
         target = max(mpp, max(box[2], box[3]) * mpp / max_side_px)
         rgb = slide.read_region_mpp(box, target)
     return _View(rgb, box, mpp, size, target)
+
+
+def _on_slide(region: _Box, size: tuple[int, int], image_path: Path) -> _Box:
+    """The part of ``region`` (x, y, w, h, level-0 px) on the slide of ``size``;
+    :class:`InvalidSettingsError` for an empty region or one wholly off the slide."""
+    x, y, w, h = region
+    if not (w > 0 and h > 0):
+        raise InvalidSettingsError(f"--region {region} needs a positive width and height (x,y,w,h in level-0 px)")
+    x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, float(size[0])), min(y + h, float(size[1]))
+    if x1 <= x0 or y1 <= y0:
+        raise InvalidSettingsError(f"--region {tuple(int(v) for v in region)} lies outside {image_path.name} "
+                                   f"({size[0]}x{size[1]} level-0 px); give x,y,width,height inside the slide")
+    return (x0, y0, x1 - x0, y1 - y0)
 
 
 def _visible(geoms: list[Region], box: _Box) -> list[Region]:

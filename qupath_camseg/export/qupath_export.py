@@ -35,7 +35,10 @@ from qupath_camseg._io import (
     atomic_write_text,
     backup_file,
     file_lock,
+    no_link,
+    path_inside,
 )
+from qupath_camseg._runtime import require_memory
 from qupath_camseg.errors import (
     ModelBundleError,
     OutputNotWritableError,
@@ -50,7 +53,7 @@ from qupath_camseg.export.onnx import (
 )
 from qupath_camseg.export.pixel_classifier import build_pixel_classifier, set_model_uri
 from qupath_camseg.export.pixel_classifier_check import validate_pixel_classifier
-from qupath_camseg.model import load_bundle
+from qupath_camseg.model import forward_bytes, load_bundle
 
 __all__ = [
     "CLASSIFIER_DIR",
@@ -167,6 +170,9 @@ def export_qupath(
     cname = _classifier_name(model_dir, name)
     tile = int(tile_px or config.tile_px)
     pad, input_px = _sizes(tile, padding_px, config.input_multiple, explicit_padding=padding_px is not None)
+    # tracing, the ONNX parity check and onnxruntime each hold a forward pass
+    require_memory(3 * forward_bytes(config, input_px), what=f"exporting at {input_px} px per tile (--tile-px {tile})",
+                   fix="choose a smaller --tile-px (QuPath tiles are typically 256-1024 px)")
     out = Path(out_dir) if out_dir is not None else model_dir / "qupath"
     _prepare_out(out, overwrite=overwrite)
     result = QuPathExport(out.resolve(), cname, config.mpp, tile, pad, input_px, [dict(c) for c in config.classes])
@@ -291,7 +297,9 @@ def install_into_project(
     Raises :class:`ProjectError` if a classifier of the same name exists and ``overwrite`` is false.
     """
     folder = project_folder(project).resolve()
-    dest = folder / CLASSIFIER_DIR
+    no_link(folder / "classifiers")
+    no_link(folder / "camseg")
+    dest = path_inside(folder, *CLASSIFIER_DIR.parts)  # a crafted project's links cannot send the files elsewhere
     plan: list[tuple[str, Path, Path, Path]] = []  # (key, model src, model dest, json dest)
     if "opencv" in export.classifiers and export.onnx:
         plan.append(("opencv", export.onnx, dest / f"{export.name}.onnx", dest / f"{export.name}.json"))

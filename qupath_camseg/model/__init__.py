@@ -11,6 +11,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "bundle": ["CONFIG_NAME", "ModelConfig", "WEIGHTS_NAME", "load_bundle", "read_model_config", "save_bundle"],
         "loaded": ["LoadedModel", "compile_model", "load_model"],
+        "memory": ["forward_bytes"],
         "networks": ["DEFAULT_ARCH", "IMAGENET_MEAN", "IMAGENET_STD", "UNet", "build_model", "check_input_size", "input_multiple", "normalize_arch"],
     },
 )

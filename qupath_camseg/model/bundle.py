@@ -14,6 +14,7 @@ with a ``model.json`` always has matching weights. ``load_bundle`` never unpickl
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -132,12 +133,13 @@ class ModelConfig:
                 f"{source} lacks {', '.join(missing)}; the model folder is incomplete, retrain or re-export it"
             )
         mpp, tile_px = data["mpp"], data["tile_px"]
-        if isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not mpp > 0:
-            raise ModelBundleError(f"{source}: mpp must be a positive number (µm/px), not {mpp!r}")
+        restore = "restore model.json from the training output (or retrain)"
+        if isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not (mpp > 0 and math.isfinite(mpp)):
+            raise ModelBundleError(f"{source}: mpp must be a positive number (µm/px), not {mpp!r}; {restore}")
         if isinstance(tile_px, bool) or not isinstance(tile_px, int) or tile_px < 1:
-            raise ModelBundleError(f"{source}: tile_px must be a positive integer, not {tile_px!r}")
+            raise ModelBundleError(f"{source}: tile_px must be a positive integer, not {tile_px!r}; {restore}")
         if not isinstance(data["arch"], dict) or not isinstance(data["classes"], list) or not data["classes"]:
-            raise ModelBundleError(f"{source}: arch must be an object and classes a non-empty list")
+            raise ModelBundleError(f"{source}: arch must be an object and classes a non-empty list; {restore}")
         try:
             return cls(
                 arch=data["arch"],
@@ -196,6 +198,9 @@ def read_model_config(model_dir: str | os.PathLike[str]) -> ModelConfig:
         raise ModelBundleError(
             f"{path} is not valid JSON ({err.msg} at line {err.lineno}); retrain or restore the model folder"
         ) from err
+    except (RecursionError, UnicodeDecodeError) as err:  # a crafted file: nested thousands deep, or binary
+        raise ModelBundleError(f"{path} is not a model.json ({type(err).__name__}); retrain or restore the model "
+                               "folder") from err
     except OSError as err:
         raise ModelBundleError(f"cannot read {path}: {err.strerror}") from err
     return ModelConfig.from_json(data, source=str(path))
@@ -251,15 +256,22 @@ def load_bundle(
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
         raise ModelBundleError(
-            f"{weights} is not a valid safetensors file ({err}); qcamseg loads safetensors only, never pickles"
+            f"{weights} is not a valid safetensors file ({err}); qcamseg loads safetensors only, never pickles - "
+            "use a model folder written by qcamseg train"
         ) from err
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # such a model predicts nothing ("0 tumour regions") without saying why
+        raise ModelBundleError(
+            f"{weights} holds NaN or infinite weights ({len(bad)} tensors, e.g. {bad[0]}): training diverged or the "
+            "file was damaged; retrain, or use the model folder of an earlier run")
     model = build_model(config.arch, pretrained=False)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ModelBundleError(
-            f"{weights} does not match the architecture in {CONFIG_NAME} ({first}); the folder mixes two models"
+            f"{weights} does not match the architecture in {CONFIG_NAME} ({first}); the folder mixes two models - "
+            "use the model.json that came with these weights, or retrain"
         ) from err
     model.eval()
     return model.to(device), config

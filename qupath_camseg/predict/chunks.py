@@ -146,7 +146,7 @@ class ChunkStore:
         if meta_path.is_file():
             try:
                 old = json.loads(meta_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 old = None
         self.resumed = old == meta and not overwrite
         if not self.resumed:

@@ -24,6 +24,7 @@ import numpy.typing as npt
 import torch
 from shapely.geometry.base import BaseGeometry
 
+from qupath_camseg._runtime import mp_context
 from qupath_camseg.errors import CamsegError, SlideReadError
 from qupath_camseg.model import LoadedModel
 from qupath_camseg.predict.blending import BandWriter, StripeAccumulator, blend_window
@@ -170,7 +171,8 @@ class _TileSource:
             # per worker in flight bound the shared memory (16 workers × 2 × 32 tiles of 0.75 MB ≈ 0.8 GB)
             self._loader = iter(torch.utils.data.DataLoader(
                 TileBatches(reader_args, [b for s in stripes for b in s.batches]), batch_size=None, shuffle=False,
-                num_workers=workers, pin_memory=cuda, prefetch_factor=PREFETCH_BATCHES))
+                num_workers=workers, pin_memory=cuda, prefetch_factor=PREFETCH_BATCHES,
+                multiprocessing_context=mp_context()))
         else:
             self._reader = TileReader(*reader_args)
             self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="qcamseg-read")

@@ -15,6 +15,7 @@ __all__ = ["PredictOptions", "PredictResult", "Progress", "ProgressEvent", "no_p
 #:     {"event": "start",    "image": str, "tiles": int, "resumed": bool}     tiles to compute now
 #:     {"event": "progress", "image": str, "done": int, "total": int, "tiles_per_s": float}
 #:     {"event": "note",     "image": str, "message": str}                     e.g. resampling
+#:     {"event": "warning",  "image": str, "message": str}                     e.g. no tissue: nothing predicted
 #:     {"event": "skip",     "image": str, "reason": str, "outputs": {name: path}}
 #:     {"event": "done",     "image": str, "outputs": {"geojson": path, "heatmap": path, "report": path}}
 #:     {"event": "error",    "image": str, "message": str}                     (projects: one image failed)

@@ -17,11 +17,13 @@ from pathlib import Path
 import torch
 
 from qupath_camseg._dist import Dist, env_rank, shard_by_weight
+from qupath_camseg._io import entry_file
 from qupath_camseg.annotations import QPObject, read_geojson
-from qupath_camseg.errors import CamsegError, ImagesFailedError, ProjectError
+from qupath_camseg.errors import CamsegError, ImagesFailedError, ProjectError, QuPathNotFoundError
 from qupath_camseg.model import LoadedModel, compile_model, load_model
 from qupath_camseg.predict.options import PredictOptions, PredictResult, Progress, no_progress
 from qupath_camseg.predict.report import read_report
+from qupath_camseg.predict.run_lock import run_lock
 from qupath_camseg.predict.slide import predict_slide
 from qupath_camseg.qupath import ProjectEntry, find_qupath_installation, open_project
 
@@ -55,6 +57,7 @@ class _Outcomes:
 def predict_project(
     project_path: str | Path, model: LoadedModel | str | Path, *, images: Sequence[str] = (),
     options: PredictOptions | None = None, project_write: bool = True, progress: Progress | None = None,
+    door: str = "auto",
 ) -> list[PredictResult]:
     """Predict the images of a QuPath project (all, or ``images`` by name or entry ID).
 
@@ -69,7 +72,39 @@ def predict_project(
     own (every file atomically). The ranks meet once at the end (gloo): rank 0 then writes the new
     results into the project hierarchy (a single writer, so the project lock never sees two),
     returns the results of all images and raises the summary error; the others return their own.
+    The project's lock is held from the start to the end (a second predict or an import stops at
+    once). ``door``: where the objects go besides ``camseg/``: ``"auto"`` (into the hierarchy
+    when QuPath is installed), ``"files"`` (``camseg/`` only) or ``"paquo"`` (into the hierarchy;
+    :class:`QuPathNotFoundError` at once without QuPath).
     """
+    folder = Path(project_path).parent if Path(project_path).suffix == ".qpproj" else Path(project_path)
+    if door not in ("auto", "files", "paquo"):
+        raise ValueError(f"door must be 'auto', 'files' or 'paquo', not {door!r}")
+    with run_lock(folder / "camseg", what=f"QuPath project {folder}"):
+        write = _write_door(door, project_write, progress or no_progress)
+        return _predict_project(project_path, model, images, options, write, progress)
+
+
+def _write_door(door: str, project_write: bool, emit: Progress) -> bool:
+    """Whether objects go into the hierarchy (the paquo door); says which door in a note."""
+    if door == "files" or not project_write:
+        why = "--door files" if door == "files" else "--no-project-write"
+        emit({"event": "note", "message": f"results go to camseg/ only (files door: {why})"})
+        return False
+    folder, reason = find_qupath_installation()
+    if folder is None and door == "paquo":
+        raise QuPathNotFoundError(f"--door paquo needs QuPath: {reason}")
+    emit({"event": "note",
+          "message": "results go to camseg/ and into the QuPath project (paquo door)" if folder is not None
+          else f"results go to camseg/ only: not written into the QuPath project hierarchy (files door: {reason}); "
+               "import predictions/*.geojson in QuPath or run the Groovy bridge"})
+    return folder is not None
+
+
+def _predict_project(project_path: str | Path, model: LoadedModel | str | Path, images: Sequence[str],
+                     options: PredictOptions | None, project_write: bool, progress: Progress | None,
+                     ) -> list[PredictResult]:
+    """:func:`predict_project`, under the project's lock."""
     opts = options or PredictOptions()
     emit = progress or no_progress
     resolved, out_dir = _resolve_entries(project_path, images)
@@ -159,7 +194,7 @@ def _gather(project_path: Path, resolved: _Resolved, out_dir: Path, emit: Progre
 
 def _result_from_report(out_dir: Path, entry: ProjectEntry, *, skipped: bool) -> PredictResult:
     """The result of an image another rank predicted, from its report (written last, atomically)."""
-    report = read_report(Path(out_dir) / "reports" / f"{entry.entry_id}.json")
+    report = read_report(entry_file(out_dir, "reports", entry.entry_id, ".json"))
     outputs = {k: Path(v) for k, v in report.get("outputs", {}).items()}
     return PredictResult(entry.image_name, entry.entry_id, outputs, report, skipped=skipped)
 

@@ -51,15 +51,20 @@ def finished_report(path: Path, key: str) -> dict[str, Any] | None:
         return None
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         old = {}
+    if not isinstance(old, dict):
+        return None
     return old if old.get("status") == "done" and old.get("settings_key") == key else None
 
 
 def read_report(path: Path) -> dict[str, Any]:
     """The report another process wrote at ``path`` (one line :class:`ImagesFailedError` if unreadable)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(report, dict):
+            raise ValueError("not a JSON object")
+        return report
+    except (OSError, ValueError, RecursionError) as err:
         raise ImagesFailedError(f"cannot read the report {path} another process wrote ({err}); "
                           "check the shared file system, then run again") from err

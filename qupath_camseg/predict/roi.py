@@ -16,7 +16,7 @@ from qupath_camseg.errors import InvalidAnnotationError
 from qupath_camseg.predict.chunks import TilePlan
 from qupath_camseg.wsi import TissueFractions, TissueMask
 
-__all__ = ["active_tiles", "read_roi", "tissue_area_mm2"]
+__all__ = ["active_tiles", "check_roi_on_slide", "read_roi", "tissue_area_mm2"]
 
 
 def read_roi(path: str | Path) -> BaseGeometry:
@@ -29,6 +29,16 @@ def read_roi(path: str | Path) -> BaseGeometry:
     if not polys:
         raise InvalidAnnotationError(f"ROI file {p} holds no polygon; draw an area annotation and export it")
     return shapely.union_all(polys)
+
+
+def check_roi_on_slide(roi: BaseGeometry, roi_path: str | Path, dims: tuple[int, int], slide: str | Path) -> None:
+    """Refuse a ROI that does not touch the slide ``dims = (w, h)`` (level-0 px): nothing would be
+    predicted (another slide's ROI, or coordinates that are not level-0 px)."""
+    if not roi.intersects(shapely.box(0, 0, dims[0], dims[1])):
+        x0, y0, x1, y1 = roi.bounds
+        raise InvalidAnnotationError(
+            f"ROI {roi_path} lies outside slide {Path(slide).name} ({dims[0]}x{dims[1]} level-0 px; the ROI spans "
+            f"x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}); export the ROI from this slide, in level-0 pixels")
 
 
 def active_tiles(plan: TilePlan, fractions: TissueFractions | TissueMask, roi: BaseGeometry | None,

@@ -46,17 +46,18 @@ import numpy.typing as npt
 from scipy import ndimage
 from shapely.geometry.base import BaseGeometry
 
-from qupath_camseg._io import atomic_write_json, file_lock
-from qupath_camseg._runtime import default_reader_workers, device_name, versions
+from qupath_camseg._io import atomic_write_json, entry_file, file_lock
+from qupath_camseg._runtime import default_reader_workers, device_name, require_memory, versions
 from qupath_camseg.annotations import QPObject, write_geojson
 from qupath_camseg.errors import InvalidSettingsError, ModelBundleError, SlideNotFoundError
-from qupath_camseg.model import LoadedModel, compile_model, load_model
+from qupath_camseg.model import LoadedModel, compile_model, forward_bytes, load_model
 from qupath_camseg.predict.chunks import ChunkStore, TilePlan
 from qupath_camseg.predict.inference import InferenceStats, run_inference
 from qupath_camseg.predict.objects import build_objects, measure_tile_px
 from qupath_camseg.predict.options import PredictOptions, PredictResult, Progress, no_progress
 from qupath_camseg.predict.report import finished_report, settings_key, store_key
-from qupath_camseg.predict.roi import active_tiles, read_roi, tissue_area_mm2
+from qupath_camseg.predict.roi import active_tiles, check_roi_on_slide, read_roi, tissue_area_mm2
+from qupath_camseg.predict.run_lock import run_lock
 from qupath_camseg.predict.stain import check_stain_norm, slide_stain
 from qupath_camseg.predict.summaries import ChunkSummaries
 from qupath_camseg.wsi import (
@@ -85,10 +86,18 @@ def predict_slide(
     names the outputs (default: the slide's file stem). A finished image with the same settings is
     skipped unless ``options.overwrite``; an interrupted one resumes from its finished chunks.
     ``progress`` receives event dicts (``start``, ``note``, ``progress``, ``done``, ``skip``; see
-    :data:`~qupath_camseg.predict.options.ProgressEvent`).
+    :data:`~qupath_camseg.predict.options.ProgressEvent`). Holds ``<out_dir>/camseg.lock`` from the
+    start (:func:`~qupath_camseg.predict.run_lock.run_lock`).
     """
-    job = _job(Path(slide_path), model, Path(out_dir), entry_id, image_name, options or PredictOptions(),
-               progress or no_progress)
+    with run_lock(out_dir, what=f"output folder {out_dir}"):
+        return _predict_slide(Path(slide_path), model, Path(out_dir), entry_id, image_name,
+                              options or PredictOptions(), progress or no_progress)
+
+
+def _predict_slide(slide_path: Path, model: LoadedModel | str | Path, out_dir: Path, entry_id: str | None,
+                   image_name: str | None, options: PredictOptions, progress: Progress) -> PredictResult:
+    """:func:`predict_slide`, under its lock."""
+    job = _job(slide_path, model, out_dir, entry_id, image_name, options, progress)
     outputs = {k: str(v) for k, v in job.paths.items()}
     with open_slide(job.slide_path, mpp=job.opts.slide_mpp) as slide:
         planned = _open_and_plan(job, slide)
@@ -97,7 +106,8 @@ def predict_slide(
             job.emit({"event": "skip", "image": job.image, "reason": "already predicted with these settings",
                       "outputs": outputs})
             return PredictResult(job.image, job.entry_id, job.paths, old, skipped=True)
-        with file_lock(job.out / "probability" / f".{job.entry_id}.lock", what=f"prediction of {job.image}"):
+        lock = entry_file(job.out, "probability", f".{job.entry_id}", ".lock")
+        with file_lock(lock, what=f"prediction of {job.image}"):
             tissue = _tissue(job, slide, planned)
             stain = slide_stain(slide, planned.plan, tissue.active, tissue.fractions, job.lm.config.stain_reference,
                                 job.lm.config.mpp, job.opts.stain_norm, emit=job.emit, image=job.image)
@@ -138,15 +148,19 @@ def _job(slide_path: Path, model: LoadedModel | str | Path, out: Path, entry_id:
         lm = compile_model(lm)
     cfg = lm.config
     entry_id = entry_id or slide_path.stem
-    paths = {"geojson": out / "predictions" / f"{entry_id}.geojson", "heatmap": out / "heatmaps" / f"{entry_id}.tif",
-             "report": out / "reports" / f"{entry_id}.json"}
+    paths = {"geojson": entry_file(out, "predictions", entry_id, ".geojson"),
+             "heatmap": entry_file(out, "heatmaps", entry_id, ".tif"),
+             "report": entry_file(out, "reports", entry_id, ".json")}
     t_start = time.perf_counter()
     roi = read_roi(opts.roi) if opts.roi else None
     check_stain_norm(opts.stain_norm)
     tile_px = opts.tile_px or cfg.tile_px
+    error = InvalidSettingsError if opts.tile_px else ModelBundleError
     if tile_px % cfg.input_multiple:
-        error = InvalidSettingsError if opts.tile_px else ModelBundleError
         raise error(f"tile size {tile_px} px must be a multiple of {cfg.input_multiple} for model {lm.path}")
+    require_memory(forward_bytes(cfg, tile_px, opts.batch_size), device=lm.device, error=error,
+                   what=f"a batch of {opts.batch_size} tiles of {tile_px} px (model {lm.path})",
+                   fix="lower --batch-size, or check the model's tile_px in model.json (retrain if it was edited)")
     return _Job(slide_path, image_name or slide_path.name, entry_id, lm, opts, out, paths, roi, tile_px,
                 _tumor_index(cfg.class_names), emit, t_start)
 
@@ -177,6 +191,8 @@ def _open_and_plan(job: _Job, slide: Slide) -> _Planned:
     slide_mpp = float(slide.mpp)
     dims = (int(slide.dimensions[0]), int(slide.dimensions[1]))
     _check_mpp(job, slide_mpp)
+    if job.roi is not None:
+        check_roi_on_slide(job.roi, str(job.opts.roi), dims, job.slide_path)
     plan = TilePlan.create(dims, slide_mpp, cfg.mpp, tile_px=job.tile_px, overlap=job.opts.overlap,
                            chunk_px=job.opts.chunk_px, stripe_chunks=job.opts.stripe_chunks)
     store = store_key(job.lm, job.slide_path, slide_mpp, job.roi, job.opts)
@@ -217,6 +233,11 @@ def _tissue(job: _Job, slide: Slide, planned: _Planned) -> _Tissue:
     mask = detect_tissue(slide, mask_mpp=mask_mpp)
     fractions = TissueFractions(mask)
     active = active_tiles(planned.plan, fractions, job.roi, job.opts.min_tissue)
+    if not active.any():
+        where = " inside the ROI" if job.roi is not None else ""
+        job.emit({"event": "warning", "image": job.image,
+                  "message": f"no tissue found{where} on {job.slide_path.name} ({w}x{h} px at {planned.slide_mpp:g} µm/px): "
+                             "nothing to predict; check the slide is not blank and its pixel size (--slide-mpp)"})
     return _Tissue(mask, mask_mpp, fractions, active, time.perf_counter() - t0)
 
 
@@ -242,7 +263,7 @@ def _infer(job: _Job, planned: _Planned, tissue: _Tissue, stain: StainTransform 
     """Compute the missing chunks (summarised as they are written; tiles normalised by ``stain``
     if given), then write the outputs."""
     lm, opts, plan = job.lm, job.opts, planned.plan
-    store = ChunkStore(job.out / "probability" / job.entry_id, plan, len(lm.config.classes), planned.store_key,
+    store = ChunkStore(entry_file(job.out, "probability", job.entry_id), plan, len(lm.config.classes), planned.store_key,
                        overwrite=opts.overwrite)
     measure_px = measure_tile_px(plan, lm.config.tile_px)
     needed = plan.needed_chunks(tissue.active)

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from qupath_camseg._runtime import workers_fitting_shm
+from qupath_camseg._runtime import file_size_limit, workers_fitting_shm
 from qupath_camseg.errors import InvalidSettingsError
 from qupath_camseg.predict.chunks import TilePlan
 from qupath_camseg.wsi import Slide, StainTransform, open_slide, resample
@@ -220,9 +220,13 @@ def use_read_processes(readers: str, device: str | torch.device, workers: int, *
     or ``"auto"`` (processes on CUDA with ≥ 2 workers: there the GPU outruns what reader threads
     sharing one GIL can decode; on a CPU the model is the bottleneck and threads cost less).
     ``auto`` also keeps threads when ``/dev/shm`` cannot hold twice the batches in flight
-    (``batch_bytes`` each; containers often give it 64 MB), where worker processes would die."""
+    (``batch_bytes`` each; containers often give it 64 MB), where worker processes would die, and
+    always under a file-size limit (``ulimit -f``) smaller than a batch (same result, read on threads)."""
     if readers not in ("auto", "threads", "processes"):
         raise InvalidSettingsError(f"readers must be auto, threads or processes, not {readers!r}")
+    limit = file_size_limit()
+    if limit is not None and limit < batch_bytes:
+        return False
     if readers == "auto":
         if torch.device(device).type != "cuda" or workers < 2:
             return False

@@ -17,7 +17,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "colors": ["QUPATH_DEFAULT_CLASSES", "argb_to_rgb", "rgb_to_argb"],
-        "doors": ["create_project", "open_project"],
+        "doors": ["Door", "create_project", "open_project"],
         "entries": ["Project", "ProjectEntry", "entry_image_path", "find_entry"],
         "file_project": ["FileProject", "WRITTEN_QUPATH_VERSION"],
         "image_info": ["ImageInfo", "read_image_info"],

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
 from typing import ClassVar, Literal, TypeVar
 
-from qupath_camseg._io import file_lock
+from qupath_camseg._io import file_lock, no_link
 from qupath_camseg.annotations import QPObject
 from qupath_camseg.errors import ImageMissingError, ProjectError
 
@@ -120,8 +120,10 @@ class Project(abc.ABC):
     # -- reading
     @property
     def camseg_dir(self) -> Path:
-        """``<project>/camseg``: everything this package writes for the project."""
-        return self.path / "camseg"
+        """``<project>/camseg``: everything this package writes for the project. A ``camseg`` that is
+        a link (a crafted project could point it anywhere) is refused with
+        :class:`~qupath_camseg.errors.UnsafePathError`."""
+        return no_link(self.path / "camseg")
 
     @property
     @abc.abstractmethod

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from qupath_camseg._io import atomic_write_json, backup_file
+from qupath_camseg._io import atomic_write_json, backup_file, entry_file, entry_stem, no_link, path_inside
 from qupath_camseg.annotations import QPObject, is_ours, read_geojson, write_geojson
 from qupath_camseg.errors import ProjectError, ProjectExistsError, ProjectNotFoundError
 from qupath_camseg.qupath.colors import QUPATH_DEFAULT_CLASSES, argb_to_rgb, rgb_to_argb
@@ -51,11 +51,15 @@ class FileProject(Project):
                  final_folder: str | os.PathLike[str] | None = None) -> None:
         super().__init__(path, mode)
         self._created = mode == "x"  # a project made by this object needs no backups of itself
-        if mode == "x":
-            self._create(final_folder)
-        else:
-            self._open_existing()
-        self._entries = self._parse_entries()
+        try:
+            if mode == "x":
+                self._create(final_folder)
+            else:
+                self._open_existing()
+            self._entries = self._parse_entries()
+        except BaseException:
+            self.close()  # a project that cannot be opened holds no lock
+            raise
 
     def __repr__(self) -> str:
         return f"FileProject({str(self.path)!r}, mode={self.mode!r}, entries={len(self._entries)})"
@@ -91,7 +95,7 @@ class FileProject(Project):
 
     # -- reading
     def _load(self) -> dict[str, Any]:
-        hint = f"restore it from {self.qpproj}.backup (QuPath's) or {self.camseg_dir / 'backups'}"
+        hint = self._restore_hint()
         try:
             data = json.loads(self.qpproj.read_text(encoding="utf-8"))
         except UnicodeDecodeError as err:
@@ -100,6 +104,8 @@ class FileProject(Project):
             raise ProjectError(
                 f"{self.qpproj} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); {hint}"
             ) from err
+        except RecursionError as err:  # a crafted file, nested thousands of levels deep
+            raise ProjectError(f"{self.qpproj} is nested too deeply to be a QuPath project; {hint}") from err
         if not isinstance(data, dict) or not isinstance(data.get("images", []), list):
             raise ProjectError(f"{self.qpproj} is not a QuPath project (no 'images' list); {hint}")
         if "version" not in data and "lastID" not in data:
@@ -111,12 +117,32 @@ class FileProject(Project):
                 raise ProjectError(f"{self.qpproj}: images[{i}] is not an object; {hint}")
         return data
 
+    def _restore_hint(self) -> str:
+        """How to get a damaged ``project.qpproj`` back: from the backups that exist, else anew."""
+        qupath_backup = self.qpproj.with_name(self.qpproj.name + ".backup")
+        ours = sorted((self.camseg_dir / "backups").glob("project.qpproj.*.bak"))
+        found = ([f"{qupath_backup} (QuPath's)"] if qupath_backup.is_file() else []) + ([str(ours[-1])] if ours else [])
+        if found:
+            return "restore it from " + " or ".join(found)
+        return ("no backup of it exists: re-create the project in QuPath (File > Project > Create project) "
+                "and add the images again")
+
     def _parse_entries(self) -> list[ProjectEntry]:
+        """The entries; an ``entryID`` that is not a whole number, or one used twice, is refused
+        (it names files under ``camseg/``: a crafted ID must never become a path)."""
         previous = self._data.get("uri") if isinstance(self._data.get("uri"), str) else None
-        entries = []
+        entries: list[ProjectEntry] = []
+        seen: dict[str, str] = {}
         for i, image in enumerate(self._data.get("images", [])):
             uri = _find_uri(image.get("serverBuilder"))
-            entry_id = str(image.get("entryID", i + 1))
+            name = str(image.get("imageName") or f"Image {i + 1}")
+            entry_id = entry_stem(image.get("entryID", i + 1), where=f"{self.qpproj}: images[{i}] ({name!r})")
+            if entry_id in seen:
+                raise ProjectError(
+                    f"{self.qpproj}: images {seen[entry_id]!r} and {name!r} have the same entryID {entry_id}; "
+                    "QuPath gives each image its own - restore the project from a backup, or remove one image "
+                    "and add it again in QuPath")
+            seen[entry_id] = name
             meta = image.get("metadata") or {}
             entries.append(
                 ProjectEntry(
@@ -145,7 +171,7 @@ class FileProject(Project):
             return []
         try:
             items = json.loads(f.read_text(encoding="utf-8")).get("pathClasses", [])
-        except (json.JSONDecodeError, AttributeError) as err:
+        except (ValueError, AttributeError, RecursionError) as err:
             raise ProjectError(f"{f} is not valid QuPath classes JSON; delete it and QuPath recreates it") from err
         return [
             (str(c["name"]), argb_to_rgb(c["color"]) if isinstance(c.get("color"), int) else None)
@@ -155,8 +181,8 @@ class FileProject(Project):
 
     # -- annotations (under camseg/)
     def annotations_file(self, entry: str | ProjectEntry) -> Path:
-        """``<project>/camseg/annotations/<entryID>.geojson``."""
-        return self.camseg_dir / "annotations" / f"{self.entry(entry).entry_id}.geojson"
+        """``<project>/camseg/annotations/<entryID>.geojson`` (proven to stay under ``camseg/``)."""
+        return entry_file(self.camseg_dir, "annotations", self.entry(entry).entry_id, ".geojson")
 
     def read_annotations(self, entry: str | ProjectEntry) -> list[QPObject]:
         """The entry's objects (list of :class:`~qupath_camseg.annotations.objects.QPObject`); ``[]`` if none."""
@@ -196,7 +222,9 @@ class FileProject(Project):
         self._check_writable()
         src = Path(image).absolute()
         where = Path(final_path).absolute() if final_path is not None else src
-        entry_id = max([int(self._data.get("lastID") or 0)] + [int(e.entry_id) for e in self._entries if e.entry_id.isdigit()]) + 1
+        last = self._data.get("lastID")
+        last = last if isinstance(last, int) and not isinstance(last, bool) else 0
+        entry_id = max([last] + [int(e.entry_id) for e in self._entries]) + 1
         record = {
             "serverBuilder": server_builder(src, where, name or where.name, info),
             "entryID": entry_id,
@@ -219,7 +247,7 @@ class FileProject(Project):
         self._write_classes(classes)
 
     def _write_classes(self, classes: Sequence[tuple[str, Sequence[int] | None]]) -> None:
-        f = self.path / "classifiers" / "classes.json"
+        f = path_inside(no_link(self.path / "classifiers"), "classes.json")
         if f.is_file():
             backup_file(f, backup_dir=self.camseg_dir / "backups")
         items = [{"name": n, "color": rgb_to_argb(c) if c is not None else None} for n, c in classes]
@@ -233,17 +261,15 @@ class FileProject(Project):
 
 
 def _find_uri(builder: Any) -> str | None:
-    """The first image URI in a serverBuilder (``uri``, or nested ``builder``/``regions``...)."""
-    if isinstance(builder, dict):
-        if isinstance(builder.get("uri"), str):
-            return builder["uri"]
-        for value in builder.values():
-            found = _find_uri(value)
-            if found:
-                return found
-    elif isinstance(builder, list):
-        for value in builder:
-            found = _find_uri(value)
-            if found:
-                return found
+    """The first image URI in a serverBuilder (``uri``, or nested ``builder``/``regions``...),
+    depth first; iterative, so a deeply nested (crafted) builder cannot exhaust the stack."""
+    stack = [builder]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("uri"), str) and node["uri"]:
+                return str(node["uri"])
+            stack.extend(reversed(list(node.values())))
+        elif isinstance(node, list):
+            stack.extend(reversed(node))
     return None

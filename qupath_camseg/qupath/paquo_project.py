@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from qupath_camseg._io import backup_file
+from qupath_camseg._io import backup_file, entry_stem, path_inside
 from qupath_camseg.annotations import (
     CAMSEG_METADATA,
     OUR_NAME_PREFIX,
@@ -44,7 +44,7 @@ from qupath_camseg.errors import (
 from qupath_camseg.qupath.entries import Mode, Project, ProjectEntry
 from qupath_camseg.qupath.uris import resolve_image, uri_to_path
 
-__all__ = ["find_qupath_installation", "PaquoProject", "PAQUO_API"]
+__all__ = ["find_qupath_installation", "PaquoProject", "PAQUO_API", "path_class"]
 
 
 #: Every paquo callable this module calls, by the name used at the call site → "module:qualname"
@@ -168,7 +168,7 @@ class PaquoProject(Project):
         """QuPath's class list as ``[(name, (r, g, b) or None)]``."""
         out = []
         for pc in self._qp.path_classes:
-            out.append((pc.name, tuple(pc.color.to_rgb()) if pc.color is not None else None))
+            out.append((pc.id, tuple(pc.color.to_rgb()) if pc.color is not None else None))  # id: "Tumor: Positive"
         return out
 
     def read_annotations(self, entry: str | ProjectEntry) -> list[QPObject]:
@@ -232,18 +232,14 @@ class PaquoProject(Project):
     def _backup(self, e: ProjectEntry) -> Path:
         folder = self.camseg_dir / "backups"
         backup_file(self.qpproj, backup_dir=folder)
-        data = self.path / "data" / e.entry_id / "data.qpdata"
+        data = path_inside(self.path, "data", entry_stem(e.entry_id), "data.qpdata")
         if data.is_file():
-            backup_file(data, backup_dir=folder / f"data-{e.entry_id}")
+            backup_file(data, backup_dir=path_inside(folder, f"data-{e.entry_id}"))
         return folder
 
     @staticmethod
     def _add(h: Any, obj: QPObject, *, mark: bool) -> None:
-        from paquo.classes import QuPathPathClass
-
-        pc = None
-        if obj.classification:
-            pc = QuPathPathClass(obj.classification, color=obj.color or default_class_color(obj.classification))
+        pc = path_class(obj.classification, obj.color) if obj.classification else None
         meas = {str(k): float(v) for k, v in obj.measurements.items()}
         kind = obj.object_type
         if kind == "annotation":
@@ -260,6 +256,21 @@ class PaquoProject(Project):
             new.name = obj.name
 
 
+def path_class(name: str, color: tuple[int, int, int] | None = None) -> Any:
+    """paquo's class for ``name``; a derived class (``"Tumor: Positive"``) is built part by part
+    (``QuPathPathClass`` refuses ``':'`` in a name: the parts are chained with ``parent=``), and
+    ``color`` goes to the last part (each parent gets its default colour)."""
+    from paquo.classes import QuPathPathClass
+
+    parts = [p.strip() for p in name.split(":") if p.strip()]
+    pc = None
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        pc = QuPathPathClass(part, color=(color or default_class_color(name)) if last else default_class_color(part),
+                             parent=pc)
+    return pc
+
+
 def _to_qpobject(obj: Any, object_type: str) -> QPObject:
     """A paquo path object → :class:`~qupath_camseg.annotations.objects.QPObject` (ours restored from the name)."""
     pc = obj.path_class
@@ -272,7 +283,7 @@ def _to_qpobject(obj: Any, object_type: str) -> QPObject:
     return QPObject(
         geometry=obj.roi,
         object_type=object_type,
-        classification=pc.name if pc is not None else None,
+        classification=pc.id if pc is not None else None,  # the whole name ("Tumor: Positive"); .name is the last part
         color=tuple(pc.color.to_rgb()) if pc is not None and pc.color is not None else None,
         name=name,
         measurements=meas,

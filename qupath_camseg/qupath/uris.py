@@ -32,9 +32,15 @@ def uri_to_path(uri: str) -> PurePath | None:
 
 
 def path_to_uri(path: str | os.PathLike[str]) -> str:
-    """An absolute local path → a URI in QuPath's form (``file:/abs/path``, ``%`` escapes)."""
-    p = Path(path).absolute()
-    return "file:" + quote(p.as_posix() if os.name != "nt" else "/" + p.as_posix(), safe="/:@!$&'()*+,;=~")
+    """An absolute local path → a URI in QuPath's form (``file:/abs/path``; Windows
+    ``file:/C:/a%20b/x.svs``, UNC shares ``file:////server/share/x.svs``; ``%`` escapes).
+
+    A :class:`~pathlib.PureWindowsPath` is written in the Windows form on any platform."""
+    p = path if isinstance(path, PureWindowsPath) else Path(path).absolute()
+    text = PureWindowsPath(p).as_posix() if isinstance(p, PureWindowsPath) else p.as_posix()
+    if isinstance(p, PureWindowsPath) and not text.startswith("/"):
+        text = "/" + text  # C:/x -> /C:/x; //server/share stays
+    return "file:" + quote(text, safe="/:@!$&'()*+,;=~")
 
 
 def _relativize(base: PurePath, target: PurePath) -> PurePath | None:

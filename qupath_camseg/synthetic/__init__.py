@@ -10,6 +10,7 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
+        "manifest": ["MANIFEST", "check_folder", "move_into", "record_manifest"],
         "project": ["SynthResult", "TUMOR_COLOR", "write_synthetic_project"],
         "render": ["render_region"],
         "slides": ["pyramid_dimensions", "write_synthetic_slide"],

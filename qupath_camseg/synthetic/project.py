@@ -4,7 +4,9 @@ Writes the slides (:mod:`qupath_camseg.synthetic.slides`), the project
 (:mod:`qupath_camseg.qupath.file_project`) and the tumour outlines as annotations, through the
 file door always and the paquo door when QuPath is installed. The whole project is built in a
 temporary sibling folder and renamed into place, so an interrupted run leaves nothing
-half-written.
+half-written. ``camseg/synth.json`` records every file synth wrote (:mod:`.manifest`), so that
+``overwrite`` replaces only those: a QuPath project synth did not write is never replaced, and
+the user's other files in the folder are kept.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qupath_camseg._io import atomic_write_json
 from qupath_camseg.annotations import QPObject
-from qupath_camseg.errors import OutputNotWritableError, ProjectExistsError, QuPathNotFoundError
+from qupath_camseg.errors import OutputNotWritableError, QuPathNotFoundError
 from qupath_camseg.qupath import FileProject, ImageInfo, PaquoProject, create_project, find_qupath_installation
+from qupath_camseg.synthetic.manifest import MANIFEST, built_files, check_folder, move_into, record_manifest
 from qupath_camseg.synthetic.slides import pyramid_dimensions, write_synthetic_slide
 from qupath_camseg.synthetic.stain_shift import STAIN_SHIFTS, stain_shift
 
@@ -68,22 +70,26 @@ def write_synthetic_project(out_dir: str | os.PathLike[str], *, slides: int, wid
     ``normal_NNN.tif``), ground truth to ``camseg/annotations/<entryID>.geojson`` (one ``Tumor``
     annotation per metastasis, normal islands as holes) and, when paquo finds QuPath (``door``
     ``"auto"``/``"paquo"``), into the QuPath hierarchy too. Atomic: built in a temporary sibling
-    folder and renamed into place. A non-empty ``out_dir`` is refused unless ``overwrite``.
-    ``stain_shift`` (:data:`~qupath_camseg.synthetic.stain_shift.STAIN_SHIFTS`) renders every slide
-    in another stain profile (``"random"``: each slide its own, drawn from the slide's seed).
+    folder and renamed into place. A non-empty ``out_dir`` is refused unless ``overwrite``, which
+    replaces only the files an earlier synth recorded there; a QuPath project synth did not write
+    is always refused. ``stain_shift`` (:data:`~qupath_camseg.synthetic.stain_shift.STAIN_SHIFTS`)
+    renders every slide in another stain profile (``"random"``: each slide its own, drawn from the
+    slide's seed).
     """
     spec = _Spec(slides, width, height, seed, mpp, negatives, tile_px, stain_shift)
     out = _check_request(out_dir, spec, door=door, overwrite=overwrite)
     qupath_dir, reason = (None, "not asked (--door files)") if door == "files" else find_qupath_installation()
     if door == "paquo" and qupath_dir is None:
         raise QuPathNotFoundError(f"--door paquo needs QuPath: {reason}")
-    written = _build_atomically(out, spec)
+    written, files = _build_atomically(out, spec)
     result = SynthResult(project_dir=out, images=[(name, len(objs), area) for name, objs, area in written],
                          doors=["files"])
     if qupath_dir is not None:
         with PaquoProject(out, "r+") as pq:
             for name, objs, _ in written:
                 pq.add_annotations(name, objs)
+        data = [p.relative_to(out).as_posix() for p in (out / "data").rglob("*") if p.is_file()]
+        record_manifest(out, dataclasses.asdict(spec), files + data)  # QuPath's data/ is synth's too
         result.doors.append("paquo")
         result.paquo_note = reason
     else:
@@ -100,16 +106,14 @@ def _check_request(out_dir: str | os.PathLike[str], spec: _Spec, *, door: str, o
     if door not in ("auto", "files", "paquo"):
         raise ValueError(f"door must be 'auto', 'files' or 'paquo', not {door!r}")
     out = Path(out_dir).expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise ProjectExistsError(f"{out} is a file; choose a folder name for the project")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ProjectExistsError(f"{out} is not empty; choose a new folder or pass --overwrite to replace it")
+    check_folder(out, overwrite=overwrite)
     return out
 
 
-def _build_atomically(out: Path, spec: _Spec) -> list[tuple[str, list[QPObject], float]]:
-    """Write the project in a temporary sibling folder and rename it to ``out``; nothing is left
-    behind on failure. Returns per image (name, ground-truth objects, tumour area in µm²)."""
+def _build_atomically(out: Path, spec: _Spec) -> tuple[list[tuple[str, list[QPObject], float]], list[str]]:
+    """Write the project in a temporary sibling folder and move it to ``out``; nothing is left
+    behind on failure. Returns per image (name, ground-truth objects, tumour area in µm²), and the
+    files written (relative POSIX paths)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.synth-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -117,16 +121,17 @@ def _build_atomically(out: Path, spec: _Spec) -> list[tuple[str, list[QPObject],
         (tmp / "images").mkdir()
         with create_project(tmp, final_folder=out) as project:
             written = [_add_slide(project, tmp, out, spec, i) for i in range(spec.slides)]
-            record = {k: v for k, v in dataclasses.asdict(spec).items() if k != "stain_shift" or v != "none"}
-            atomic_write_json(project.camseg_dir / "synth.json", record)
-        _move_into_place(tmp, out)
+        files = built_files(tmp)
+        record = {k: v for k, v in dataclasses.asdict(spec).items() if k != "stain_shift" or v != "none"}
+        record_manifest(tmp, record, files)
+        move_into(tmp, out, files + [MANIFEST])
     except OutputNotWritableError as err:  # name the folder the user asked for, not our temporary one
         shutil.rmtree(tmp, ignore_errors=True)
         raise OutputNotWritableError(str(err).replace(str(tmp), str(out))) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return written
+    return written, files
 
 
 def _add_slide(project: FileProject, tmp: Path, out: Path, spec: _Spec, i: int) -> tuple[str, list[QPObject], float]:
@@ -155,19 +160,3 @@ def _add_slide(project: FileProject, tmp: Path, out: Path, spec: _Spec, i: int) 
     ]
     project.add_annotations(entry, objs)
     return name, objs, float(sum(p.area for p in polys)) * spec.mpp * spec.mpp
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first and deleted after."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

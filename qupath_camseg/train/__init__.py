@@ -19,6 +19,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "images": ["IGNORE_INDEX", "LabelledImage", "build_shapes", "prepare_image"],
         "loop": ["train"],
         "loss": ["dice_ce_loss"],
-        "run_folder": ["CHECKPOINT_NAME", "default_out_dir", "load_checkpoint", "merge_resume_config", "read_checkpoint", "resolve_out_dir", "save_checkpoint", "training_summary", "write_metrics", "write_run_info"],
+        "run_folder": ["CHECKPOINT_NAME", "LOCK_NAME", "default_out_dir", "load_checkpoint", "merge_resume_config", "read_checkpoint", "resolve_out_dir", "save_checkpoint", "training_summary", "write_metrics", "write_run_info"],
     },
 )

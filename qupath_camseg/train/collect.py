@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from qupath_camseg.annotations import QPObject, default_class_color, is_ignore_class, is_ours, iter_objects
-from qupath_camseg.errors import InvalidAnnotationError, ProjectError
+from qupath_camseg.errors import InvalidAnnotationError, InvalidSettingsError, ProjectError
 from qupath_camseg.qupath import Project, ProjectEntry, open_project
 from qupath_camseg.train.config import TrainConfig
 from qupath_camseg.train.images import LabelledImage, prepare_image
@@ -34,7 +34,8 @@ class TrainingData:
 
     ``classes``: ``{"name": str, "color": [r, g, b]}`` per foreground class (channel ``i + 1``);
     ``project``: the project file; ``summary``: the split and each image's target area (mm²)
-    and tissue tiles, as saved in ``train_config.json``.
+    and tissue tiles, as saved in ``train_config.json``; ``door``: how the annotations were read;
+    ``annotations``: the number of the user's area annotations read per image (name → count).
     """
 
     train_images: list[LabelledImage]
@@ -42,6 +43,8 @@ class TrainingData:
     classes: list[dict[str, Any]]
     project: str
     summary: dict[str, Any]
+    door: str = "files"
+    annotations: dict[str, int] = field(default_factory=dict)
 
 
 def collect_images(project_path: str | os.PathLike[str], config: TrainConfig) -> TrainingData:
@@ -56,9 +59,10 @@ def collect_images(project_path: str | os.PathLike[str], config: TrainConfig) ->
     names, and slide errors (missing image, missing mpp) from the slides module.
     """
     classes = config.classes
-    project = open_project(project_path, "r")
+    project = open_project(project_path, "r", door=config.door)  # type: ignore[arg-type]
     try:
         where = str(project.path)
+        door = project.door
         entries = [project.entry(n) for n in config.images] if config.images else list(project.entries)
         annotations = _read_annotations(project, entries)
         found = _found_classes(annotations, classes, where)
@@ -88,6 +92,7 @@ def collect_images(project_path: str | os.PathLike[str], config: TrainConfig) ->
             close()
     train_imgs = [prepared[e.entry_id] for e in labelled if e.entry_id not in val_ids]
     val_imgs = [prepared[e.entry_id] for e in labelled if e.entry_id in val_ids]
+    _check_scale(list(prepared.values()), val_imgs, config)
     if not any(img.regions for img in train_imgs):
         raise InvalidAnnotationError(
             f"no training image of {where} has {', '.join(classes)} annotations (they are all held out for "
@@ -95,7 +100,35 @@ def collect_images(project_path: str | os.PathLike[str], config: TrainConfig) ->
         )
     class_list = [{"name": c, "color": list(found.get(c) or default_class_color(c))} for c in classes]
     summary = _summary(train_imgs, val_imgs, classes, background, config.unannotated)
-    return TrainingData(train_imgs, val_imgs, class_list, where, summary)
+    counts = {e.image_name: len(annotations[e.entry_id]) for e in entries}
+    summary.update(door=door, annotations=counts)
+    return TrainingData(train_imgs, val_imgs, class_list, where, summary, door, counts)
+
+
+#: The finest --mpp relative to a slide's own pixel size (the rule predict applies to the model).
+_MAX_UPSAMPLE = 2.0
+
+
+def _check_scale(images: Sequence[LabelledImage], val_images: Sequence[LabelledImage], config: TrainConfig) -> None:
+    """Refuse a --mpp that would train a model predict refuses (finer than a slide allows) or
+    that leaves nothing to learn or validate on (every image smaller than one tile at --mpp)."""
+    for img in images:
+        if config.mpp * _MAX_UPSAMPLE < img.slide_mpp:
+            raise InvalidSettingsError(
+                f"--mpp {config.mpp:g} is finer than image {img.name!r} ({img.slide_mpp:g} µm/px): its pixels would be "
+                f"upsampled {img.slide_mpp / config.mpp:.1f}x and qcamseg predict refuses such a model; use --mpp "
+                f"{img.slide_mpp:g} or coarser (0.5 is typical)")
+    px = [tuple(round(d * img.slide_mpp / config.mpp) for d in img.dimensions) for img in images]
+    if px and all(max(w, h) < config.tile_px for w, h in px):
+        raise InvalidSettingsError(
+            f"at --mpp {config.mpp:g} µm/px every image is smaller than one --tile {config.tile_px} px tile "
+            f"(e.g. {images[0].name!r} is {px[0][0]}x{px[0][1]} px): nothing to learn from; use a finer --mpp "
+            "(0.5 is typical) or a smaller --tile")
+    if val_images and not any(len(img.grid_xy) for img in val_images):
+        raise InvalidSettingsError(
+            f"no validation tiles: at --mpp {config.mpp:g} µm/px with --tile {config.tile_px} px no tile of "
+            f"{', '.join(repr(i.name) for i in val_images[:3])} holds tissue; use a finer --mpp or a smaller --tile, "
+            "or choose other --val-images")
 
 
 def _read_annotations(project: Project, entries: Sequence[ProjectEntry]) -> dict[str, list[QPObject]]:

@@ -61,6 +61,9 @@ class TrainConfig:
     ``"fp16"`` or ``"off"`` (always off on CPU). ``stain_norm``: ``"macenko"`` normalises every
     slide's stains to a reference fitted on the training slides (stored in the model, followed by
     predict; :mod:`qupath_camseg.train.stain_fit`), ``"none"`` (default) reads them as they are.
+    ``"fp16"`` or ``"off"`` (always off on CPU). ``door``: how the project's annotations are read
+    (``"auto"``, ``"files"``: ``camseg/annotations/``, ``"paquo"``: QuPath's saved data; see
+    :func:`~qupath_camseg.qupath.open_project`).
     """
 
     classes: tuple[str, ...] = ("Tumor",)
@@ -91,6 +94,7 @@ class TrainConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     stain_norm: str = "none"
+    door: str = "auto"
 
     def validate(self) -> None:
         """Raise :class:`InvalidSettingsError` (one line, naming the option) for impossible settings."""
@@ -116,6 +120,8 @@ class TrainConfig:
             raise InvalidSettingsError(f"--unannotated must be 'negative' or 'ignore', not {self.unannotated!r}")
         if self.stain_norm not in ("none", "macenko"):
             raise InvalidSettingsError(f"--stain-norm must be 'none' or 'macenko', not {self.stain_norm!r}")
+        if self.door not in ("auto", "files", "paquo"):
+            raise InvalidSettingsError(f"--door must be auto, files or paquo, not {self.door!r}")
         if not self.classes or len(set(self.classes)) != len(self.classes):
             raise InvalidSettingsError(f"--classes must name distinct classes, not {list(self.classes)}")
 

@@ -15,7 +15,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from qupath_camseg._dist import Dist
-from qupath_camseg._runtime import default_loader_workers, shm_free_bytes, workers_fitting_shm
+from qupath_camseg._runtime import (
+    default_loader_workers,
+    file_size_limit,
+    mp_context,
+    shm_free_bytes,
+    workers_fitting_shm,
+)
 from qupath_camseg.train.collect import TrainingData
 from qupath_camseg.train.config import TrainConfig
 from qupath_camseg.train.datasets import TileSampler, TrainTileDataset, ValTileDataset, val_tiles
@@ -68,7 +74,7 @@ def build_loaders(
         "worker_init_fn": _worker_init if workers else None,
     }
     if workers:
-        loader_kw.update(persistent_workers=True, prefetch_factor=_PREFETCH_BATCHES)
+        loader_kw.update(persistent_workers=True, prefetch_factor=_PREFETCH_BATCHES, multiprocessing_context=mp_context())
     loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, **loader_kw)
     val_loader = None
     if data.val_images:
@@ -89,7 +95,14 @@ def build_loaders(
 def _fit_shared_memory(workers: int, *, batch_bytes: int, given: bool) -> int:
     """Workers whose batches in flight (``_PREFETCH_BATCHES`` of ``batch_bytes`` each) fit in half
     of ``/dev/shm``: containers often give it 64 MB, and workers that run out of it die with a
-    bus error. A number the user gave is kept, with a warning."""
+    bus error. A number the user gave is kept, with a warning. Under a file-size limit (``ulimit -f``)
+    smaller than a batch no worker can hand one over: tiles are then loaded in this process."""
+    limit = file_size_limit()
+    if workers and limit is not None and limit < batch_bytes:
+        log.warning("the file-size limit (ulimit -f) is %d KB, less than one batch of tiles (%d KB) that loader "
+                    "workers hand over in shared memory: loading tiles in the main process (slower)",
+                    limit >> 10, batch_bytes >> 10)
+        return 0
     fit = workers_fitting_shm(_PREFETCH_BATCHES * batch_bytes)
     if not workers or fit is None or workers <= fit:
         return workers

@@ -29,12 +29,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from tqdm import tqdm
 
 from qupath_camseg._dist import Dist
 from qupath_camseg.model import save_bundle
+from qupath_camseg.train.collect import TrainingData
 from qupath_camseg.train.config import TrainConfig
 from qupath_camseg.train.epoch import train_epoch
 from qupath_camseg.train.run_folder import training_summary, write_metrics
@@ -53,18 +55,20 @@ def train(
     *,
     resume: bool = False,
     progress: bool = False,
+    on_data: Callable[[TrainingData], None] | None = None,
 ) -> dict[str, Any]:
     """Train on ``project_path``'s annotations; write the model folder ``out_dir``.
 
     ``out_dir`` defaults to ``<project>/camseg/models/<timestamp>`` (with ``resume``: the newest
     run there). ``progress`` shows a tqdm bar on stderr. Returns a summary dict (``out_dir``,
     ``best`` metrics, ``history``, ``steps``...). Raises :class:`TrainingDivergedError` when the
-    loss stays non-finite, keeping the last good checkpoint.
+    loss stays non-finite, keeping the last good checkpoint. ``on_data`` is called (rank 0) with
+    the images found, before the first step (the CLI prints the door and annotations per image).
     """
     config = config or TrainConfig()
     dist = Dist.from_env(config.device)
     try:
-        return _train(project_path, out_dir, config, dist, resume=resume, progress=progress)
+        return _train(project_path, out_dir, config, dist, resume=resume, progress=progress, on_data=on_data)
     finally:
         dist.close()
 
@@ -77,8 +81,11 @@ def _train(
     *,
     resume: bool,
     progress: bool,
+    on_data: Callable[[TrainingData], None] | None = None,
 ) -> dict[str, Any]:
     session = open_session(project_path, out_dir, config, dist, resume=resume)
+    if on_data is not None and dist.is_main:
+        on_data(session.data)
     bar = None
     if progress and dist.is_main:
         bar = tqdm(
@@ -95,7 +102,7 @@ def _train(
     finally:
         if bar is not None:
             bar.close()
-        session.loaders.close()
+        session.close()
     return _result(session)
 
 

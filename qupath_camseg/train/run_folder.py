@@ -7,6 +7,7 @@ read with ``torch.load(weights_only=True)``; every file is written atomically, a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import io
@@ -20,7 +21,7 @@ import torch
 
 from qupath_camseg import __version__
 from qupath_camseg._dist import Dist as _Dist
-from qupath_camseg._io import atomic_write_bytes, atomic_write_json
+from qupath_camseg._io import atomic_write_bytes, atomic_write_json, backup_file, file_lock
 from qupath_camseg._runtime import versions
 from qupath_camseg.errors import ModelBundleError, OutputNotWritableError
 from qupath_camseg.evaluate import save_figure, training_curve_figure
@@ -29,6 +30,7 @@ from qupath_camseg.train.config import FIXED_ON_RESUME, TrainConfig
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "LOCK_NAME",
     "default_out_dir",
     "resolve_out_dir",
     "merge_resume_config",
@@ -42,6 +44,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoints/last.pt"
+#: The run folder's lock: one training run per folder (rank 0 holds it; see :func:`resolve_out_dir`).
+LOCK_NAME = "camseg.lock"
 _CKPT_FORMAT = "qupath-camseg-checkpoint"
 
 
@@ -58,52 +62,89 @@ def default_out_dir(project_path: str | os.PathLike[str]) -> Path:
 
 
 def resolve_out_dir(
-    project_path: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None, *, resume: bool, dist: _Dist
+    project_path: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None, *, resume: bool, dist: _Dist,
+    held: contextlib.ExitStack | None = None,
 ) -> tuple[Path, Path | None]:
     """The model folder and, when resuming, its checkpoint. Fresh runs refuse a used folder.
 
     ``out_dir=None``: :func:`default_out_dir`, or with ``resume`` the newest run there (rank 0
-    chooses). Raises :class:`ModelBundleError` when there is nothing to resume or the folder is
-    used, :class:`OutputNotWritableError` when it cannot be written.
+    chooses). With ``held``, rank 0 takes the folder's lock (:data:`LOCK_NAME`) onto it before
+    reading or writing anything there, so a second run in the same folder stops at once. A folder
+    whose run stopped before its first checkpoint (``train_config.json``, no checkpoint) starts
+    over without ``--resume`` (its files are backed up to ``backups/``). Raises
+    :class:`ModelBundleError` when there is nothing to resume or the folder is used,
+    :class:`OutputNotWritableError` when it cannot be written.
     """
-    if out_dir is None:
-        out = default_out_dir(project_path)
-        if resume:
-            models = out.parent
-            runs = sorted(
-                (p.parent.parent for p in models.glob(f"*/{CHECKPOINT_NAME}")), key=lambda p: p.stat().st_mtime
-            )
-            if not runs:
-                raise ModelBundleError(
-                    f"nothing to resume in {models}: no run has a {CHECKPOINT_NAME}; run without --resume"
-                )
-            out = runs[-1]
-        out = Path(dist.broadcast_str(str(out)))
-    else:
-        out = Path(out_dir)
+    out = _chosen_out_dir(project_path, out_dir, resume=resume, dist=dist)
     ckpt = out / CHECKPOINT_NAME
+    if resume and not out.is_dir():
+        raise ModelBundleError(f"nothing to resume in {out}: the folder does not exist; run without --resume to start "
+                               "training there")
+    if dist.is_main:
+        if not resume:
+            _create(out)
+        if held is not None:
+            held.enter_context(file_lock(out / LOCK_NAME, what=f"training folder {out}"))
     if resume:
         if not ckpt.is_file():
+            stopped = (out / "train_config.json").is_file()
             raise ModelBundleError(
-                f"nothing to resume in {out}: no {CHECKPOINT_NAME}; run without --resume to start training there"
-            )
+                f"nothing to resume in {out}: no {CHECKPOINT_NAME}"
+                + (" (the run stopped before its first checkpoint was saved)" if stopped else "")
+                + f"; start it again without --resume: qcamseg train PROJECT --out {out}")
         return out, ckpt
-    if ckpt.is_file() or (out / "model.json").is_file():
-        raise ModelBundleError(
-            f"{out} already holds a training run; pass --resume to continue it, or choose another --out"
-        )
-    if dist.is_main:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OutputNotWritableError(
-                f"cannot create model folder {out}: {err.strerror}; choose a folder you can write to (--out)"
-            ) from err
-        if not os.access(out, os.W_OK):
-            raise OutputNotWritableError(
-                f"cannot write to model folder {out}; choose a folder you can write to (--out) or fix its permissions"
-            )
+    if ckpt.is_file():
+        raise ModelBundleError(f"{out} already holds a training run; pass --resume to continue it, or choose another --out")
+    if (out / "model.json").is_file() and not (out / "train_config.json").is_file():
+        raise ModelBundleError(f"{out} already holds a model (model.json) but no training run to resume; "
+                               "choose another --out")
+    if dist.is_main and (out / "train_config.json").is_file():
+        _set_aside_stopped_run(out)
     return out, None
+
+
+def _chosen_out_dir(project_path: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None, *,
+                    resume: bool, dist: _Dist) -> Path:
+    """``out_dir``, or the default: a new run folder, or with ``resume`` the newest run with a checkpoint."""
+    if out_dir is not None:
+        return Path(out_dir)
+    out = default_out_dir(project_path)
+    if resume:
+        models = out.parent
+        runs = sorted((p.parent.parent for p in models.glob(f"*/{CHECKPOINT_NAME}")), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise ModelBundleError(f"nothing to resume in {models}: no run has a {CHECKPOINT_NAME}; run without --resume")
+        out = runs[-1]
+    return Path(dist.broadcast_str(str(out)))
+
+
+def _create(out: Path) -> None:
+    """Create the model folder (rank 0), or :class:`OutputNotWritableError` naming the fix."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputNotWritableError(
+            f"cannot create model folder {out}: {err.strerror}; choose a folder you can write to (--out)") from err
+    if not os.access(out, os.W_OK):
+        raise OutputNotWritableError(
+            f"cannot write to model folder {out}; choose a folder you can write to (--out) or fix its permissions")
+
+
+#: What a run that stopped before its first checkpoint may have left; set aside when it starts over.
+_RUN_FILES = ("train_config.json", "model.json", "model.safetensors", "metrics.json", "training_curve.png",
+              "checkpoints/last.json")
+
+
+def _set_aside_stopped_run(out: Path) -> None:
+    """A run in ``out`` stopped before its first checkpoint: back its files up to ``out/backups``
+    and remove them, so the new run starts clean (and a half-run's model is never mistaken for it)."""
+    for name in _RUN_FILES:
+        f = out / name
+        if f.is_file():
+            backup_file(f, backup_dir=out / "backups")
+            f.unlink()
+    log.warning("%s: the previous run stopped before its first checkpoint; starting over (its files are in %s)",
+                out, out / "backups")
 
 
 def merge_resume_config(out: Path, saved_json: dict[str, Any], given: TrainConfig) -> TrainConfig:
@@ -120,7 +161,7 @@ def merge_resume_config(out: Path, saved_json: dict[str, Any], given: TrainConfi
             )
     changes: dict[str, Any] = {
         k: getattr(given, k)
-        for k in ("device", "workers", "amp", "checkpoint_every_s", "checkpoint_every_steps", "max_bad_steps")
+        for k in ("device", "workers", "amp", "checkpoint_every_s", "checkpoint_every_steps", "max_bad_steps", "door")
     }
     if given.steps is not None:
         changes.update(steps=given.steps, epochs=None)

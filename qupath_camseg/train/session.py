@@ -9,6 +9,7 @@ resuming; the loaders.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -22,8 +23,8 @@ import torch
 from torch import nn
 
 from qupath_camseg._dist import Dist
-from qupath_camseg._runtime import resolve_device
-from qupath_camseg.model import ModelConfig, build_model, normalize_arch
+from qupath_camseg._runtime import require_memory, resolve_device
+from qupath_camseg.model import ModelConfig, build_model, forward_bytes, normalize_arch
 from qupath_camseg.train.collect import TrainingData, collect_images
 from qupath_camseg.train.config import TrainConfig
 from qupath_camseg.train.loaders import Loaders, build_loaders
@@ -71,6 +72,14 @@ class TrainSession:
     resumed_from: int | None
     last_checkpoint: float = field(default_factory=time.monotonic)  # time.monotonic() of the last one
     bad_in_a_row: int = 0  # steps with a non-finite loss, in a row
+    held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # the run folder's lock
+
+    def close(self) -> None:
+        """Close the loaders' slides and release the run folder's lock."""
+        try:
+            self.loaders.close()
+        finally:
+            self.held.close()
 
     def save_checkpoint(self) -> None:
         """Save ``checkpoints/last.pt`` (rank 0) and restart the checkpoint clock."""
@@ -89,19 +98,41 @@ def open_session(
     *,
     resume: bool,
 ) -> TrainSession:
-    """Set up a run (see the module docstring); raises the settings, folder and data errors."""
-    out, ckpt, config = _settings(project_path, out_dir, config, dist, resume=resume)
+    """Set up a run (see the module docstring); raises the settings, folder and data errors.
+    Rank 0 holds the run folder's lock (:data:`~qupath_camseg.train.run_folder.LOCK_NAME`) until
+    :meth:`TrainSession.close`: a second run in the same folder stops at once."""
+    held = contextlib.ExitStack()
+    try:
+        session = _open(project_path, out_dir, config, dist, held, resume=resume)
+    except BaseException:
+        held.close()
+        raise
+    session.held = held
+    return session
+
+
+def _open(project_path: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None, config: TrainConfig,
+          dist: Dist, held: contextlib.ExitStack, *, resume: bool) -> TrainSession:
+    """:func:`open_session`; the run folder's lock goes onto ``held``."""
+    out, ckpt, config = _settings(project_path, out_dir, config, dist, held, resume=resume)
     device = torch.device(resolve_device(config.device))
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    arch = normalize_arch({**config.arch, "n_classes": len(config.classes)})
+    sizing = ModelConfig(arch=arch, mpp=config.mpp, tile_px=config.tile_px,
+                         classes=[{"name": c, "color": [0, 0, 0]} for c in config.classes])
+    require_memory(3 * forward_bytes(sizing, config.tile_px, config.batch_size), device=str(device),
+                   what=f"training on tiles of {config.tile_px} px, {config.batch_size} per step (activations, "
+                        "gradients)", fix="lower --tile or --batch-size")
     data = collect_images(project_path, config)
     stains = fit_training_stains(data, config)  # None without --stain-norm
+    model_config = ModelConfig(arch=arch, mpp=config.mpp, tile_px=config.tile_px, classes=data.classes,
+                               stain=stains.reference.to_json() if stains is not None else None)
     if ckpt is None and dist.is_main:
         write_run_info(out, config, data, device, dist)
     dist.barrier()
 
     placement = Placement.for_device(device, config.amp)
-    arch = normalize_arch({**config.arch, "n_classes": len(config.classes)})
     torch.manual_seed(config.seed)
     model = placement.model(build_model(arch))
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -127,8 +158,7 @@ def open_session(
         sched=sched,
         scaler=scaler,
         loaders=build_loaders(data, config, device=device, dist=dist, steps_per_epoch=steps_per_epoch, stains=stains),
-        model_config=ModelConfig(arch=arch, mpp=config.mpp, tile_px=config.tile_px, classes=data.classes,
-                                 stain=stains.reference.to_json() if stains is not None else None),
+        model_config=model_config,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         state=state,
@@ -142,12 +172,14 @@ def _settings(
     out_dir: str | os.PathLike[str] | None,
     config: TrainConfig,
     dist: Dist,
+    held: contextlib.ExitStack,
     *,
     resume: bool,
 ) -> tuple[Path, dict[str, Any] | None, TrainConfig]:
-    """The run folder, its checkpoint when resuming, and the checked settings (a resumed run's own,
-    with the length and runtime settings of ``config``)."""
-    out, ckpt_path = resolve_out_dir(project_path, out_dir, resume=resume, dist=dist)
+    """The run folder (locked by rank 0 before anything is read or written there), its checkpoint
+    when resuming, and the checked settings (a resumed run's own, with the length and runtime
+    settings of ``config``)."""
+    out, ckpt_path = resolve_out_dir(project_path, out_dir, resume=resume, dist=dist, held=held)
     ckpt = read_checkpoint(ckpt_path) if ckpt_path is not None else None
     if ckpt is not None:
         config = merge_resume_config(out, json.loads(ckpt["config"]), config)

@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from qupath_camseg._runtime import require_memory
 from qupath_camseg.errors import MissingMppError, SlideNotFoundError, SlideReadError
 from qupath_camseg.wsi._tiff import mpp_from_tiff_tags, tiff_pixel_problem
 
@@ -51,6 +52,8 @@ __all__ = ["BACKENDS", "Slide", "open_slide", "resample"]
 BACKENDS = ("auto", "tiffslide", "openslide")
 _MPP_RANGE = (0.01, 20.0)
 _LEVEL_EPS = 0.01  # accept a level up to 1 % coarser than asked (downsamples like 2.0005)
+#: Reads larger than this (bytes of RGB) are checked against the memory available first.
+_CHECKED_READ_BYTES = 256 << 20
 _OPENSLIDE_ONLY = {".mrxs", ".vms", ".vmu", ".bif", ".svslide", ".dcm"}
 
 RGB = npt.NDArray[np.uint8]
@@ -254,6 +257,10 @@ class Slide:
         an area (box) filter, exact to sub-pixel offsets; upsampling is bilinear.
         """
         level, (ix0, iy0, w, h), src, size = self.mpp_geometry(box_px, target_mpp, out_size)
+        nbytes = 3 * (w * h + size[0] * size[1])
+        if nbytes > _CHECKED_READ_BYTES:  # a tile is far below; a region of a million px² is not
+            require_memory(nbytes, what=f"reading {w}x{h} px of level {level} of {self.path} ({size[0]}x{size[1]} px out)",
+                           fix="choose a smaller region (level-0 px) or a coarser µm/px")
         return resample(self.read_level(level, ix0, iy0, w, h), src, size)
 
     def mpp_geometry(self, box_px: tuple[float, float, float, float], target_mpp: float,

@@ -415,3 +415,25 @@ def test_geometry_collections_are_never_written():
     feats = objects_to_geojson([_obj(geometry=mixed), _obj(geometry=pts)])["features"]
     assert [f["geometry"]["type"] for f in feats] == ["Polygon", "MultiPoint"]
     assert len(feats[1]["geometry"]["coordinates"]) == 3
+
+
+def test_nested_geometry_collections_keep_their_polygons(tmp_path) -> None:
+    """Issue 16 point 10: a polygon inside a GeometryCollection inside another was dropped with a
+    false "has no area" note, and the class given as a list of parts was dropped silently."""
+    import json
+
+    from qupath_camseg.annotations import read_geojson
+
+    square = {"type": "Polygon", "coordinates": [[[0, 0], [100, 0], [100, 100], [0, 100], [0, 0]]]}
+    nested = {"type": "GeometryCollection", "geometries": [{"type": "GeometryCollection", "geometries": [square]}]}
+    feats = [{"type": "Feature", "geometry": nested, "properties": {"objectType": "annotation",
+                                                                    "classification": {"name": "Tumor"}}},
+             {"type": "Feature", "geometry": square, "properties": {"objectType": "annotation",
+                                                                    "classification": {"name": ["Tumor", "Positive"]}}}]
+    f = tmp_path / "nested.geojson"
+    f.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    notes: list[str] = []
+    objs = read_geojson(f, report=notes)
+    assert [o.geometry.area for o in objs] == [10_000, 10_000]
+    assert [o.classification for o in objs] == ["Tumor", "Tumor: Positive"]
+    assert notes == []

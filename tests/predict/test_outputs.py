@@ -50,6 +50,7 @@ def _key(summaries):
              sorted((key, v.tobytes()) for key, v in s.tile_means.items())) for s in summaries]
 
 
+@pytest.mark.multiprocessing
 def test_pooled_summaries_equal_in_process_ones(tmp_path):
     store, plan, _ = _store(tmp_path)
     n_chunks = plan.chunk_shape[0] * plan.chunk_shape[1]
@@ -126,6 +127,7 @@ def test_full_and_empty_chunks_take_the_shortcut_and_still_join(tmp_path):
     assert region.symmetric_difference(truth).area / truth.area < 0.005
 
 
+@pytest.mark.multiprocessing
 def test_a_dead_worker_process_costs_time_not_the_result(tmp_path, caplog):
     """If a summary process dies (killed for memory, say), the rest is done in-process: same result."""
     store, plan, _ = _store(tmp_path)

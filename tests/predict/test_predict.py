@@ -317,6 +317,7 @@ def test_forward_equals_softmax_of_the_logits(n_channels):
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
 
 
+@pytest.mark.multiprocessing
 def test_reader_processes_and_pooled_summaries_give_identical_outputs(slide, whole, tmp_path, monkeypatch):
     """The GPU configuration (tiles read by DataLoader worker processes, chunks traced on a process
     pool during inference) must write exactly what the threaded, in-process path writes."""
@@ -351,6 +352,7 @@ def test_reader_processes_and_pooled_summaries_give_identical_outputs(slide, who
         predict_slide(slide, _fake_model(), tmp_path / "bad", options=_opts(readers="gpu", overwrite=True))
 
 
+@pytest.mark.multiprocessing
 @pytest.mark.parametrize("readers", ["threads", "processes"])
 def test_a_corrupt_tile_is_a_one_line_error_with_either_reader(slide, tmp_path, readers):
     """Reader processes re-raise a worker's error with its traceback as message; it must come out

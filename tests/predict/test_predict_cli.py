@@ -64,6 +64,7 @@ def test_jsonl_events_and_outputs(data, tmp_path):
     assert [e["event"] for e in _events(res.stdout)] == ["note", "skip"]
 
 
+@pytest.mark.multiprocessing
 def test_reader_and_tissue_mask_options_reach_the_report(data, tmp_path):
     """--readers processes and --no-tissue-mask are honoured (the report says which readers ran)."""
     runner = CliRunner()
@@ -168,3 +169,45 @@ def test_kill_9_then_rerun_equals_uninterrupted_run(data, tmp_path):
         return data
 
     assert strip_ids(killed / "predictions" / "slide.geojson") == strip_ids(clean / "predictions" / "slide.geojson")
+
+
+# ------------------------------------------------------------------ issue 16 point 5: one run per project
+_SLOW_RUN = """
+import sys, time
+import qupath_camseg.predict.project as pp
+def slow_slide(*args, **kwargs):  # stands in for a slide that takes an hour
+    print("predicting", flush=True)
+    time.sleep(120)
+pp.predict_slide = slow_slide
+pp.predict_project(sys.argv[1], sys.argv[2], project_write=False)
+"""
+
+
+def test_a_running_predict_holds_the_project(data, tmp_path):
+    """While one predict runs, a second predict and an import-annotations stop at once with the
+    lock's message and write nothing (they used to run beside it, finishing another image)."""
+    from qupath_camseg.annotations import QPObject, write_geojson
+    from qupath_camseg.synthetic import write_synthetic_project
+
+    proj = tmp_path / "p"
+    write_synthetic_project(proj, slides=2, width=1024, height=1024, seed=1, mpp=1.0, door="files")
+    runner = subprocess.Popen([sys.executable, "-c", _SLOW_RUN, str(proj), str(data["model"])],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert runner.stdout is not None and runner.stdout.readline().strip() == "predicting"
+        before = sorted(p.relative_to(proj) for p in proj.rglob("*") if p.is_file())
+        second = subprocess.run([sys.executable, "-m", "qupath_camseg", "predict", str(proj), "--model",
+                                 str(data["model"]), "--progress", "none"], capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert "in use by qcamseg pid" in second.stderr and "wait for it to finish" in second.stderr
+        mine = write_geojson(tmp_path / "mine.geojson", [QPObject(geometry=__import__("shapely").box(1, 1, 9, 9),
+                                                                   classification="Tumor")])
+        imp = subprocess.run([sys.executable, "-m", "qupath_camseg", "import-annotations", str(proj), str(mine),
+                              "--image", "tumor_001.tif", "--door", "files"], capture_output=True, text=True, timeout=120)
+        assert imp.returncode == 2 and "in use by qcamseg pid" in imp.stderr, imp.stderr
+        after = sorted(p.relative_to(proj) for p in proj.rglob("*") if p.is_file())
+        assert [p for p in after if p not in before and not p.name.startswith("camseg.lock")] == []
+    finally:
+        runner.kill()
+        runner.wait()
+        runner.stdout.close()  # type: ignore[union-attr]

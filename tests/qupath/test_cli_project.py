@@ -88,7 +88,58 @@ def test_synth_refuses_non_empty_folder_unless_overwrite(tmp_path: Path, capsys:
     assert (out / "notes.txt").is_file()
     assert main(["synth", str(out), "--slides", "1", "--width", "512", "--height", "512", "--door", "files",
                  "--overwrite"]) == 0
-    assert not (out / "notes.txt").exists() and (out / "project.qpproj").is_file()
+    # issue 16 point 4: --overwrite writes the project beside the user's files, never over them
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "mine" and (out / "project.qpproj").is_file()
+
+
+_SYNTH = ["--width", "512", "--height", "512", "--door", "files"]
+
+
+def test_synth_overwrite_replaces_only_what_synth_wrote(tmp_path: Path) -> None:
+    """Issue 16 point 4: a second synth --overwrite rewrites its own files (a changed one backed up
+    first), removes the ones it no longer writes, and keeps everything else in the folder."""
+    out = tmp_path / "demo"
+    assert main(["synth", str(out), "--slides", "2", "--seed", "1", *_SYNTH]) == 0
+    manifest = json.loads((out / "camseg" / "synth.json").read_text(encoding="utf-8"))["files"]
+    assert {"project.qpproj", "images/tumor_001.tif", "images/tumor_002.tif", "camseg/annotations/1.geojson"} <= set(manifest)
+    (out / "my_notes.txt").write_text("mine", encoding="utf-8")
+    (out / "camseg" / "predictions").mkdir()
+    (out / "camseg" / "predictions" / "1.geojson").write_text("{}", encoding="utf-8")
+    edited = out / "camseg" / "annotations" / "1.geojson"
+    edited.write_text(edited.read_text(encoding="utf-8").replace("Tumor 1", "Tumor one"), encoding="utf-8")
+    assert main(["synth", str(out), "--slides", "1", "--seed", "2", "--overwrite", *_SYNTH]) == 0
+    assert (out / "my_notes.txt").read_text(encoding="utf-8") == "mine"
+    assert (out / "camseg" / "predictions" / "1.geojson").read_text(encoding="utf-8") == "{}"
+    assert not (out / "images" / "tumor_002.tif").exists()  # synth's own, no longer written
+    assert "Tumor one" not in edited.read_text(encoding="utf-8")
+    (backup,) = (out / "camseg" / "backups").glob("1.geojson.*.bak")
+    assert "Tumor one" in backup.read_text(encoding="utf-8")
+    assert json.loads((out / "project.qpproj").read_text(encoding="utf-8"))["images"][0]["imageName"] == "tumor_001.tif"
+
+
+def test_synth_never_replaces_a_project_it_did_not_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 16 point 4: --overwrite used to delete a whole QuPath project (data/, .qpdata, the
+    user's files), and the refusal without it suggested adding it."""
+    from qupath_camseg.qupath import create_project
+
+    theirs = tmp_path / "their project"
+    create_project(theirs).close()
+    (theirs / "data" / "1").mkdir(parents=True)
+    (theirs / "data" / "1" / "data.qpdata").write_bytes(b"\xac\xed java")
+    before = {p: p.read_bytes() for p in theirs.rglob("*") if p.is_file()}
+    for extra in ([], ["--overwrite"]):
+        assert main(["synth", str(theirs), "--slides", "1", *extra, *_SYNTH]) == 2
+        err = capsys.readouterr().err
+        assert "did not write" in err and "--overwrite" not in err, err
+    assert {p: p.read_bytes() for p in theirs.rglob("*") if p.is_file()} == before
+    # a synth project that QuPath has since changed (data/ written) is the user's too
+    ours = tmp_path / "ours"
+    assert main(["synth", str(ours), "--slides", "1", *_SYNTH]) == 0
+    (ours / "data" / "1").mkdir(parents=True)
+    (ours / "data" / "1" / "data.qpdata").write_bytes(b"annotated in QuPath")
+    assert main(["synth", str(ours), "--slides", "1", "--overwrite", *_SYNTH]) == 2
+    assert "data/1/data.qpdata" in capsys.readouterr().err
+    assert (ours / "data" / "1" / "data.qpdata").read_bytes() == b"annotated in QuPath"
 
 
 def test_synth_rejects_more_negatives_than_slides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -150,6 +150,8 @@ def bridge(groovy_jar: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         text = text.replace(old, new)
     qpproj.write_text(text, encoding="utf-8")
 
+    merge = _merge_project(project, tmp / "proj mérge \\ x", truth)  # a space, a backslash, a non-ASCII letter
+
     script = {n: str(GROOVY / n) for n in OWN}
     runs = [
         {"name": "export", "script": script["camseg_Export_annotations_for_training.groovy"],
@@ -170,6 +172,16 @@ def bridge(groovy_jar: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         {"name": "failure", "script": script["camseg_Predict_current_image.groovy"],
          "project": str(failing), "currentEntry": "1", "entryObjects": {"1": truth["1"]}},
         {"name": "lib_missing", "script": str(alone), "project": str(project), "currentEntry": "1"},
+        # issue 16 point 3: entries 2 and 3 never opened in QuPath (empty hierarchy), then a second
+        # export after the user deleted one annotation, with another image's outlines under new IDs
+        {"name": "export_unopened", "script": script["camseg_Export_annotations_for_training.groovy"],
+         "project": str(merge["folder"]), "currentEntry": "1",
+         "entryObjects": {"1": truth["1"] + [stroma, merge["extra"]]}},
+        {"name": "export_merge", "script": script["camseg_Export_annotations_for_training.groovy"],
+         "project": str(merge["folder"]), "currentEntry": "1",
+         "entryObjects": {"1": truth["1"] + [stroma], "2": merge["renamed"], "3": truth["3"] + [merge["new3"]]}},
+        {"name": "predict_odd_path", "script": script["camseg_Predict_current_image.groovy"],
+         "project": str(merge["folder"]), "currentEntry": "2", "entryObjects": {"2": merge["renamed"]}},
         {"name": "predict_slide", "script": script["camseg_Predict_current_image.groovy"],
          "image": str(project / "images" / entries["3"]), "entryObjects": {"image": [stroma]},
          "prefs": {"camseg.model": str(project / "camseg" / "models" / "tiny")}},
@@ -192,9 +204,35 @@ def bridge(groovy_jar: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     assert proc.returncode == 0 and report_file.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(report_file.read_text(encoding="utf-8"))
-    return {"report": report, "runs": {r["name"]: r for r in report["runs"]}, "project": project,
+    return {"report": report, "runs": {r["name"]: r for r in report["runs"]}, "project": project, "merge": merge,
             "failing": failing, "truth": truth, "entries": entries, "broken": broken.name,
             "stroma": stroma, "roi": roi, "stale": [stale_named, stale_meta], "ours_written": ours_written}
+
+
+def _merge_project(project: Path, folder: Path, truth: dict[str, list[dict]]) -> dict:
+    """A copy of the synth project (a folder name with a space) for the merge scenarios: entry 3's
+    file also holds two annotations ``import-annotations`` added (not in QuPath); ``extra`` a user
+    annotation on entry 1 that the second export no longer shows; ``renamed`` entry 2's outlines as
+    QuPath holds them after the paquo door wrote them (same outlines, other IDs); ``new3`` a new
+    user annotation on entry 3."""
+    import uuid
+
+    from qupath_camseg.qupath import path_to_uri
+
+    shutil.copytree(project, folder, ignore=shutil.ignore_patterns("*.lock", "*.owner"))
+    qpproj = folder / "project.qpproj"
+    text = qpproj.read_text(encoding="utf-8")
+    for old, new in ((project.as_uri(), folder.as_uri()), (path_to_uri(project) + "/", path_to_uri(folder) + "/")):
+        text = text.replace(old, new)
+    qpproj.write_text(text, encoding="utf-8")
+    imported = [_feature("Imported 1", "Tumor", (10, 900, 40, 40)), _feature("Imported 2", "Tumor", (60, 900, 40, 40))]
+    f3 = folder / "camseg" / "annotations" / "3.geojson"
+    data = json.loads(f3.read_text(encoding="utf-8"))
+    data["features"] += imported
+    f3.write_text(json.dumps(data), encoding="utf-8")
+    renamed = [{**f, "id": str(uuid.uuid4())} for f in truth["2"]]
+    return {"folder": folder, "imported": imported, "renamed": renamed,
+            "extra": _feature("Extra", "Tumor", (800, 100, 60, 60)), "new3": _feature("New 3", "Stroma", (900, 900, 50, 50))}
 
 
 def _box(x: float, y: float, w: float, h: float):
@@ -264,6 +302,37 @@ def test_export_writes_each_entrys_user_annotations_only(bridge: dict) -> None:
         assert Counter(o.classification for o in objs) == Counter({"Tumor": len(truth), **({"Stroma": 1} if extra else {})})
     assert not list(folder.glob(".*.tmp"))
     assert run["world"]["dialogs"][-1]["kind"] == "infoNotification"
+
+
+def test_export_keeps_annotations_of_images_never_opened(bridge: dict) -> None:
+    """Issue 16 point 3: QuPath's readHierarchy() is empty for an image never opened; the export
+    used to replace the annotations synth/import-annotations put in the file by an empty file."""
+    run = _ok(bridge["runs"]["export_unopened"])
+    exported = [Path(e["path"]).name for e in run["world"]["exports"]]
+    assert exported == [".1.geojson.tmp"], "entries 2 and 3 (never opened) must not be rewritten"
+    truth = bridge["truth"]
+    for entry, n in (("2", len(truth["2"])), ("3", len(truth["3"]) + 2)):
+        assert f"{n:4d} annotation(s) -> {entry}.geojson  (kept the {n} in {entry}.geojson; QuPath shows none" in run["output"]
+    # entry 1 (open): QuPath's annotations, which carry the file's IDs, are not doubled
+    assert f"{len(truth['1']) + 2:4d} annotation(s) -> 1.geojson" in run["output"]
+
+
+def test_second_export_merges_by_object_id_and_backs_up(bridge: dict) -> None:
+    run = _ok(bridge["runs"]["export_merge"])
+    merge, truth = bridge["merge"], bridge["truth"]
+    folder = merge["folder"] / "camseg" / "annotations"
+    one = json.loads((folder / "1.geojson").read_text(encoding="utf-8"))["features"]
+    assert _ids(one) == _ids(truth["1"]) | {bridge["stroma"]["id"]}, "the deleted one must go, the rest stay"
+    assert "dropped 1 deleted in QuPath" in run["output"]
+    backups = sorted((merge["folder"] / "camseg" / "backups").glob("annotations-1.*.geojson"))
+    assert any(merge["extra"]["id"] in _ids(json.loads(b.read_text(encoding="utf-8"))["features"]) for b in backups)
+    two = json.loads((folder / "2.geojson").read_text(encoding="utf-8"))["features"]
+    assert len(two) == len(truth["2"]), "same outlines under other IDs are one object each, not two"
+    assert _ids(two) == _ids(merge["renamed"])
+    three = json.loads((folder / "3.geojson").read_text(encoding="utf-8"))["features"]
+    assert _ids(three) == _ids(truth["3"]) | _ids(merge["imported"]) | {merge["new3"]["id"]}
+    assert "kept 2 from 3.geojson" in run["output"]
+    assert not list(folder.glob(".*.tmp"))
 
 
 def test_predict_for_project_replaces_only_its_own_objects(bridge: dict) -> None:
@@ -353,6 +422,18 @@ def test_missing_helper_says_how_to_install(bridge: dict) -> None:
     assert "qcamseg install-scripts" in run["error"]
 
 
+def test_a_project_path_with_spaces_and_a_backslash_reaches_python_intact(bridge: dict) -> None:
+    """Issue 16 point 7: the command line from Groovy keeps a project path with a space, a
+    backslash and a non-ASCII letter as one argument, and Python finds the project by it."""
+    run = _ok(bridge["runs"]["predict_odd_path"])
+    (cmd,) = _commands(run["output"])
+    folder = str(bridge["merge"]["folder"])
+    assert "\\" in folder and " " in folder
+    assert cmd[6:8] == ["predict", folder] and cmd[-4:-2] == ["--door", "files"]
+    assert (bridge["merge"]["folder"] / "camseg" / "predictions" / "2.geojson").is_file()
+    assert len(run["world"]["added"]) > 0
+
+
 def test_predict_a_slide_outside_a_project(bridge: dict) -> None:
     run = _ok(bridge["runs"]["predict_slide"])
     (cmd,) = _commands(run["output"])
@@ -372,7 +453,7 @@ def test_train_exports_then_runs_train(bridge: dict) -> None:
     (cmd,) = _commands(run["output"])
     assert cmd[6:8] == ["train", str(bridge["project"])]
     assert cmd[8] == "--out" and Path(cmd[9]).parent == bridge["project"] / "camseg" / "models"
-    assert cmd[10:] == ["--epochs", "1"]
+    assert cmd[10:] == ["--epochs", "1", "--door", "files"]  # it learns from the files it just exported
     # Still training when killed (a wrong option would have ended it with a usage error first).
     assert run["interrupted"] and run["errorClass"] == "java.lang.InterruptedException", run["output"]
     pid = int(run["output"].split("(process ", 1)[1].split(";", 1)[0])

@@ -184,3 +184,59 @@ def test_objects_read_through_paquo_are_ours_by_name_only() -> None:
     assert is_ours(tile) and tile.name == "camseg tile" and tile.measurements == {"p": 0.5}
     assert is_ours(_to_qpobject(paquo_object("camseg Tumor"), "annotation"))
     assert not any(is_ours(_to_qpobject(paquo_object(n), "annotation")) for n in ("Tumor 1", None, "Tumor [camseg]"))
+
+
+# ---------------------------------------------------------------- issue 16 point 11: derived classes
+_DERIVED = textwrap.dedent(
+    """
+    import json
+    import paquo.classes as classes
+    real = classes.QuPathPathClass
+    calls = []
+    class Recording(real):  # paquo's own class (its checks run), recording how it is called
+        def __init__(self, name, color=None, parent=None, **kw):
+            calls.append([name, getattr(parent, "recorded_name", None), color is not None])
+            try:
+                super().__init__(name, color=color, parent=parent, **kw)
+            except TypeError:  # the mock backend has no java.lang.String; paquo's name check ran first
+                pass
+            self.recorded_name = name
+    classes.QuPathPathClass = Recording
+    from qupath_camseg.qupath.paquo_project import path_class
+    path_class("Tumor: Positive", (200, 0, 0))
+    path_class("Stroma")
+    try:
+        real("Tumor: Positive")
+        refused = False
+    except ValueError:
+        refused = True
+    print(json.dumps({"calls": calls, "paquo_refuses_colon": refused}))
+    """
+)
+
+
+def test_derived_classes_are_built_part_by_part_through_paquo() -> None:
+    """paquo's QuPathPathClass refuses ':' in a name, so "Tumor: Positive" used to fail the paquo
+    door; it is now Positive with parent Tumor. Runs paquo's real class under its mock backend."""
+    env = dict(os.environ, PAQUO_MOCK_BACKEND="1")
+    proc = subprocess.run([sys.executable, "-c", _DERIVED], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["paquo_refuses_colon"]
+    assert out["calls"] == [["Tumor", None, True], ["Positive", "Tumor", True], ["Stroma", None, True]]
+
+
+def test_derived_class_names_are_read_back_whole() -> None:
+    """paquo's ``.name`` is the last part of a derived class ("Positive"); ``.id`` is the whole."""
+    from shapely.geometry import box
+
+    from qupath_camseg.qupath.paquo_project import _to_qpobject
+
+    class PathClass:
+        id, name, color = "Tumor: Positive", "Positive", None
+
+    class PathObject:
+        path_class, name, measurements, roi, locked = PathClass(), "a", {}, box(0, 0, 4, 4), False
+
+    assert _to_qpobject(PathObject(), "annotation").classification == "Tumor: Positive"

@@ -11,6 +11,7 @@ import shapely
 import torch
 from shapely.geometry import Polygon, box
 
+from qupath_camseg._runtime import mp_context
 from qupath_camseg.annotations import QPObject, label_mask
 from qupath_camseg.train import (
     IDENTITY_PARAMS,
@@ -131,6 +132,7 @@ def test_sampling_is_class_balanced_and_on_tissue(slide_image) -> None:
     assert min(tissue_frac) > 0  # never blank glass
 
 
+@pytest.mark.multiprocessing
 def test_items_are_deterministic_and_worker_independent(slide_image) -> None:
     img, truth = slide_image
     ds = TrainTileDataset([img], mpp=MPP, tile_px=TILE, seed=5)
@@ -141,7 +143,8 @@ def test_items_are_deterministic_and_worker_independent(slide_image) -> None:
     assert not torch.equal(ds[(2, 8)][0], a_img)
     sampler = TileSampler(3, 4)
     serial = list(torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, num_workers=0))
-    parallel = list(torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, num_workers=2))
+    parallel = list(torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, num_workers=2,
+                                                multiprocessing_context=mp_context()))
     assert len(serial) == len(parallel) == 3
     for (x0, y0, p0), (x1, y1, p1) in zip(serial, parallel):
         assert torch.equal(x0, x1) and torch.equal(y0, y1) and torch.equal(p0, p1)

@@ -286,7 +286,7 @@ def test_run_folder_rules(project: Path, tmp_path: Path) -> None:
     used = tmp_path / "used"
     used.mkdir()
     (used / "model.json").write_text("{}")
-    with pytest.raises(ModelBundleError, match="already holds a training run; pass --resume"):
+    with pytest.raises(ModelBundleError, match="already holds a model .* choose another --out"):
         train(project, used, TrainConfig(workers=0))
     with pytest.raises(InvalidSettingsError, match="--tile 100 must be a multiple of 16"):
         train(project, tmp_path / "t", TrainConfig(tile_px=100, workers=0))
@@ -408,3 +408,79 @@ def test_ddp_two_processes_gloo_matches_single_process_and_resumes(
     ckpt = torch.load(ddp / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
     assert ckpt["state"]["global_step"] == 12
     assert [h["step"] for h in json.loads((ddp / "metrics.json").read_text())["history"]] == [4, 8, 12]
+
+
+# ------------------------------------------------------------------ issue 16 points 5 and 6
+_SHORT = [*TINY, "--tiles-per-epoch", "8", "--workers", "0", "--seed", "1"]
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_restarts(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], one_thread: None
+) -> None:
+    """Disk full while the first checkpoint is written: --resume used to say "run without it" and
+    running without it "pass --resume". Now --resume says how to restart, and restarting works."""
+    import qupath_camseg.train.run_folder as run_folder
+
+    out = tmp_path / "m"
+    real = run_folder.atomic_write_bytes
+
+    def disk_full(path: Path, data: bytes) -> None:
+        if Path(path).name == "last.pt":
+            raise OutputNotWritableError(f"cannot write {path}: disk full; free disk space")
+        real(path, data)
+
+    monkeypatch.setattr(run_folder, "atomic_write_bytes", disk_full)
+    args = ["train", str(project), "--out", str(out), *_SHORT, "--steps", "2"]
+    assert main(args) == 2 and "disk full" in capsys.readouterr().err
+    assert (out / "model.json").is_file() and not (out / CHECKPOINT_NAME).exists()
+    monkeypatch.setattr(run_folder, "atomic_write_bytes", real)
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "before its first checkpoint" in err and f"without --resume: qcamseg train PROJECT --out {out}" in err
+    assert main(args) == 0, capsys.readouterr().err
+    assert (out / CHECKPOINT_NAME).is_file()
+    assert len(list((out / "backups").glob("model.json.*.bak"))) == 1  # the stopped run's model, kept aside
+
+
+def test_a_second_run_in_the_same_folder_stops_at_once(project: Path, tmp_path: Path, one_thread: None) -> None:
+    """Two `train --out X --resume` side by side used to train (and checkpoint) over each other."""
+    out = tmp_path / "m"
+    assert main(["train", str(project), "--out", str(out), *_SHORT, "--steps", "2"]) == 0
+    first = subprocess.Popen([sys.executable, "-m", "qupath_camseg", "train", str(project), "--out", str(out), *_SHORT,
+                              "--steps", "100000", "--resume"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        owner = out / "camseg.lock.owner"
+        deadline = time.monotonic() + 120
+        while not owner.is_file() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert owner.is_file(), first.stderr.read().decode() if first.poll() is not None else "no lock taken"  # type: ignore[union-attr]
+        second = subprocess.run([sys.executable, "-m", "qupath_camseg", "train", str(project), "--out", str(out),
+                                 *_SHORT, "--steps", "3", "--resume"], capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2, second.stderr
+        assert f"training folder {out} is in use by qcamseg pid {first.pid}" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+        first.stderr.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir() or sys.platform == "win32", reason="needs RLIMIT_FSIZE and /dev/shm")
+def test_train_under_a_file_size_limit_is_one_error_line_and_leaves_no_shared_memory(
+    project: Path, tmp_path: Path
+) -> None:
+    """Issue 16 point 8: under `ulimit -f` the loader workers died with a RuntimeError traceback
+    (their shared-memory batch could not grow) and left torch_* files in /dev/shm."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30 * 1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    before = {p.name for p in Path("/dev/shm").glob("torch_*")}
+    proc = subprocess.run([sys.executable, "-m", "qupath_camseg", "train", str(project), "--out", str(tmp_path / "m"),
+                           *TINY, "--steps", "2", "--tiles-per-epoch", "8", "--workers", "2"],
+                          capture_output=True, text=True, timeout=600, preexec_fn=limit)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot write") and "file-size limit (ulimit -f)" in last
+    assert {p.name for p in Path("/dev/shm").glob("torch_*")} - before == set()

@@ -198,3 +198,20 @@ def test_stored_tiles_decoded_directly_equal_tiffslide(synthetic_slide, shared_d
     assert _direct_vs_tiffslide(shared_data / "svs" / "cmu-1-small-region.svs") >= 5
     assert _direct_vs_tiffslide(shared_data / "svs" / "tcga-cr-7395-01a-01-ts1.svs", mpp=0.5) >= 5
     assert _direct_vs_tiffslide(shared_data / "camelyon16" / "tumor_001_level5.tif", mpp=7.8) >= 5
+
+
+def test_a_read_larger_than_the_memory_available_is_refused_before_allocating(tmp_path, monkeypatch) -> None:
+    """Issue 16 point 9: every read of a large region is checked against the memory available
+    (here a simulated 100 MB machine): a clear error instead of a 700 GB allocation."""
+    import qupath_camseg._runtime as runtime
+    from qupath_camseg.errors import InvalidSettingsError
+    from qupath_camseg.synthetic import write_synthetic_slide
+    from qupath_camseg.wsi import open_slide
+
+    path = tmp_path / "s.tif"
+    write_synthetic_slide(path, width=1024, height=1024, seed=1, tile_px=256)
+    monkeypatch.setattr(runtime, "available_memory", lambda device="cpu": 100 << 20)
+    with open_slide(path) as slide:
+        assert slide.read_region_mpp((0, 0, 512, 512), slide.mpp).shape == (512, 512, 3)  # small: unchecked
+        with pytest.raises(InvalidSettingsError, match=r"needs at least .* 100\.0 MB available; choose a smaller region"):
+            slide.read_region_mpp((0, 0, 20_000, 20_000), slide.mpp)

@@ -12,8 +12,15 @@ class GeoJsonDouble {
             Map props = (Map) (f.properties ?: [:])
             String type = props.objectType ?: (props.isCell ? 'cell' : 'annotation')
             PathObject o = type == 'annotation' ? new PathAnnotationObject() : new PathDetectionObject()
-            if (f.id)
-                o.setID(UUID.fromString(f.id.toString()))
+            // As QuPath's PathObjectTypeAdapter: a UUID "id" is kept; anything else (v0.2's type names,
+            // junk) leaves the object its new random ID.
+            if (f.id) {
+                try {
+                    o.setID(UUID.fromString(f.id.toString()))
+                } catch (IllegalArgumentException ignored) {
+                    // invalid ID: a random one, as QuPath
+                }
+            }
             o.geometry = (Map) f.geometry
             o.setName((String) props.name)
             def c = props.classification

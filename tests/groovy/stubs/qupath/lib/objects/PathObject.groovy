@@ -1,6 +1,7 @@
 package qupath.lib.objects
 
 import qupath.lib.objects.classes.PathClass
+import qupath.lib.roi.interfaces.ROI
 import testdoubles.World
 
 /**
@@ -52,6 +53,9 @@ abstract class PathObject {
     boolean isRootObject() { false }
 
     boolean hasROI() { geometry != null }
+
+    /** QuPath's ROI of the object (here computed from the GeoJSON geometry). */
+    ROI getROI() { geometry == null ? null : new ROI(geometry) }
 
     @Override
     String toString() { (name ?: getClass().simpleName) + (pathClass ? ' (' + pathClass + ')' : '') }
