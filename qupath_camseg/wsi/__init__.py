@@ -13,6 +13,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "heatmap": ["heatmap_levels", "read_heatmap", "write_heatmap"],
         "slides": ["BACKENDS", "Slide", "open_slide", "resample"],
         "tiling": ["Box", "TissueFractions", "level0_size", "tile_grid", "tissue_fractions", "tissue_tiles"],
-        "tissue": ["TissueMask", "detect_tissue", "summed_area_table", "tissue_mask_from_rgb"],
+        "tissue": ["DETECTOR_VERSION", "TissueMask", "detect_tissue", "summed_area_table", "tissue_mask_from_rgb"],
+        "tissue_ink": ["ink_mask"],
+        "tissue_reference": ["reference_retention", "standard_tissue_mask"],
     },
 )
