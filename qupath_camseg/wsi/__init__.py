@@ -15,6 +15,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "tiling": ["Box", "TissueFractions", "level0_size", "tile_grid", "tissue_fractions", "tissue_tiles"],
         "tissue": ["DETECTOR_VERSION", "TissueMask", "detect_tissue", "summed_area_table", "tissue_mask_from_rgb"],
         "tissue_ink": ["ink_mask"],
-        "tissue_reference": ["reference_retention", "standard_tissue_mask"],
+        "tissue_reference": ["reference_marks", "reference_retention", "standard_tissue_mask"],
     },
 )

@@ -23,7 +23,7 @@ from skimage.filters import rank
 
 from qupath_camseg.wsi.tissue_ink import dilate_square, saturation_u8
 
-__all__ = ["CLOSING_UM", "MEDIAN_UM", "MIN_OBJECT_UM", "reference_retention", "standard_tissue_mask"]
+__all__ = ["CLOSING_UM", "MEDIAN_UM", "MIN_OBJECT_UM", "reference_marks", "reference_retention", "standard_tissue_mask"]
 
 #: Median filter size (µm): CLAM's and WSInfer's 7 px at ≈ 8 µm/px.
 MEDIAN_UM = 56.0
@@ -64,6 +64,17 @@ def standard_tissue_mask(rgb: npt.NDArray[np.uint8], *, mask_mpp: float) -> npt.
     return ndimage.binary_fill_holes(mask)
 
 
+def reference_marks(reference: npt.NDArray[np.bool_], ink: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """The connected objects of ``reference`` (bool (H, W)) that lie mostly (> 50 %) on ``ink``:
+    marks on the glass that the standard rule takes for tissue."""
+    labels, n = ndimage.label(reference, structure=np.ones((3, 3), bool))
+    area = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
+    on_ink = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n + 1)
+    mark = on_ink > 0.5 * area
+    mark[0] = False
+    return mark[labels]
+
+
 def reference_retention(mask: npt.NDArray[np.bool_], reference: npt.NDArray[np.bool_],
                         ink: npt.NDArray[np.bool_]) -> dict[str, float]:
     """How much of the reference's tissue ``mask`` keeps (bool (H, W) each, same grid).
@@ -73,12 +84,7 @@ def reference_retention(mask: npt.NDArray[np.bool_], reference: npt.NDArray[np.b
     over the whole reference; ``marks_share``: the share of the reference's area left out as marks;
     ``extra``: area of ``mask`` outside the reference, as a share of the reference's.
     """
-    labels, n = ndimage.label(reference, structure=np.ones((3, 3), bool))
-    area = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
-    on_ink = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n + 1)
-    mark = on_ink > 0.5 * area
-    mark[0] = False
-    tissue = reference & ~mark[labels]
+    tissue = reference & ~reference_marks(reference, ink)
     total = float(reference.sum())
     kept = float((mask & tissue).sum())
     return {"retention": kept / max(float(tissue.sum()), 1.0),
