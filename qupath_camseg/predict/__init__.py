@@ -25,6 +25,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "roi": ["active_tiles", "read_roi", "tissue_area_mm2"],
         "slide": ["predict_slide"],
         "summaries": ["ChunkSummaries", "ChunkSummary", "summarize_chunk"],
+        "tissue_source": ["TISSUE_MODES", "load_tissue", "resolve_tissue", "tissue_annotation", "tissue_key"],
         "tile_reader": ["BLOCK_CACHE_BYTES", "BlockCache", "PREFETCH_BATCHES", "ReaderArgs", "TileBatches", "TileReader", "thread_batches", "use_read_processes"],
     },
 )

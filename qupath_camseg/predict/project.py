@@ -18,7 +18,7 @@ import torch
 
 from qupath_camseg._dist import Dist, env_rank, shard_by_weight
 from qupath_camseg.annotations import QPObject, read_geojson
-from qupath_camseg.errors import CamsegError, ImagesFailedError, ProjectError
+from qupath_camseg.errors import CamsegError, ImagesFailedError, InvalidSettingsError, ProjectError
 from qupath_camseg.model import LoadedModel, compile_model, load_model
 from qupath_camseg.predict.options import PredictOptions, PredictResult, Progress, no_progress
 from qupath_camseg.predict.report import read_report
@@ -73,6 +73,9 @@ def predict_project(
     opts = options or PredictOptions()
     emit = progress or no_progress
     resolved, out_dir = _resolve_entries(project_path, images)
+    if opts.tissue not in ("auto", "none") and Path(opts.tissue).is_file() and len(resolved) > 1:
+        raise InvalidSettingsError(f"--tissue {opts.tissue} outlines one slide but {len(resolved)} images are "
+                                   "selected; pick its image with --images, or pass a folder with one file per slide")
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=opts.device)
     if opts.compile:
         lm = compile_model(lm)

@@ -37,7 +37,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg._io import atomic_write_json, file_lock
 from qupath_camseg._runtime import default_reader_workers, device_name, versions
-from qupath_camseg.annotations import QPObject, write_geojson
+from qupath_camseg.annotations import TISSUE_CLASS, QPObject, write_geojson
 from qupath_camseg.errors import InvalidSettingsError, ModelBundleError, SlideNotFoundError
 from qupath_camseg.model import LoadedModel, compile_model, load_model
 from qupath_camseg.predict.chunks import ChunkStore, TilePlan
@@ -58,7 +58,8 @@ from qupath_camseg.predict.options import PredictOptions, PredictResult, Progres
 from qupath_camseg.predict.report import finished_report, settings_key, store_key
 from qupath_camseg.predict.roi import active_tiles, read_roi, tissue_area_mm2
 from qupath_camseg.predict.summaries import ChunkSummaries
-from qupath_camseg.wsi import Slide, TissueFractions, TissueMask, detect_tissue, open_slide, write_heatmap
+from qupath_camseg.predict.tissue_source import load_tissue, resolve_tissue, tissue_annotation
+from qupath_camseg.wsi import Slide, TissueFractions, TissueMask, open_slide, write_heatmap
 
 __all__ = ["predict_slide"]
 
@@ -88,8 +89,8 @@ def predict_slide(
             job.emit({"event": "skip", "image": job.image, "reason": "already predicted with these settings",
                       "outputs": outputs})
             return PredictResult(job.image, job.entry_id, job.paths, old, skipped=True)
+        tissue = _tissue(job, slide, planned)  # before the lock: a bad --tissue file leaves nothing behind
         with file_lock(job.out / "probability" / f".{job.entry_id}.lock", what=f"prediction of {job.image}"):
-            tissue = _tissue(job, slide, planned)
             done = _infer(job, planned, tissue)
     report = _report(job, planned, tissue, done)
     atomic_write_json(job.paths["report"], report)
@@ -127,6 +128,7 @@ def _job(slide_path: Path, model: LoadedModel | str | Path, out: Path, entry_id:
         lm = compile_model(lm)
     cfg = lm.config
     entry_id = entry_id or slide_path.stem
+    opts = replace(opts, tissue=resolve_tissue(opts.tissue, slide_path, entry_id=entry_id))
     paths = {"geojson": out / "predictions" / f"{entry_id}.geojson", "heatmap": out / "heatmaps" / f"{entry_id}.tif",
              "report": out / "reports" / f"{entry_id}.json"}
     t_start = time.perf_counter()
@@ -188,24 +190,25 @@ def _check_mpp(job: _Job, slide_mpp: float) -> None:
 @dataclass
 class _Tissue:
     """The tissue mask (at ``mask_mpp`` µm/px), its box fractions, the tiles to compute
-    (``bool (ny, nx)``) and the seconds it took."""
+    (``bool (ny, nx)``), the seconds it took and, for a user's polygon file, its outline."""
 
     mask: TissueMask
     mask_mpp: float
     fractions: TissueFractions
     active: npt.NDArray[np.bool_]
     seconds: float
+    outline: BaseGeometry | None = None
 
 
 def _tissue(job: _Job, slide: Slide, planned: _Planned) -> _Tissue:
-    """Detect the tissue (a mask of at most ``tissue_mask_max_px`` px) and pick the active tiles."""
+    """Detect (or read) the tissue (a mask of at most ``tissue_mask_max_px`` px) and pick the active tiles."""
     t0 = time.perf_counter()
     w, h = planned.dims
     mask_mpp = max(job.opts.tissue_mask_mpp, planned.slide_mpp * math.sqrt(w * h / job.opts.tissue_mask_max_px))
-    mask = detect_tissue(slide, mask_mpp=mask_mpp)
+    mask, outline = load_tissue(slide, job.opts.tissue, mask_mpp)
     fractions = TissueFractions(mask)
     active = active_tiles(planned.plan, fractions, job.roi, job.opts.min_tissue)
-    return _Tissue(mask, mask_mpp, fractions, active, time.perf_counter() - t0)
+    return _Tissue(mask, mask_mpp, fractions, active, time.perf_counter() - t0, outline)
 
 
 def _dilated(tissue: TissueMask) -> TissueMask:
@@ -243,7 +246,7 @@ def _infer(job: _Job, planned: _Planned, tissue: _Tissue) -> _Done:
         stats = run_inference(job.slide_path, opts.slide_mpp, plan, tissue.active, store, lm, job.roi,
                               batch_size=opts.batch_size, workers=workers, image=job.image, emit=job.emit,
                               on_chunk=summaries.submit, readers=opts.readers,
-                              tissue=_dilated(tissue.mask) if opts.mask_to_tissue else None)
+                              tissue=_dilated(tissue.mask) if opts.mask_to_tissue and opts.tissue != "none" else None)
         t_infer = time.perf_counter() - t0
         objs, tumor_area, timings = _write_outputs(job, planned, tissue, store, summaries, measure_px, workers)
     return _Done(objs, tumor_area, stats, workers, store.resumed, {"inference": t_infer, **timings})
@@ -272,6 +275,8 @@ def _write_outputs(job: _Job, planned: _Planned, tissue: _Tissue, store: ChunkSt
             colors=[tuple(c["color"]) for c in cfg.classes], measure_px=measure_px,
             min_tile_tissue=opts.min_tile_tissue, slide_mpp=planned.slide_mpp, min_area_um2=opts.min_area_um2,
             min_hole_um2=opts.min_hole_um2, simplify_um=opts.simplify_um, tumor_index=ti)
+        if opts.tissue != "none":  # the analysed tissue, first (drawn beneath the rest in QuPath)
+            objs = [o for o in [tissue_annotation(tissue.mask, tissue.outline, job.roi)] if o is not None] + objs
         t_objects = time.perf_counter() - t0 - t_summaries
         write_geojson(job.paths["geojson"], objs)
         t_geojson = time.perf_counter() - t0 - t_summaries - t_objects
@@ -300,7 +305,8 @@ def _report(job: _Job, planned: _Planned, tissue: _Tissue, done: _Done) -> dict[
                   "tile_objects": sum(o.object_type == "tile" for o in done.objects)},
         "tissue_area_mm2": tissue_area, "tissue_mask_mpp": tissue.mask_mpp,
         "tumor_area_mm2": done.tumor_area_l0 * planned.slide_mpp**2 / 1e6,
-        "tumor_regions": sum(o.object_type == "annotation" for o in done.objects),
+        "tumor_regions": sum(o.object_type == "annotation" and o.classification != TISSUE_CLASS for o in done.objects),
+        "tissue_source": job.opts.tissue,
         "timings_s": {"tissue": tissue.seconds, **done.timings, "total": time.perf_counter() - job.t_start,
                       **stats["timings"]},
         "tiles_per_s": stats["tiles"] / t_infer if t_infer > 0 else None,

@@ -14,6 +14,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "slides": ["BACKENDS", "Slide", "open_slide", "resample"],
         "tiling": ["Box", "TissueFractions", "level0_size", "tile_grid", "tissue_fractions", "tissue_tiles"],
         "tissue": ["DETECTOR_VERSION", "TissueMask", "detect_tissue", "summed_area_table", "tissue_mask_from_rgb"],
+        "tissue_file": ["read_tissue_file"],
         "tissue_ink": ["ink_mask"],
         "tissue_reference": ["reference_marks", "reference_retention", "standard_tissue_mask"],
     },
