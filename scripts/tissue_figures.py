@@ -81,8 +81,8 @@ def figure(title: str, m: dict) -> Image.Image:
     draw.text((pad, 18), f"keeps {100 * r['retention']:.1f} % of the standard rule's tissue "
                          f"({100 * r['retention_raw']:.1f} % counting its {100 * r['marks_share']:.1f} % "
                          f"of ink marks); {100 * r['extra']:.0f} % more area (pale tissue)", fill=(0, 0, 0))
-    for i, (panel, label) in enumerate(zip(panels, ("slide", "camseg tissue mask (ink yellow)",
-                                                    "standard rule: saturation Otsu, holes filled"))):
+    for i, (panel, label) in enumerate(zip(panels, ("slide", "camseg mask (ink: yellow)",
+                                                    "standard: saturation Otsu, filled"))):
         x = pad + i * (size[0] + pad)
         draw.text((x, 38), label, fill=(0, 0, 0))
         out.paste(panel, (x, top))
