@@ -210,10 +210,9 @@ def tissue_mask_from_rgb(rgb: npt.NDArray[np.uint8], *, mask_mpp: float = 8.0) -
         return out
     sub = ~dilate_square(~dilate_square(mask[box], radius), radius)  # closing
     ink = ink[box]
-    if ink.any():  # a stroke across the tissue must not open its holes: small ones are filled anyway
-        sub = _fill_ink_holes(_fill_holes(sub), ink, (INK_HOLE_UM / mask_mpp) ** 2)
-    else:
-        sub = _fill_holes(sub)
+    sub = _fill_holes(sub)
+    if ink.any() and (dilate_square(ink, 1) & sub).any():  # a stroke across the tissue must not open its holes
+        sub = _fill_ink_holes(sub, ink, (INK_HOLE_UM / mask_mpp) ** 2)
     sub &= ~ink
     out[box] = _drop_small(sub, max(1, round((MIN_OBJECT_UM / mask_mpp) ** 2)))
     return out
