@@ -14,7 +14,8 @@ From the finished chunks it then writes, under ``out_dir``:
   measurements ``"<class> probability (mean)"`` and ``"<class> area fraction"`` (share of the tile
   at or above ``threshold``) per class; and one annotation per connected region at or above
   ``threshold`` (holes kept, outlines simplified, specks removed), named ``camseg <class>``
-  (tiles: ``camseg tile``). All objects carry :data:`~qupath_camseg.annotations.geojson.CAMSEG_METADATA` and
+  (tiles: ``camseg tile``); and, unless ``tissue="none"``, one locked ``camseg Tissue`` annotation
+  showing the tissue analysed (:mod:`qupath_camseg.predict.tissue_source`). All objects carry :data:`~qupath_camseg.annotations.geojson.CAMSEG_METADATA` and
   a name starting with :data:`~qupath_camseg.annotations.geojson.OUR_NAME_PREFIX` (QuPath 0.4 keeps object
   metadata only on annotations), see :func:`~qupath_camseg.annotations.geojson.is_ours`.
 * ``heatmaps/<id>.tif`` - the tumour probability as a pyramidal TIFF (:mod:`qupath_camseg.wsi.heatmap`).
