@@ -24,6 +24,7 @@ with other rules are recomputed. :mod:`qupath_camseg.wsi.tissue_reference` holds
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,7 +159,8 @@ def _fill_holes(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
 def _fill_ink_holes(mask: npt.NDArray[np.bool_], ink: npt.NDArray[np.bool_], max_px: float) -> npt.NDArray[np.bool_]:
     """``mask`` with the holes that tissue and ink enclose together filled: background regions
     of ``mask | ink`` not touching the border, of at most ``max_px`` pixels, more of whose rim
-    touches tissue than ink (a stroke across a tissue hole, not glass circled by a pen)."""
+    touches tissue than ink (a stroke across a tissue hole, not glass circled by a pen). Called on a
+    crop around where ink meets tissue, so a hole reaching beyond the crop stays open."""
     labels, n = ndimage.label(~(mask | ink))
     if n == 0:
         return mask
@@ -211,8 +213,9 @@ def tissue_mask_from_rgb(rgb: npt.NDArray[np.uint8], *, mask_mpp: float = 8.0) -
     sub = ~dilate_square(~dilate_square(mask[box], radius), radius)  # closing
     ink = ink[box]
     sub = _fill_holes(sub)
-    if ink.any() and (dilate_square(ink, 1) & sub).any():  # a stroke across the tissue must not open its holes
-        sub = _fill_ink_holes(sub, ink, (INK_HOLE_UM / mask_mpp) ** 2)
+    touching = _box(dilate_square(ink, 1) & sub, math.ceil(INK_HOLE_UM / mask_mpp)) if ink.any() else None
+    if touching is not None:  # a stroke across the tissue must not open its holes (looked for near the stroke)
+        sub[touching] = _fill_ink_holes(sub[touching], ink[touching], (INK_HOLE_UM / mask_mpp) ** 2)
     sub &= ~ink
     out[box] = _drop_small(sub, max(1, round((MIN_OBJECT_UM / mask_mpp) ** 2)))
     return out

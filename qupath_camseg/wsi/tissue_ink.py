@@ -73,14 +73,40 @@ def erode_square(mask: npt.NDArray[np.bool_], radius: int) -> npt.NDArray[np.boo
     return out
 
 
-def _hue_deg(px: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-    """HSV hue in degrees (0–360) of ``px (n, 3)`` uint8 RGB."""
-    f = px.astype(np.float32)
-    r, g, b = f[:, 0], f[:, 1], f[:, 2]
-    mx, mn = f.max(1), f.min(1)
+def _hue_deg(r: npt.NDArray[np.float32], g: npt.NDArray[np.float32], b: npt.NDArray[np.float32]
+             ) -> npt.NDArray[np.float32]:
+    """HSV hue in degrees (0–360) of pixels given as three float32 channel columns (n,)."""
+    mx, mn = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
     d = np.maximum(mx - mn, np.float32(1e-3))
     h = np.where(mx == r, ((g - b) / d) % 6, np.where(mx == g, (b - r) / d + 2, (r - g) / d + 4))
     return (h * 60).astype(np.float32)
+
+
+def _black(flat: npt.NDArray[np.uint8], mx: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.intp], ...]:
+    """Flat indices of ``(weak, core)`` black evidence: dark and neutral (only dark pixels are judged;
+    neutral with mean OD > 0.5 needs every channel below ≈ 166)."""
+    idx = np.flatnonzero(mx < 170)
+    od = [_OD[flat[idx, c]] for c in range(3)]
+    od_max, od_min = np.maximum(np.maximum(*od[:2]), od[2]), np.minimum(np.minimum(*od[:2]), od[2])
+    od_mean = (od[0] + od[1] + od[2]) / 3
+    weak = (od_min > 0.75 * od_max) & (od_mean > 0.5)
+    core = weak & (od_mean > 1.0) & (od_min > 0.8 * od_max)
+    return idx[weak], idx[core]
+
+
+def _coloured(flat: npt.NDArray[np.uint8], candidates: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.intp], ...]:
+    """Flat indices of ``(weak, core)`` blue/green ink evidence among ``candidates`` (saturated,
+    red not the brightest channel)."""
+    idx = np.flatnonzero(candidates)
+    r, g, b = (flat[idx, c].astype(np.int16) for c in range(3))
+    lo = np.minimum(np.minimum(r, g), b)
+    maybe = (g >= b) | (12 * (r - g) <= b - lo)  # green the brightest, or blue with hue ≤ 245° (integers)
+    idx, r, g, b = idx[maybe], r[maybe], g[maybe], b[maybe]
+    hue = _hue_deg(r.astype(np.float32), g.astype(np.float32), b.astype(np.float32))
+    weak = (hue >= _HUE_INK[0]) & (hue <= _HUE_INK[1])
+    od_r, od_g = _OD[r], _OD[g]
+    core = weak & (od_g < 0.8 * od_r) & (od_r > 0.25)
+    return idx[weak], idx[core]
 
 
 def _evidence(rgb: npt.NDArray[np.uint8], mx: npt.NDArray[np.uint8], mn: npt.NDArray[np.uint8],
@@ -88,23 +114,11 @@ def _evidence(rgb: npt.NDArray[np.uint8], mx: npt.NDArray[np.uint8], mn: npt.NDA
     """``(weak, core)`` ink evidence, bool (H, W) each, judged on the pixels that could be ink only."""
     weak = np.zeros(mx.shape, bool)
     core = np.zeros(mx.shape, bool)
-    # coloured ink: saturated (> 0.15), red not the brightest channel; black: dark and (nearly) grey
-    colour = (sat > 38) & (rgb[..., 0] < mx) & (mn < 230)
-    dark = mx < 150
-    idx = np.flatnonzero(colour | dark)
-    if idx.size == 0:
-        return weak, core
-    px = rgb.reshape(-1, 3)[idx]
-    od = _OD[px]
-    od_min, od_max, od_mean = od.min(1), od.max(1), od.mean(1)
-    neutral = od_min > 0.75 * od_max
-    black_weak = neutral & (od_mean > 0.5)
-    black_core = black_weak & (od_mean > 1.0) & (od_min > 0.8 * od_max)
-    hue = _hue_deg(px)
-    col_weak = colour.ravel()[idx] & (hue >= _HUE_INK[0]) & (hue <= _HUE_INK[1])
-    col_core = col_weak & (od[:, 1] < 0.8 * od[:, 0]) & (od[:, 0] > 0.25)
-    weak.ravel()[idx] = black_weak | col_weak
-    core.ravel()[idx] = black_core | col_core
+    flat = rgb.reshape(-1, 3)
+    colour = (sat > 38) & (rgb[..., 0] < mx) & (mn < 230)  # saturation > 0.15, red not the brightest
+    for w, c in (_black(flat, mx), _coloured(flat, colour)):
+        weak.ravel()[w] = True
+        core.ravel()[c] = True
     return weak, core
 
 
