@@ -111,9 +111,13 @@ class TissueMask:
         ds = self.downsample
         polys = vectorize(self.mask[box], origin_px=(box[1].start * ds, box[0].start * ds), downsample=ds)
         tol = 0.5 * ds if simplify_px is None else simplify_px
-        if tol > 0 and polys:  # all at once (GEOS loops in C); topology kept, so valid stays valid
-            polys = [p for p in shapely.simplify(np.array(polys, dtype=object), tol, preserve_topology=True)
-                     if isinstance(p, Polygon) and not p.is_empty and p.area > 0]
+        if tol > 0 and polys:  # all at once (GEOS loops in C): Douglas-Peucker, and where that
+            # breaks a polygon (a ring crossing itself or collapsing), the topology-preserving kind
+            arr = np.array(polys, dtype=object)
+            simple = shapely.simplify(arr, tol, preserve_topology=False)
+            bad = shapely.is_empty(simple) | ~shapely.is_valid(simple) | (shapely.get_type_id(simple) != 3)
+            simple[bad] = shapely.simplify(arr[bad], tol, preserve_topology=True)
+            polys = [p for p in simple if isinstance(p, Polygon) and not p.is_empty and p.area > 0]
         return MultiPolygon(polys)
 
 
