@@ -29,16 +29,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 import shapely
+from scipy import ndimage
 from shapely.geometry import MultiPolygon, Polygon
 
 from qupath_camseg.annotations import vectorize
 from qupath_camseg.wsi.slides import Slide
 from qupath_camseg.wsi.tissue_ink import dilate_square, ink_mask_from, saturation_u8
 
-__all__ = ["CLOSING_UM", "DETECTOR_VERSION", "INK_HOLE_UM", "MIN_OBJECT_UM", "TissueMask", "detect_tissue", "summed_area_table",
-           "tissue_mask_from_rgb"]
+__all__ = ["CLOSING_UM", "DETECTOR_VERSION", "INK_HOLE_UM", "MIN_OBJECT_UM", "TissueMask", "detect_tissue",
+           "summed_area_table", "tissue_mask_from_rgb"]
 
 #: Version of the detection rules (bumped when they change what is tissue).
 DETECTOR_VERSION = 2
