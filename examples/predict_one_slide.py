@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from qupath_camseg.annotations import read_geojson
+from qupath_camseg.annotations import TISSUE_CLASS, read_geojson
 from qupath_camseg.predict import PredictOptions, predict_slide
 
 
@@ -26,7 +26,7 @@ def main() -> None:
     result = predict_slide(args.slide, args.model_dir, args.out_dir,
                            options=PredictOptions(slide_mpp=args.slide_mpp, threshold=0.5))
     objects = read_geojson(result.outputs["geojson"])
-    regions = [o for o in objects if o.object_type == "annotation"]
+    regions = [o for o in objects if o.object_type == "annotation" and o.classification != TISSUE_CLASS]
     tiles = [o for o in objects if o.object_type != "annotation"]
     tumor_mm2 = result.report.get("tumor_area_mm2")
     print(f"{result.image}: {len(regions)} tumour region(s), {len(tiles)} tiles, tumour area {tumor_mm2} mm²")

@@ -32,6 +32,8 @@ class Camseg {
     static final String PREF_MODEL = 'camseg.model'
     static final String ENV_PYTHON = 'QCAMSEG_PYTHON'
     static final String CREATED_BY = 'qupath-camseg'
+    /** The annotation that shows the tissue a prediction analysed (never trained on): placed locked. */
+    static final String TISSUE_CLASS = 'camseg Tissue'
     static final int TAIL_LINES = 30
 
     final Class dialogs
@@ -519,6 +521,8 @@ class Camseg {
         if (hierarchy == null)
             throw new CamsegProblem('Open an image first.')
         def previous = ourObjects(hierarchy)
+        // The analysed tissue is shown, not edited by accident: locked (unlock it in QuPath to change it).
+        objects.findAll { it.getPathClass()?.toString() == TISSUE_CLASS }.each { it.setLocked(true) }
         QP.removeObjects(previous, true)
         QP.addObjects(objects)
         QP.fireHierarchyUpdate()

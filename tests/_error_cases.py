@@ -841,6 +841,73 @@ def _(ctx: Ctx) -> list[str]:
       "remove one image and add it again in QuPath", "tumor_001.tif", "normal_002.tif", "same entryID 1")
 def _(ctx: Ctx) -> list[str]:
     return ["predict", str(_crafted(ctx, second=1)), "--model", str(ctx.model()), "--progress", "none"]
+def _png(ctx: Ctx, name: str, size: tuple[int, int], value: int = 255) -> Path:
+    from PIL import Image
+
+    path = ctx.tmp / name
+    Image.new("L", size, value).save(path)
+    return path
+
+
+@case("predict-tissue-missing-file", "predict", "--tissue names a file that does not exist",
+      "pass auto, none, or an existing GeoJSON / ASAP XML / mask image", "tissue.geojson", "no such file")
+def _(ctx: Ctx) -> list[str]:
+    return ["predict", str(ctx.project()), "--model", str(ctx.model()), "--images", "tumor_001.tif",
+            "--tissue", str(ctx.tmp / "tissue.geojson"), "--progress", "none"]
+
+
+@case("predict-tissue-unknown-kind", "predict", "--tissue file of an unknown kind (e.g. a .txt)",
+      "pass a .geojson, .xml or mask image", "tissue.txt", "unknown kind")
+def _(ctx: Ctx) -> list[str]:
+    return ["predict", str(ctx.project()), "--model", str(ctx.model()), "--images", "tumor_001.tif",
+            "--tissue", str(ctx.write("tissue.txt", "tissue")), "--progress", "none"]
+
+
+@case("predict-tissue-no-polygon", "predict", "--tissue GeoJSON without any area (points only)",
+      "outline the tissue in QuPath and export it", "points.geojson", "holds no area")
+def _(ctx: Ctx) -> list[str]:
+    pts = json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [10, 10]},
+         "properties": {"objectType": "annotation"}}]})
+    return ["predict", str(ctx.project()), "--model", str(ctx.model()), "--images", "tumor_001.tif",
+            "--tissue", str(ctx.write("points.geojson", pts)), "--progress", "none"]
+
+
+@case("predict-tissue-off-slide", "predict", "--tissue outline lies outside the slide (another slide's, or not in "
+      "full-resolution pixels)", "use the outline of this slide, in level-0 px", "far.geojson", "no area lies on the slide")
+def _(ctx: Ctx) -> list[str]:
+    far = _fc(_poly((50000, 50000), (60000, 50000), (60000, 60000)), cls="Tissue")
+    return ["predict", str(ctx.project()), "--model", str(ctx.model()), "--images", "tumor_001.tif",
+            "--tissue", str(ctx.write("far.geojson", far)), "--progress", "none"]
+
+
+@case("predict-tissue-mask-wrong-shape", "predict", "--tissue mask image of another slide (other aspect ratio)",
+      "use the mask made for this slide", "mask_use.png", "not the slide's")
+def _(ctx: Ctx) -> list[str]:
+    return ["predict", str(ctx.project()), "--model", str(ctx.model()), "--images", "tumor_001.tif",
+            "--tissue", str(_png(ctx, "mask_use.png", (64, 20))), "--progress", "none"]
+
+
+@case("predict-tissue-mask-empty", "predict", "--tissue mask image with no tissue (all black, or inverted)",
+      "tissue white on black, as HistoQC writes it", "black.png", "marks no tissue")
+def _(ctx: Ctx) -> list[str]:
+    return ["predict", str(ctx.project()), "--model", str(ctx.model()), "--images", "tumor_001.tif",
+            "--tissue", str(_png(ctx, "black.png", (64, 64), 0)), "--progress", "none"]
+
+
+@case("predict-tissue-file-for-many-images", "predict", "one --tissue file for a project run over several images",
+      "select its image with --images, or pass a folder with one file per slide", "tissue.geojson", "--images")
+def _(ctx: Ctx) -> list[str]:
+    return ["predict", str(ctx.project()), "--model", str(ctx.model()), "--tissue",
+            str(ctx.write("tissue.geojson", _fc(_SQUARE, cls="Tissue"))), "--progress", "none"]
+
+
+@case("predict-tissue-folder-without-file", "predict", "--tissue folder without a file for the slide",
+      "add <entry ID>.geojson (or <slide name>.png, ...), or use --tissue auto", "tumor_001.tif", "has no file")
+def _(ctx: Ctx) -> list[str]:
+    (ctx.tmp / "masks").mkdir()
+    return ["predict", str(ctx.project()), "--model", str(ctx.model()), "--images", "tumor_001.tif",
+            "--tissue", str(ctx.tmp / "masks"), "--progress", "none"]
 
 
 # =================================================================================== evaluate

@@ -15,6 +15,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "geojson_read": ["read_geojson"],
         "geojson_validate": ["RULES", "validate_qupath_geojson"],
         "masks": ["IGNORE_LABEL", "is_ignore_class", "label_mask", "rasterize", "vectorize"],
-        "objects": ["CAMSEG_METADATA", "OBJECT_TYPES", "OUR_NAME_PREFIX", "QPObject", "clip_to_slide", "copy_object", "default_class_color", "is_ours", "iter_objects", "polygonal_part"],
+        "objects": ["CAMSEG_METADATA", "OBJECT_TYPES", "OUR_NAME_PREFIX", "QPObject", "TISSUE_CLASS", "clip_to_slide", "copy_object", "default_class_color", "is_ours", "is_tissue_class", "iter_objects", "polygonal_part"],
     },
 )

@@ -26,10 +26,12 @@ __all__ = [
     "OBJECT_TYPES",
     "OUR_NAME_PREFIX",
     "QPObject",
+    "TISSUE_CLASS",
     "clip_to_slide",
     "copy_object",
     "default_class_color",
     "is_ours",
+    "is_tissue_class",
     "iter_objects",
     "polygonal_part",
 ]
@@ -40,6 +42,9 @@ CAMSEG_METADATA: dict[str, str] = {"created_by": "qupath-camseg"}
 #: Our objects' names start with this too: QuPath 0.4 keeps metadata only on annotations, and
 #: paquo cannot write it at all, so the name is the marker that survives (see :func:`is_ours`).
 OUR_NAME_PREFIX = "camseg"
+#: Class (and name) of the annotation that shows the tissue a prediction analysed: it never
+#: trains, is never scored, and the Groovy import places it locked.
+TISSUE_CLASS = "camseg Tissue"
 OBJECT_TYPES = ("annotation", "detection", "tile", "cell", "tmaCore", "root")
 #: QuPath's built-in class colours (``PathClassFactory.StandardPathClasses``); ``Ignore*`` is
 #: QuPath's convention for "leave out of training".
@@ -85,6 +90,11 @@ def is_ours(obj: QPObject) -> bool:
     if "created_by" in obj.metadata:
         return all(obj.metadata.get(k) == v for k, v in CAMSEG_METADATA.items())
     return bool(obj.name) and str(obj.name).startswith(OUR_NAME_PREFIX)
+
+
+def is_tissue_class(name: str | None) -> bool:
+    """True for :data:`TISSUE_CLASS` (the analysed-tissue annotation's class, whoever owns the object)."""
+    return name is not None and name.strip() == TISSUE_CLASS
 
 
 def iter_objects(objs: Iterable[QPObject]) -> Iterator[QPObject]:

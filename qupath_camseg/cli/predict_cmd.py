@@ -143,8 +143,8 @@ class _Reporter:
 @click.option("--compile", "compile_model", is_flag=True,
               help="Compile the network (torch.compile): the first batch takes tens of seconds (cached on disk "
                    "for later runs), then tiles run faster on a GPU.")
-@click.option("--no-tissue-mask", is_flag=True,
-              help="Keep probabilities off the detected tissue (glass, ink) instead of setting them to 0.")
+@click.option("--no-tissue-mask", is_flag=True, deprecated="use --tissue none",
+              help="The old spelling of --tissue none.")
 @click.option("--no-project-write", is_flag=True,
               help="Do not write objects into the QuPath project hierarchy (files under camseg/ only).")
 @click.option("--chunk-px", type=click.IntRange(min=16), default=512, hidden=True)
@@ -152,10 +152,15 @@ class _Reporter:
               help="model: normalise each slide's stains to the model's reference when it was trained with "
                    "--stain-norm; none: never.")
 @door_option
+@click.option("--tissue", "tissue", default="auto", show_default=True, metavar="auto|none|FILE",
+              help="Which tissue is analysed: auto (detected; shown as the locked camseg Tissue annotation), "
+                   "none (the whole slide), or your own outline: a GeoJSON (e.g. QuPath's thresholder objects, "
+                   "exported), an ASAP XML, or a mask image such as HistoQC's *_mask_use.png; for a project, "
+                   "a folder with one file per slide (<entry ID>.geojson, <slide name>.png, ...).")
 def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | None, out_dir: Path | None,
             threshold: float, device: str, batch_size: int, workers: int | None, readers: str, overwrite: bool, progress_mode: str,
             slide_mpp: float | None, overlap: float, compile_model: bool, no_tissue_mask: bool, no_project_write: bool,
-            chunk_px: int, stain_norm: str, door: str) -> None:
+            chunk_px: int, stain_norm: str, door: str, tissue: str) -> None:
     """Tumour probability maps, tile measurements and tumour outlines for whole slides.
 
     PROJECT_OR_SLIDE is a QuPath project (folder or project.qpproj) or one slide file. Results go
@@ -176,10 +181,15 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
             raise SlideNotFoundError(f"{target} does not exist; pass a QuPath project folder or a slide file")
         if chunk_px % 16:
             raise click.BadParameter("must be a multiple of 16", param_hint="--chunk-px")
+        if no_tissue_mask:
+            if tissue != "auto":
+                raise click.BadParameter(f"and --tissue {tissue} disagree; --no-tissue-mask is the old spelling "
+                                         "of --tissue none: pass only --tissue", param_hint="--no-tissue-mask")
+            tissue = "none"
         opts = PredictOptions(threshold=threshold, overlap=overlap, batch_size=batch_size, workers=workers, readers=readers,
                               device=device, slide_mpp=slide_mpp, roi=str(roi) if roi else None,
-                              overwrite=overwrite, chunk_px=chunk_px, mask_to_tissue=not no_tissue_mask,
-                              compile=compile_model, stain_norm=stain_norm)
+                              overwrite=overwrite, chunk_px=chunk_px, compile=compile_model, tissue=tissue,
+                              stain_norm=stain_norm)
         model = load_model(model_dir, device=device)
         if _is_project(target):
             if out_dir is not None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from shapely.geometry import MultiPolygon, Polygon
 
-from qupath_camseg.annotations import QPObject, is_ours, iter_objects, polygonal_part
+from qupath_camseg.annotations import QPObject, is_ours, is_tissue_class, iter_objects, polygonal_part
 
 if TYPE_CHECKING:
     from qupath_camseg.qupath import FileProject, PaquoProject
@@ -58,7 +58,8 @@ def missing_class_warning(objs: Sequence[QPObject], found: Sequence[object], wha
     if found:
         return []
     classes = sorted({o.classification or "(unclassified)" for o in iter_objects(objs)
-                      if o.object_type == "annotation" and o.is_area and (ours is None or is_ours(o) == ours)})
+                      if o.object_type == "annotation" and o.is_area and (ours is None or is_ours(o) == ours)
+                      and not is_tissue_class(o.classification)})  # the analysed tissue is no class to score
     if not classes:
         return []
     return [f"{what} has annotations of class {', '.join(classes)} but none of a tumour class "

@@ -27,6 +27,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "slide": ["predict_slide"],
         "stain": ["STAIN_NORM_CHOICES", "SlideStain", "check_stain_norm", "slide_stain"],
         "summaries": ["ChunkSummaries", "ChunkSummary", "summarize_chunk"],
+        "tissue_source": ["TISSUE_MODES", "load_tissue", "resolve_tissue", "tissue_annotation", "tissue_key"],
         "tile_reader": ["BLOCK_CACHE_BYTES", "BlockCache", "PREFETCH_BATCHES", "ReaderArgs", "TileBatches", "TileReader", "thread_batches", "use_read_processes"],
     },
 )

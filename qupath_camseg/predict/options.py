@@ -54,6 +54,9 @@ class PredictOptions:
     store; ``tile_px`` overrides the model's inference tile (map px). ``stain_norm``: ``"model"``
     normalises the tiles' stains when the model was trained with stain normalisation (its
     reference is in ``model.json``), ``"none"`` never does (:mod:`qupath_camseg.predict.stain`).
+    ``tissue`` says which tissue is analysed: ``"auto"`` (detected), ``"none"`` (the whole slide:
+    every tile, nothing set to 0), or the path of the user's outline (GeoJSON, ASAP XML or mask
+    image) or of a folder of them, one per slide (:mod:`qupath_camseg.predict.tissue_source`).
     """
 
     threshold: float = 0.5
@@ -78,6 +81,7 @@ class PredictOptions:
     tile_px: int | None = None
     mask_to_tissue: bool = True
     stain_norm: str = "model"
+    tissue: str = "auto"
 
 
 @dataclass

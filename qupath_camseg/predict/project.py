@@ -19,7 +19,7 @@ import torch
 from qupath_camseg._dist import Dist, env_rank, shard_by_weight
 from qupath_camseg._io import entry_file
 from qupath_camseg.annotations import QPObject, read_geojson
-from qupath_camseg.errors import CamsegError, ImagesFailedError, ProjectError, QuPathNotFoundError
+from qupath_camseg.errors import CamsegError, ImagesFailedError, InvalidSettingsError, ProjectError, QuPathNotFoundError
 from qupath_camseg.model import LoadedModel, compile_model, load_model
 from qupath_camseg.predict.options import PredictOptions, PredictResult, Progress, no_progress
 from qupath_camseg.predict.report import read_report
@@ -108,6 +108,9 @@ def _predict_project(project_path: str | Path, model: LoadedModel | str | Path, 
     opts = options or PredictOptions()
     emit = progress or no_progress
     resolved, out_dir = _resolve_entries(project_path, images)
+    if opts.tissue not in ("auto", "none") and Path(opts.tissue).is_file() and len(resolved) > 1:
+        raise InvalidSettingsError(f"--tissue {opts.tissue} outlines one slide but {len(resolved)} images are "
+                                   "selected; pick its image with --images, or pass a folder with one file per slide")
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=opts.device)
     if opts.compile:
         lm = compile_model(lm)

@@ -15,6 +15,7 @@ from qupath_camseg.errors import ImagesFailedError
 from qupath_camseg.model import LoadedModel
 from qupath_camseg.predict.chunks import TilePlan
 from qupath_camseg.predict.options import PredictOptions
+from qupath_camseg.predict.tissue_source import tissue_key
 
 __all__ = ["finished_report", "read_report", "settings_key", "store_key"]
 
@@ -26,14 +27,16 @@ def store_key(lm: LoadedModel, slide_path: Path, slide_mpp: float, roi: BaseGeom
               opts: PredictOptions) -> dict[str, Any]:
     """Everything the stored probabilities depend on (the chunk store's key): the model's
     weights, the slide file (path, size, mtime) and pixel size (µm/px), the ROI and the tissue
-    settings, and the stain reference when tiles are stain-normalised. A store with another key
-    is cleared; one with this key is resumed."""
+    settings and source (the detector's version, or the user's file by content), and the stain
+    reference when tiles are stain-normalised. A store with another key is cleared; one with this
+    key is resumed."""
     stat = slide_path.stat()
     stain = {"stain": lm.config.stain} if lm.config.stain is not None and opts.stain_norm != "none" else {}
     return {**stain, "model": lm.sha256, "slide": [str(slide_path.resolve()), stat.st_size, int(stat.st_mtime)],
             "slide_mpp": slide_mpp, "roi": roi.wkb_hex if roi is not None else None,
             "min_tissue": opts.min_tissue, "tissue_mask_mpp": opts.tissue_mask_mpp,
-            "tissue_mask_max_px": opts.tissue_mask_max_px, "mask_to_tissue": opts.mask_to_tissue}
+            "tissue_mask_max_px": opts.tissue_mask_max_px, "mask_to_tissue": opts.mask_to_tissue,
+            "tissue": tissue_key(opts.tissue)}
 
 
 def settings_key(store: dict[str, Any], opts: PredictOptions, plan: TilePlan) -> str:

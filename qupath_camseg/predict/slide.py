@@ -14,7 +14,8 @@ From the finished chunks it then writes, under ``out_dir``:
   measurements ``"<class> probability (mean)"`` and ``"<class> area fraction"`` (share of the tile
   at or above ``threshold``) per class; and one annotation per connected region at or above
   ``threshold`` (holes kept, outlines simplified, specks removed), named ``camseg <class>``
-  (tiles: ``camseg tile``). All objects carry :data:`~qupath_camseg.annotations.geojson.CAMSEG_METADATA` and
+  (tiles: ``camseg tile``); and, unless ``tissue="none"``, one locked ``camseg Tissue`` annotation
+  showing the tissue analysed (:mod:`qupath_camseg.predict.tissue_source`). All objects carry :data:`~qupath_camseg.annotations.geojson.CAMSEG_METADATA` and
   a name starting with :data:`~qupath_camseg.annotations.geojson.OUR_NAME_PREFIX` (QuPath 0.4 keeps object
   metadata only on annotations), see :func:`~qupath_camseg.annotations.geojson.is_ours`.
 * ``heatmaps/<id>.tif`` - the tumour probability as a pyramidal TIFF (:mod:`qupath_camseg.wsi.heatmap`).
@@ -37,7 +38,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg._io import atomic_write_json, entry_file, file_lock
 from qupath_camseg._runtime import default_reader_workers, device_name, require_memory, versions
-from qupath_camseg.annotations import QPObject, write_geojson
+from qupath_camseg.annotations import TISSUE_CLASS, QPObject, write_geojson
 from qupath_camseg.errors import InvalidSettingsError, ModelBundleError, SlideNotFoundError
 from qupath_camseg.model import LoadedModel, compile_model, forward_bytes, load_model
 from qupath_camseg.predict.chunks import ChunkStore, TilePlan
@@ -60,15 +61,8 @@ from qupath_camseg.predict.roi import active_tiles, check_roi_on_slide, read_roi
 from qupath_camseg.predict.run_lock import run_lock
 from qupath_camseg.predict.stain import check_stain_norm, slide_stain
 from qupath_camseg.predict.summaries import ChunkSummaries
-from qupath_camseg.wsi import (
-    Slide,
-    StainTransform,
-    TissueFractions,
-    TissueMask,
-    detect_tissue,
-    open_slide,
-    write_heatmap,
-)
+from qupath_camseg.predict.tissue_source import load_tissue, resolve_tissue, tissue_annotation
+from qupath_camseg.wsi import Slide, StainTransform, TissueFractions, TissueMask, open_slide, write_heatmap
 
 __all__ = ["predict_slide"]
 
@@ -106,9 +100,9 @@ def _predict_slide(slide_path: Path, model: LoadedModel | str | Path, out_dir: P
             job.emit({"event": "skip", "image": job.image, "reason": "already predicted with these settings",
                       "outputs": outputs})
             return PredictResult(job.image, job.entry_id, job.paths, old, skipped=True)
+        tissue = _tissue(job, slide, planned)  # before the lock: a bad --tissue file leaves nothing behind
         lock = entry_file(job.out, "probability", f".{job.entry_id}", ".lock")
         with file_lock(lock, what=f"prediction of {job.image}"):
-            tissue = _tissue(job, slide, planned)
             stain = slide_stain(slide, planned.plan, tissue.active, tissue.fractions, job.lm.config.stain_reference,
                                 job.lm.config.mpp, job.opts.stain_norm, emit=job.emit, image=job.image)
             done = _infer(job, planned, tissue, stain.transform)
@@ -148,6 +142,7 @@ def _job(slide_path: Path, model: LoadedModel | str | Path, out: Path, entry_id:
         lm = compile_model(lm)
     cfg = lm.config
     entry_id = entry_id or slide_path.stem
+    opts = replace(opts, tissue=resolve_tissue(opts.tissue, slide_path, entry_id=entry_id))
     paths = {"geojson": entry_file(out, "predictions", entry_id, ".geojson"),
              "heatmap": entry_file(out, "heatmaps", entry_id, ".tif"),
              "report": entry_file(out, "reports", entry_id, ".json")}
@@ -216,21 +211,22 @@ def _check_mpp(job: _Job, slide_mpp: float) -> None:
 @dataclass
 class _Tissue:
     """The tissue mask (at ``mask_mpp`` µm/px), its box fractions, the tiles to compute
-    (``bool (ny, nx)``) and the seconds it took."""
+    (``bool (ny, nx)``), the seconds it took and, for a user's polygon file, its outline."""
 
     mask: TissueMask
     mask_mpp: float
     fractions: TissueFractions
     active: npt.NDArray[np.bool_]
     seconds: float
+    outline: BaseGeometry | None = None
 
 
 def _tissue(job: _Job, slide: Slide, planned: _Planned) -> _Tissue:
-    """Detect the tissue (a mask of at most ``tissue_mask_max_px`` px) and pick the active tiles."""
+    """Detect (or read) the tissue (a mask of at most ``tissue_mask_max_px`` px) and pick the active tiles."""
     t0 = time.perf_counter()
     w, h = planned.dims
     mask_mpp = max(job.opts.tissue_mask_mpp, planned.slide_mpp * math.sqrt(w * h / job.opts.tissue_mask_max_px))
-    mask = detect_tissue(slide, mask_mpp=mask_mpp)
+    mask, outline = load_tissue(slide, job.opts.tissue, mask_mpp)
     fractions = TissueFractions(mask)
     active = active_tiles(planned.plan, fractions, job.roi, job.opts.min_tissue)
     if not active.any():
@@ -238,7 +234,7 @@ def _tissue(job: _Job, slide: Slide, planned: _Planned) -> _Tissue:
         job.emit({"event": "warning", "image": job.image,
                   "message": f"no tissue found{where} on {job.slide_path.name} ({w}x{h} px at {planned.slide_mpp:g} µm/px): "
                              "nothing to predict; check the slide is not blank and its pixel size (--slide-mpp)"})
-    return _Tissue(mask, mask_mpp, fractions, active, time.perf_counter() - t0)
+    return _Tissue(mask, mask_mpp, fractions, active, time.perf_counter() - t0, outline)
 
 
 def _dilated(tissue: TissueMask) -> TissueMask:
@@ -277,7 +273,8 @@ def _infer(job: _Job, planned: _Planned, tissue: _Tissue, stain: StainTransform 
         stats = run_inference(job.slide_path, opts.slide_mpp, plan, tissue.active, store, lm, job.roi,
                               batch_size=opts.batch_size, workers=workers, image=job.image, emit=job.emit,
                               on_chunk=summaries.submit, readers=opts.readers,
-                              tissue=_dilated(tissue.mask) if opts.mask_to_tissue else None, stain=stain)
+                              tissue=_dilated(tissue.mask) if opts.mask_to_tissue and opts.tissue != "none" else None,
+                              stain=stain)
         t_infer = time.perf_counter() - t0
         objs, tumor_area, timings = _write_outputs(job, planned, tissue, store, summaries, measure_px, workers)
     return _Done(objs, tumor_area, stats, workers, store.resumed, {"inference": t_infer, **timings})
@@ -306,6 +303,8 @@ def _write_outputs(job: _Job, planned: _Planned, tissue: _Tissue, store: ChunkSt
             colors=[tuple(c["color"]) for c in cfg.classes], measure_px=measure_px,
             min_tile_tissue=opts.min_tile_tissue, slide_mpp=planned.slide_mpp, min_area_um2=opts.min_area_um2,
             min_hole_um2=opts.min_hole_um2, simplify_um=opts.simplify_um, tumor_index=ti)
+        if opts.tissue != "none":  # the analysed tissue, first (drawn beneath the rest in QuPath)
+            objs = [o for o in [tissue_annotation(tissue.mask, tissue.outline, job.roi)] if o is not None] + objs
         t_objects = time.perf_counter() - t0 - t_summaries
         write_geojson(job.paths["geojson"], objs)
         t_geojson = time.perf_counter() - t0 - t_summaries - t_objects
@@ -334,7 +333,8 @@ def _report(job: _Job, planned: _Planned, tissue: _Tissue, done: _Done) -> dict[
                   "tile_objects": sum(o.object_type == "tile" for o in done.objects)},
         "tissue_area_mm2": tissue_area, "tissue_mask_mpp": tissue.mask_mpp,
         "tumor_area_mm2": done.tumor_area_l0 * planned.slide_mpp**2 / 1e6,
-        "tumor_regions": sum(o.object_type == "annotation" for o in done.objects),
+        "tumor_regions": sum(o.object_type == "annotation" and o.classification != TISSUE_CLASS for o in done.objects),
+        "tissue_source": job.opts.tissue,
         "timings_s": {"tissue": tissue.seconds, **done.timings, "total": time.perf_counter() - job.t_start,
                       **stats["timings"]},
         "tiles_per_s": stats["tiles"] / t_infer if t_infer > 0 else None,

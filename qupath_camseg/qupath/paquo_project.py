@@ -254,6 +254,8 @@ class PaquoProject(Project):
             new.name = f"{OUR_NAME_PREFIX} {obj.name or obj.classification or kind}"
         else:
             new.name = obj.name
+        if obj.locked:  # e.g. the camseg Tissue annotation
+            new.locked = True
 
 
 def path_class(name: str, color: tuple[int, int, int] | None = None) -> Any:

@@ -17,7 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from qupath_camseg.annotations import QPObject, default_class_color, is_ignore_class, is_ours, iter_objects
+from qupath_camseg.annotations import (
+    TISSUE_CLASS,
+    QPObject,
+    default_class_color,
+    is_ignore_class,
+    is_ours,
+    is_tissue_class,
+    iter_objects,
+)
 from qupath_camseg.errors import InvalidAnnotationError, InvalidSettingsError, ProjectError
 from qupath_camseg.qupath import Project, ProjectEntry, open_project
 from qupath_camseg.train.config import TrainConfig
@@ -59,6 +67,9 @@ def collect_images(project_path: str | os.PathLike[str], config: TrainConfig) ->
     names, and slide errors (missing image, missing mpp) from the slides module.
     """
     classes = config.classes
+    if any(is_tissue_class(c) for c in classes):
+        raise InvalidSettingsError(f"{TISSUE_CLASS} marks the tissue a prediction analysed and never trains; "
+                                   "pass the classes you outlined (e.g. --classes Tumor)")
     project = open_project(project_path, "r", door=config.door)  # type: ignore[arg-type]
     try:
         where = str(project.path)
@@ -137,12 +148,15 @@ def _read_annotations(project: Project, entries: Sequence[ProjectEntry]) -> dict
 
 
 def _usable(objs: Sequence[QPObject]) -> list[QPObject]:
-    """The user's area annotations (our own predictions are never training labels)."""
-    return [
-        o
-        for o in objs
-        if not is_ours(o) and any(c.object_type == "annotation" and c.is_area for c in iter_objects([o]))
-    ]
+    """The user's area annotations: our own predictions and the analysed-tissue annotation are never
+    training labels, but a user's annotation nested inside one of them (QuPath's hierarchy) is."""
+    out: list[QPObject] = []
+    for o in objs:
+        if is_ours(o) or is_tissue_class(o.classification):
+            out.extend(_usable(o.children))
+        elif any(c.object_type == "annotation" and c.is_area for c in iter_objects([o])):
+            out.append(o)
+    return out
 
 
 def _found_classes(
@@ -153,7 +167,7 @@ def _found_classes(
     found: dict[str, tuple[int, int, int] | None] = {}
     for objs in annotations.values():
         for o in iter_objects(objs):
-            if o.object_type == "annotation" and o.is_area and o.classification:
+            if o.object_type == "annotation" and o.is_area and o.classification and not is_tissue_class(o.classification):
                 found.setdefault(o.classification, o.color)
     if not any(annotations.values()):
         raise InvalidAnnotationError(

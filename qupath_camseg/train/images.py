@@ -24,7 +24,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 from shapely.strtree import STRtree
 
-from qupath_camseg.annotations import QPObject, is_ignore_class, iter_objects, rasterize
+from qupath_camseg.annotations import QPObject, is_ignore_class, is_tissue_class, iter_objects, rasterize
 from qupath_camseg.wsi import detect_tissue, level0_size, open_slide, tissue_tiles
 
 __all__ = ["IGNORE_INDEX", "LabelledImage", "build_shapes", "prepare_image"]
@@ -132,8 +132,8 @@ def build_shapes(
     ignored: list[tuple[BaseGeometry, int]] = []
     by_label: dict[int, list[BaseGeometry]] = {}
     for obj in iter_objects(objs):
-        if obj.object_type != "annotation" or not obj.is_area:
-            continue
+        if obj.object_type != "annotation" or not obj.is_area or is_tissue_class(obj.classification):
+            continue  # the analysed-tissue annotation never trains (its children may)
         name = obj.classification
         if name in class_to_label:
             label = class_to_label[name]

@@ -15,6 +15,9 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "stain": ["METHODS", "SAMPLE_MIN_TISSUE", "SAMPLE_TILES", "StainReference", "StainTransform", "estimate_stains", "fit_reference", "od_to_rgb", "pick_boxes",
                   "rgb_to_od"],
         "tiling": ["Box", "TissueFractions", "level0_size", "tile_grid", "tissue_fractions", "tissue_tiles"],
-        "tissue": ["TissueMask", "detect_tissue", "summed_area_table", "tissue_mask_from_rgb"],
+        "tissue": ["DETECTOR_VERSION", "TissueMask", "detect_tissue", "summed_area_table", "tissue_mask_from_rgb"],
+        "tissue_file": ["read_tissue_file"],
+        "tissue_ink": ["ink_mask"],
+        "tissue_reference": ["reference_marks", "reference_retention", "standard_tissue_mask"],
     },
 )

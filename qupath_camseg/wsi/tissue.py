@@ -1,23 +1,30 @@
-"""Low-resolution tissue detection, used to skip background tiles.
+"""Low-resolution tissue detection: where a slide is analysed.
 
 :func:`detect_tissue` reads the slide at ``mask_mpp`` (8 µm/px by default: a 100,000 px slide at
-0.25 µm/px gives a 3,125 px mask) and :func:`tissue_mask_from_rgb` classifies each pixel:
+0.25 µm/px gives a 3,125 px mask) and :func:`tissue_mask_from_rgb` classifies each pixel, in the
+spirit of the field's standard detectors (saturation Otsu with morphology and hole filling, as
+CLAM, WSInfer, TIAToolbox and HistoQC do it) but keeping pale tissue and leaving ink out:
 
-1. **Not glass**: saturation above an Otsu threshold (clamped to 0.05–0.20, so an empty slide
-   gives an empty mask and an all-tissue image still splits sensibly) and optical density above
-   0.05 (white, grey glass and dust are unsaturated or transparent).
-2. **Not ink, not black**: H&E absorbs green at least as much as red (OD_green/OD_red ≥ 1.08
-   for haematoxylin, ≈ 14 for eosin), whereas blue, green and most marker inks absorb red more
-   than green: pixels with OD_green < 0.8 · OD_red are pen marks. Pixels darker than ~50 in every
-   channel (mean OD > 1.6) are black borders, scanner edges or black ink. Both masks are dilated by
-   one pixel to take the blurred fringe of strokes and borders too.
-3. **Morphology** (sizes in µm, scaled by ``mask_mpp``): closing with a 16 µm disc, holes under
-   (100 µm)² filled, objects under (40 µm)² removed.
+1. **Marker ink and black marks** are found first (:mod:`qupath_camseg.wsi.tissue_ink`: blue,
+   green, black pen, slide edges and scanner borders, by hue and neutrality, as regions at least
+   a marker stroke wide, so dark haematoxylin-dense tissue is never taken for ink).
+2. **Not glass**: HSV saturation above an Otsu threshold of the image's own saturation (glass and
+   dust are grey, stained tissue is not), clamped to 0.04–0.08 so that pale stroma, capsule and fat
+   septa stay in and an empty slide stays empty.
+3. **Morphology** (sizes in µm, scaled by ``mask_mpp``): closing with a :data:`CLOSING_UM` µm
+   square, then **every enclosed hole filled** (lymph-node parenchyma, germinal centres, hilar
+   fat and sinuses inside a section are tissue), then the ink removed and pieces under
+   :data:`MIN_OBJECT_UM`² dropped (dust, debris).
+
+:data:`DETECTOR_VERSION` names these rules: prediction settings keys include it, so outputs made
+with other rules are recomputed. :mod:`qupath_camseg.wsi.tissue_reference` holds the plain
+"standard rule" the figures and tests compare against.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,11 +32,23 @@ import numpy.typing as npt
 import shapely
 from scipy import ndimage
 from shapely.geometry import MultiPolygon, Polygon
-from skimage import filters, measure, morphology
 
+from qupath_camseg.annotations import vectorize
 from qupath_camseg.wsi.slides import Slide
+from qupath_camseg.wsi.tissue_ink import dilate_square, ink_mask_from, saturation_u8
 
-__all__ = ["TissueMask", "detect_tissue", "summed_area_table", "tissue_mask_from_rgb"]
+__all__ = ["CLOSING_UM", "DETECTOR_VERSION", "INK_HOLE_UM", "MIN_OBJECT_UM", "TissueMask", "detect_tissue",
+           "summed_area_table", "tissue_mask_from_rgb"]
+
+#: Version of the detection rules (bumped when they change what is tissue).
+DETECTOR_VERSION = 2
+#: Closing size (µm): bridges the pale gaps between cells and fat septa.
+CLOSING_UM = 16.0
+#: Holes closed partly by marker ink are filled up to this size (µm, side of a square); larger
+#: ones may be glass circled by a pen.
+INK_HOLE_UM = 1500.0
+#: Pieces of tissue smaller than this (µm, side of a square) are dust or debris.
+MIN_OBJECT_UM = 80.0
 
 
 def summed_area_table(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.int32]:
@@ -84,29 +103,36 @@ class TissueMask:
 
     def to_polygons(self, *, simplify_px: float | None = None) -> MultiPolygon:
         """The tissue as a MultiPolygon (with holes) in level-0 px, traced along mask pixel edges
-        midway between pixel centres; simplified by half a mask pixel unless ``simplify_px``."""
-        padded = np.pad(self.mask, 1).astype(np.float32)
-        rings = [c for c in measure.find_contours(padded, 0.5) if len(c) >= 4]
+        (:func:`~qupath_camseg.annotations.masks.vectorize`, on the mask's bounding box only);
+        simplified by half a mask pixel unless ``simplify_px`` (level-0 px) is given."""
+        box = _box(self.mask, 0)
+        if box is None:
+            return MultiPolygon()
         ds = self.downsample
-        region = Polygon()
-        for ring in rings:
-            xy = np.column_stack([(ring[:, 1] - 1 + 0.5) * ds, (ring[:, 0] - 1 + 0.5) * ds])
-            poly = shapely.make_valid(Polygon(xy))
-            region = region.symmetric_difference(poly)  # even-odd rule: nested rings become holes
+        polys = vectorize(self.mask[box], origin_px=(box[1].start * ds, box[0].start * ds), downsample=ds)
         tol = 0.5 * ds if simplify_px is None else simplify_px
-        if tol > 0:
-            region = region.simplify(tol, preserve_topology=True)
-        polys = [g for g in getattr(region, "geoms", [region]) if isinstance(g, Polygon) and not g.is_empty]
+        if tol > 0 and polys:  # all at once (GEOS loops in C): Douglas-Peucker, and where that
+            # breaks a polygon (a ring crossing itself or collapsing), the topology-preserving kind
+            arr = np.array(polys, dtype=object)
+            simple = shapely.simplify(arr, tol, preserve_topology=False)
+            bad = shapely.is_empty(simple) | ~shapely.is_valid(simple) | (shapely.get_type_id(simple) != 3)
+            simple[bad] = shapely.simplify(arr[bad], tol, preserve_topology=True)
+            polys = [p for p in simple if isinstance(p, Polygon) and not p.is_empty and p.area > 0]
         return MultiPolygon(polys)
 
 
-#: Optical density ``-ln(max(v, 1) / 255)`` of each byte value ``v`` (float32).
-_RAW_OD = -np.log(np.clip(np.arange(256, dtype=np.float32), 1, 255) * np.float32(1 / 255))
-
-
-@functools.lru_cache(maxsize=16)
-def _disk(radius: int) -> npt.NDArray[np.bool_]:
-    return morphology.disk(max(radius, 0)).astype(bool)
+def _otsu_u8(values: npt.NDArray[np.uint8]) -> int:
+    """Otsu's threshold of uint8 ``values`` (from their histogram); 0 when there are none."""
+    hist = np.bincount(values, minlength=256).astype(np.float64)
+    total = hist.sum()
+    if total == 0:
+        return 0
+    p = hist / total
+    w = np.cumsum(p)
+    mu = np.cumsum(p * np.arange(256))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mu[-1] * w - mu) ** 2 / (w * (1 - w))
+    return int(np.argmax(np.nan_to_num(between, nan=0.0, posinf=0.0)))
 
 
 def _drop_small(mask: npt.NDArray[np.bool_], min_px: int) -> npt.NDArray[np.bool_]:
@@ -114,57 +140,89 @@ def _drop_small(mask: npt.NDArray[np.bool_], min_px: int) -> npt.NDArray[np.bool
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
     if n == 0:
         return mask
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_px
-    keep[0] = False
-    return keep[labels]
+    fg = labels[mask]
+    keep = np.bincount(fg, minlength=n + 1) >= min_px
+    out = np.zeros_like(mask)
+    out[mask] = keep[fg]
+    return out
+
+
+def _fill_holes(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """``mask`` with every background region that does not touch the image border filled
+    (background 4-connected, tissue 8-connected)."""
+    labels, n = ndimage.label(~mask)
+    if n == 0:
+        return mask
+    inside = np.ones(n + 1, bool)
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        inside[edge] = False
+    inside[0] = True  # label 0: the tissue itself
+    return inside[labels]
+
+
+def _fill_ink_holes(mask: npt.NDArray[np.bool_], ink: npt.NDArray[np.bool_], max_px: float) -> npt.NDArray[np.bool_]:
+    """``mask`` with the holes that tissue and ink enclose together filled: background regions
+    of ``mask | ink`` not touching the border, of at most ``max_px`` pixels, more of whose rim
+    touches tissue than ink (a stroke across a tissue hole, not glass circled by a pen). Called on a
+    crop around where ink meets tissue, so a hole reaching beyond the crop stays open."""
+    labels, n = ndimage.label(~(mask | ink))
+    if n == 0:
+        return mask
+    rim_tissue = np.bincount(labels[dilate_square(mask, 1)], minlength=n + 1)
+    rim_ink = np.bincount(labels[dilate_square(ink, 1)], minlength=n + 1)
+    fill = (np.bincount(labels.ravel(), minlength=n + 1) <= max_px) & (rim_tissue > rim_ink)
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        fill[edge] = False
+    fill[0] = False
+    return mask | fill[labels]
+
+
+def _box(mask: npt.NDArray[np.bool_], margin: int) -> tuple[slice, slice] | None:
+    """The bounding box of ``mask``'s True pixels grown by ``margin`` px (clipped); None if empty."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if rows.size == 0:
+        return None
+    h, w = mask.shape
+    return (slice(max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin)),
+            slice(max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin)))
+
+
+def _threshold(sat: npt.NDArray[np.uint8], mn: npt.NDArray[np.uint8], ink: npt.NDArray[np.bool_]) -> int:
+    """The saturation threshold (0–255): Otsu's over what is neither empty white (unscanned
+    areas) nor ink, clamped to 10–20 (0.04–0.08)."""
+    judged = sat[(mn < 250) & ~ink]
+    return min(max(_otsu_u8(judged), 10), 20) if judged.size > 16 else 10
 
 
 def tissue_mask_from_rgb(rgb: npt.NDArray[np.uint8], *, mask_mpp: float = 8.0) -> npt.NDArray[np.bool_]:
-    """Tissue (True) vs glass, pen ink and black borders for an RGB uint8 image ``(H, W, 3)`` of
+    """Tissue (True) vs glass, pen ink and black marks for an RGB uint8 image ``(H, W, 3)`` of
     a slide at ``mask_mpp`` µm/px (sizes of the morphology steps scale with it). Returns bool (H, W)."""
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise ValueError(f"expected an RGB image of shape (H, W, 3) (got {rgb.shape})")
-    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        return np.zeros(rgb.shape[:2], bool)
-    # float32 planes, updated in place: the mask may be ~1 Mpx, and its temporaries set the peak
-    # memory of a whole-slide prediction
-    r, g, b = (
-        ndimage.gaussian_filter(rgb[..., c].astype(np.float32) * np.float32(1 / 255), 0.7, output=np.float32)
-        for c in range(3)
-    )
-    od_mean = np.zeros(r.shape, np.float32)
-    for c in (r, g, b):
-        od_mean -= np.log(np.clip(c, np.float32(1 / 255), np.float32(1)))
-    od_mean /= 3
-    mx = np.maximum(np.maximum(r, g), b)
-    sat = np.minimum(np.minimum(r, g), b)
-    np.subtract(mx, sat, out=sat)
-    sat /= np.maximum(mx, np.float32(1e-3))
-    del r, g, b, mx
-
-    # ink and black are judged on the unblurred pixels (blurring a thin stroke into white glass
-    # would bring its colour towards H&E ratios); optical density of a byte value from a table
-    od_red, od_green, od_blue = (_RAW_OD[rgb[..., c]] for c in range(3))
-    dark = (od_red + od_green + od_blue) / 3 > 1.6
-    ink = (od_green < 0.8 * od_red) & (od_red > 0.25)
-    del od_red, od_green, od_blue
-    um = 1.0 / mask_mpp  # mask px per µm
-    excluded = ndimage.binary_dilation(dark | ink, _disk(max(1, round(16 * um))))
-
-    candidates = sat[~excluded & (od_mean > 0.02)]
-    if candidates.size > 16 and np.ptp(candidates) > 0.02:
-        threshold = float(np.clip(filters.threshold_otsu(candidates), 0.04, 0.08))
-    else:
-        threshold = 0.04
-    mask = (sat > threshold) & (od_mean > 0.05) & ~excluded
-
-    radius = max(1, round(8 * um))
-    mask = ndimage.binary_closing(np.pad(mask, radius), _disk(radius))[radius:-radius, radius:-radius]
-    mask = ~_drop_small(~mask, max(1, int((100 * um) ** 2)))  # fill small holes
-    mask = _drop_small(mask, max(1, int((40 * um) ** 2)))
-    return mask & ~excluded
+    out = np.zeros(rgb.shape[:2], bool)
+    if out.size == 0:
+        return out
+    rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    mx, mn = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
+    sat = saturation_u8(mx, mn)
+    ink = ink_mask_from(rgb, mx, mn, sat, mask_mpp=mask_mpp)
+    mask = (sat > _threshold(sat, mn, ink)) & ~ink
+    del sat, mx, mn
+    radius = max(1, round(CLOSING_UM / mask_mpp))
+    box = _box(mask, radius + 1)  # the morphology runs where the candidates are
+    if box is None:
+        return out
+    sub = ~dilate_square(~dilate_square(mask[box], radius), radius)  # closing
+    ink = ink[box]
+    sub = _fill_holes(sub)
+    touching = _box(dilate_square(ink, 1) & sub, math.ceil(INK_HOLE_UM / mask_mpp)) if ink.any() else None
+    if touching is not None:  # a stroke across the tissue must not open its holes (looked for near the stroke)
+        sub[touching] = _fill_ink_holes(sub[touching], ink[touching], (INK_HOLE_UM / mask_mpp) ** 2)
+    sub &= ~ink
+    out[box] = _drop_small(sub, max(1, round((MIN_OBJECT_UM / mask_mpp) ** 2)))
+    return out
 
 
 def detect_tissue(slide: Slide, *, mask_mpp: float = 8.0) -> TissueMask:

@@ -66,18 +66,21 @@ def test_jsonl_events_and_outputs(data, tmp_path):
 
 @pytest.mark.multiprocessing
 def test_reader_and_tissue_mask_options_reach_the_report(data, tmp_path):
-    """--readers processes and --no-tissue-mask are honoured (the report says which readers ran)."""
+    """--readers processes and --no-tissue-mask (deprecated: --tissue none) are honoured (the report
+    says which readers ran)."""
     runner = CliRunner()
     base = ["predict", str(data["slide"]), "--model", str(data["model"]), "--progress", "none", "--workers", "2"]
     res = runner.invoke(cli, [*base, "--out", str(tmp_path / "a"), "--readers", "processes", "--no-tissue-mask"])
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "a" / "reports" / "slide.json").read_text(encoding="utf-8"))
     assert rep["tiles"]["readers"] == "2 processes"
-    assert rep["settings"]["readers"] == "processes" and rep["settings"]["mask_to_tissue"] is False
+    assert rep["settings"]["readers"] == "processes" and rep["settings"]["tissue"] == "none"
+    assert "deprecated" in res.output.lower() and "--tissue none" in res.output
     res = runner.invoke(cli, [*base, "--out", str(tmp_path / "b"), "--readers", "threads"])
     assert res.exit_code == 0, res.output
     rep_b = json.loads((tmp_path / "b" / "reports" / "slide.json").read_text(encoding="utf-8"))
-    assert rep_b["tiles"]["readers"] == "2 threads" and rep_b["settings"]["mask_to_tissue"] is True
+    assert rep_b["tiles"]["readers"] == "2 threads" and rep_b["settings"]["tissue"] == "auto"
+    assert rep_b["tiles"]["active"] < rep["tiles"]["active"]  # without a mask, the glass is computed too
     assert rep_b["settings_key"] != rep["settings_key"]  # the tissue mask changes the map
 
 

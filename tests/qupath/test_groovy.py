@@ -27,6 +27,7 @@ import pytest
 
 from qupath_camseg.annotations import (
     CAMSEG_METADATA,
+    TISSUE_CLASS,
     QPObject,
     is_ours,
     read_geojson,
@@ -123,6 +124,9 @@ def bridge(groovy_jar: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     stale_meta = _feature("Prediction tile", "Tumor", (700, 700, 64, 64), object_type="detection",
                           metadata=dict(CAMSEG_METADATA))
     ours_written = [
+        # the analysed tissue, written unlocked (an older or hand-edited file): the import locks it
+        QPObject(geometry=_box(0, 0, 900, 900), classification=TISSUE_CLASS, name=TISSUE_CLASS,
+                 metadata=dict(CAMSEG_METADATA)),
         QPObject(geometry=_box(100, 100, 300, 200), classification="Tumor", name="camseg Tumor",
                  metadata=dict(CAMSEG_METADATA)),
         QPObject(geometry=_box(500, 500, 100, 100), classification="Tumor", name="camseg Tumor",
@@ -353,6 +357,9 @@ def test_predict_for_project_replaces_only_its_own_objects(bridge: dict) -> None
     assert after == user | _ids(world["added"])
     assert world["hierarchyUpdates"] >= 1
     assert "%" in run["output"] and "tiles" in run["output"]  # progress from --progress jsonl
+    (tissue,) = [o for o in world["added"] if o["classification"] == TISSUE_CLASS]
+    assert tissue["locked"] and tissue["type"] == "annotation"
+    assert not any(o["locked"] for o in world["added"] if o["classification"] != TISSUE_CLASS)
 
 
 def test_predict_current_image_uses_the_selection_as_roi(bridge: dict) -> None:
@@ -378,7 +385,8 @@ def test_import_predictions_replaces_only_its_own_objects(bridge: dict) -> None:
     run = _ok(bridge["runs"]["import"])
     world = run["world"]
     assert [o["name"] for o in world["added"]] == [o.name for o in bridge["ours_written"]]
-    assert [o["type"] for o in world["added"]] == ["annotation", "annotation", "detection"]
+    assert [o["type"] for o in world["added"]] == ["annotation", "annotation", "annotation", "detection"]
+    assert [o["locked"] for o in world["added"]] == [True, False, False, False]  # only camseg Tissue
     assert _ids(world["removed"]) == {bridge["stale"][0]["id"]}
     assert _ids(bridge["truth"]["3"]) <= _ids(world["objects"])
     assert _commands(run["output"]) == []  # no Python needed

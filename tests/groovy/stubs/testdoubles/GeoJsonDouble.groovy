@@ -29,6 +29,8 @@ class GeoJsonDouble {
             else if (c instanceof Map && c.names)
                 o.setPathClass(PathClass.fromString(c.names.join(': ')))
             ((Map) (props.metadata ?: [:])).each { k, v -> o.metadataForTest().put(k.toString(), v?.toString()) }
+            if (props.isLocked == true)  // as QuPath's reader: only a true isLocked locks
+                o.setLocked(true)
             return o
         }
     }
@@ -41,12 +43,14 @@ class GeoJsonDouble {
             props.classification = [name: o.getPathClass().getName(), color: [255, 0, 0]]
         if (!o.metadataForTest().isEmpty())
             props.metadata = o.metadataForTest()
+        if (o.isLocked())
+            props.isLocked = true
         return [type: 'Feature', id: o.getID().toString(), geometry: o.geometry, properties: props]
     }
 
     static Map describe(PathObject o) {
         return [id      : o.getID().toString(), type: o.isAnnotation() ? 'annotation' : 'detection',
                 name    : o.getName(), classification: o.getPathClass()?.getName(),
-                metadata: o.metadataForTest(), geometryType: o.geometry?.type]
+                metadata: o.metadataForTest(), geometryType: o.geometry?.type, locked: o.isLocked()]
     }
 }

@@ -46,6 +46,18 @@ abstract class PathObject {
     /** Test-double only: the metadata map whatever the flavour. */
     Map<String, String> metadataForTest() { metadata }
 
+    /**
+     * QuPath's PathObject: objects without a ROI cannot be unlocked (UnsupportedOperationException);
+     * PathROIObject (annotations, detections) overrides this with a real flag.
+     */
+    void setLocked(boolean locked) {
+        if (!locked)
+            throw new UnsupportedOperationException('Locked status cannot be unset!')
+    }
+
+    /** QuPath's PathObject: always locked unless a subclass (PathROIObject) says otherwise. */
+    boolean isLocked() { true }
+
     boolean isAnnotation() { false }
 
     boolean isDetection() { false }
