@@ -30,9 +30,11 @@ from qupath_camseg import __version__
 from qupath_camseg._io import atomic_write_bytes, atomic_write_json
 from qupath_camseg.annotations import default_class_color
 from qupath_camseg.errors import ModelBundleError
+from qupath_camseg.model.calibration import FORMULA, Calibration
 from qupath_camseg.model.networks import build_model, input_multiple, normalize_arch
 
-__all__ = ["ModelConfig", "save_bundle", "load_bundle", "read_model_config", "WEIGHTS_NAME", "CONFIG_NAME"]
+__all__ = ["ModelConfig", "save_bundle", "load_bundle", "read_model_config", "write_model_config", "WEIGHTS_NAME",
+           "CONFIG_NAME"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "model.json"
@@ -52,6 +54,9 @@ class ModelConfig:
     ``classes`` lists the foreground classes in output-channel order (channel ``i + 1``), each
     ``{"name": str, "color": [r, g, b]}``; channel 0 is background. ``mpp`` is the pixel size
     (µm/px) the model was trained at; ``tile_px`` the training tile size (px at ``mpp``).
+    ``calibration``: the logit transform before the softmax
+    (:class:`~qupath_camseg.model.calibration.Calibration`; ``None``: the raw softmax, as in
+    folders written before it existed).
     """
 
     arch: dict[str, Any]
@@ -61,6 +66,7 @@ class ModelConfig:
     version: str = __version__
     created: str = field(default_factory=_now_utc)
     training: dict[str, Any] = field(default_factory=dict)
+    calibration: Calibration | None = None
 
     def __post_init__(self) -> None:
         self.arch = normalize_arch({**self.arch, "n_classes": len(self.classes)} if self.classes else self.arch)
@@ -84,6 +90,9 @@ class ModelConfig:
     def to_json(self) -> dict[str, Any]:
         """The ``model.json`` content (a JSON-ready dict)."""
         data = asdict(self)
+        data.pop("calibration")
+        if self.calibration is not None:
+            data["calibration"] = self.calibration.to_json()
         data = {"format": _FORMAT, "format_version": _FORMAT_VERSION, **data}
         data["weights"] = WEIGHTS_NAME
         data["input"] = {
@@ -95,6 +104,8 @@ class ModelConfig:
             "multiple_px": self.input_multiple,
         }
         data["output"] = {"kind": "logits", "channels": ["background", *self.class_names], "activation": "softmax"}
+        if self.calibration is not None:
+            data["output"]["calibration"] = FORMULA
         return data
 
     @classmethod
@@ -131,6 +142,8 @@ class ModelConfig:
                 version=str(data.get("version", "unknown")),
                 created=str(data.get("created", "")),
                 training=dict(data.get("training") or {}),
+                calibration=None if data.get("calibration") is None else Calibration.from_json(
+                    data["calibration"], n_channels=1 + len(data["classes"]), source=source),
             )
         except ModelBundleError as err:
             raise ModelBundleError(f"{source}: {err}") from err
@@ -167,6 +180,16 @@ def save_bundle(model_dir: str | os.PathLike[str], model: nn.Module, config: Mod
     atomic_write_bytes(folder / WEIGHTS_NAME, st_save(state, metadata=meta))
     atomic_write_json(folder / CONFIG_NAME, config.to_json())
     return folder
+
+
+def write_model_config(model_dir: str | os.PathLike[str], config: ModelConfig) -> Path:
+    """Rewrite only ``MODEL_DIR/model.json`` (atomically) for the weights already there, e.g. to
+    add the calibration fitted after training. Returns the file."""
+    folder = _resolve_folder(Path(model_dir))
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise ModelBundleError(f"{folder} has no {WEIGHTS_NAME}; save the whole bundle with save_bundle")
+    atomic_write_json(folder / CONFIG_NAME, config.to_json())
+    return folder / CONFIG_NAME
 
 
 def read_model_config(model_dir: str | os.PathLike[str]) -> ModelConfig:

@@ -317,6 +317,30 @@ def test_forward_equals_softmax_of_the_logits(n_channels):
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("n_channels", [2, 3])
+def test_forward_applies_the_calibration_and_is_unchanged_without_it(n_channels):
+    """A calibrated folder: softmax(logits / T + bias); none: bit for bit the raw softmax path."""
+    from qupath_camseg.model import Calibration
+    from qupath_camseg.predict.inference import _forward
+
+    torch.manual_seed(1)
+    model = torch.nn.Conv2d(3, n_channels, 3, padding=1).eval()
+    rgb = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    bias = [0.3, -1.7, 0.5][:n_channels]
+    cal = Calibration(0.4, bias)
+    got = _forward(model, rgb, torch.device("cpu"), False, calibration=cal)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(rgb).permute(0, 3, 1, 2).float())
+        ref = torch.softmax(logits / 0.4 + torch.tensor(bias).view(1, -1, 1, 1), dim=1)[:, 1:]
+        raw = torch.softmax(logits, dim=1)[:, 1:]
+    torch.testing.assert_close(got, ref, rtol=0, atol=2e-5)  # × (1 / T) vs / T: float rounding
+    assert (got - raw).abs().max() > 0.05
+    uncal = _forward(model, rgb, torch.device("cpu"), False, calibration=None)
+    assert torch.equal(uncal, _forward(model, rgb, torch.device("cpu"), False))
+    if n_channels == 2:  # the sigmoid shortcut of the uncalibrated path, exactly as before
+        assert torch.equal(uncal, torch.sigmoid(logits[:, 1:] - logits[:, :1]))
+
+
 def test_reader_processes_and_pooled_summaries_give_identical_outputs(slide, whole, tmp_path, monkeypatch):
     """The GPU configuration (tiles read by DataLoader worker processes, chunks traced on a process
     pool during inference) must write exactly what the threaded, in-process path writes."""
