@@ -39,7 +39,7 @@ from qupath_camseg.evaluate.pixels import (
     heatmap_truth,
     polygon_pixel_counts,
 )
-from qupath_camseg.evaluate.roles import slide_roles
+from qupath_camseg.evaluate.roles import read_training_roles, slide_roles
 from qupath_camseg.evaluate.slide_sets import SetSummary, split_headline
 from qupath_camseg.evaluate.sources import (
     TUMOR_CLASS_NAMES,
@@ -200,6 +200,8 @@ def evaluate_project(
     slides: list[SlideEvaluation] = []
     skipped: list[tuple[str, str]] = []
     warnings: list[str] = []
+    if model_dir is not None:
+        read_training_roles(model_dir)  # a wrong --model fails before any slide is read
     with open_project(project_path, "r") as project:
         pred_dir, heat_dir = prediction_dirs(project, predictions_dir, heatmaps_dir)
         for entry in _chosen_entries(project, project_path, images):

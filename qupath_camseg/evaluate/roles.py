@@ -59,7 +59,8 @@ def read_training_roles(model_dir: str | os.PathLike[str]) -> TrainingRoles:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise ProjectError(f"cannot read {path} ({err}); pass --model with a model folder written by qcamseg train") \
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ProjectError(f"cannot read {path} ({why}); pass --model with a model folder written by qcamseg train") \
             from err
     training = data.get("training") if isinstance(data, dict) else None
     images = (training or {}).get("data", {}).get("images", []) if isinstance(training, dict) else []
