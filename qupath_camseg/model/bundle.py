@@ -133,6 +133,8 @@ class ModelConfig:
             raise ModelBundleError(f"{source}: tile_px must be a positive integer, not {tile_px!r}")
         if not isinstance(data["arch"], dict) or not isinstance(data["classes"], list) or not data["classes"]:
             raise ModelBundleError(f"{source}: arch must be an object and classes a non-empty list")
+        calibration = None if data.get("calibration") is None else Calibration.from_json(
+            data["calibration"], n_channels=1 + len(data["classes"]), source=source)
         try:
             return cls(
                 arch=data["arch"],
@@ -142,8 +144,7 @@ class ModelConfig:
                 version=str(data.get("version", "unknown")),
                 created=str(data.get("created", "")),
                 training=dict(data.get("training") or {}),
-                calibration=None if data.get("calibration") is None else Calibration.from_json(
-                    data["calibration"], n_channels=1 + len(data["classes"]), source=source),
+                calibration=calibration,
             )
         except ModelBundleError as err:
             raise ModelBundleError(f"{source}: {err}") from err
