@@ -34,8 +34,8 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 def _summary_lines(summary: SetSummary, what: str) -> list[str]:
     """The pooled pixel scores, FROC, AUC and calibration lines of one set of slides."""
     p, r = summary.pooled, summary.froc
-    out = [f"{what}: pixels pooled over {len(summary.names)} slide(s): Dice {_fmt(p.dice)}  IoU {_fmt(p.iou)}  "
-           f"precision {_fmt(p.precision)}  recall {_fmt(p.recall)}  (mean per-slide Dice {_fmt(summary.mean_dice)})"]
+    out = [(f"{what}: pixels pooled over {len(summary.names)} slide(s): Dice {_fmt(p.dice)}  IoU {_fmt(p.iou)}  "
+            f"precision {_fmt(p.precision)}  recall {_fmt(p.recall)}  (mean per-slide Dice {_fmt(summary.mean_dice)})")]
     if not r.no_lesions:
         sens = "  ".join(f"{_rate(rate)}: {_fmt(v)}" for rate, v in zip(r.fp_rates, r.sensitivity_at))
         out.append(f"  FROC score {_fmt(r.score)} over {r.n_lesions} lesion(s)  sensitivity at FP/slide  {sens}")

@@ -33,8 +33,8 @@ from qupath_camseg.errors import ModelBundleError
 from qupath_camseg.model.calibration import FORMULA, Calibration
 from qupath_camseg.model.networks import build_model, input_multiple, normalize_arch
 
-__all__ = ["ModelConfig", "save_bundle", "load_bundle", "read_model_config", "write_model_config", "WEIGHTS_NAME",
-           "CONFIG_NAME"]
+__all__ = ["ModelConfig", "save_bundle", "load_bundle", "read_model_config", "WEIGHTS_NAME", "CONFIG_NAME",
+           "write_model_config"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "model.json"

@@ -34,9 +34,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qupath_camseg.evaluate import ReliabilityBins, reliability_bins, reliability_figure, save_figure
+from qupath_camseg.evaluate import (
+    ReliabilityBins,
+    reliability_bins,
+    reliability_figure,
+    save_figure,
+)
 from qupath_camseg.evaluate._json import json_float
-from qupath_camseg.model import Calibration, load_bundle, read_model_config, write_model_config
+from qupath_camseg.model import (
+    Calibration,
+    load_bundle,
+    read_model_config,
+    write_model_config,
+)
 from qupath_camseg.train.images import IGNORE_INDEX
 from qupath_camseg.train.placement import Placement
 from qupath_camseg.train.priors import ClassPriors, training_priors
@@ -56,7 +66,7 @@ def val_logits(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, tor
     """Float32 logits ``(N, C)`` (CPU) and labels ``(N,)`` (int64) of every ``stride``-th pixel
     (rows and columns, ≈ :data:`_PIXELS_PER_TILE` per tile) of the validation ``batches``
     (uint8 images ``(B, 3, T, T)``, labels ``(B, T, T)``), pixels labelled 255 left out."""
-    stride = max(1, int(round(tile_px / _PIXELS_PER_TILE**0.5)))
+    stride = max(1, round(tile_px / _PIXELS_PER_TILE**0.5))
     off = stride // 2
     model.eval()
     out_l, out_y = [], []

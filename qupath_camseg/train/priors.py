@@ -105,7 +105,7 @@ def tissue_label_counts(images: Sequence[LabelledImage], *, n_channels: int, max
         i = int(np.searchsorted(ends, g, side="right"))
         k = int(g) - (int(ends[i - 1]) if i else 0)
         img = images[i]
-        size = int(round(img.tile_px_level0))
+        size = round(img.tile_px_level0)
         x, y = (int(v) for v in img.tissue_xy[k])
         counts += _count(img.label_tile((x, y, size, size), (_LABEL_PX, _LABEL_PX)), n_channels)
     return counts, int(n)

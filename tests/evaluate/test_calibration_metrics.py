@@ -7,7 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from qupath_camseg.evaluate import HeatmapCalibration, ReliabilityBins, heatmap_calibration, reliability_bins
+from qupath_camseg.evaluate import (
+    HeatmapCalibration,
+    ReliabilityBins,
+    heatmap_calibration,
+    reliability_bins,
+)
 
 
 def test_ece_by_hand() -> None:

@@ -227,7 +227,7 @@ def test_all_slides_pools_them_and_only_training_slides_warns(
 
 def test_model_option_and_changed_weights_are_reported(
         project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    proj, model = _with_model(project, tmp_path, {"tumour.tif": "train"}, report_weights=b"older weights")
+    proj, _ = _with_model(project, tmp_path, {"tumour.tif": "train"}, report_weights=b"older weights")
     assert main(["evaluate", str(proj), "--json", str(tmp_path / "e.json")]) == 0
     assert "has other weights now" in capsys.readouterr().err
     other = tmp_path / "other"

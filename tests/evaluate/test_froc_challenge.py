@@ -31,15 +31,15 @@ def _official_fp_tp_probs(ycorr, xcorr, probs, is_tumor, evaluation_mask, isolat
     fp_probs = []
     tp_probs = np.zeros((max_label,), dtype=np.float32)
     if is_tumor:
-        for i in range(0, len(xcorr)):
+        for i in range(0, len(xcorr)):  # noqa: PIE808 - as written in the script
             hitted_label = evaluation_mask[int(ycorr[i] / pow(2, level)), int(xcorr[i] / pow(2, level))]
             if hitted_label == 0:
                 fp_probs.append(probs[i])
-            elif hitted_label not in isolated_tumor_cells:
-                if probs[i] > tp_probs[hitted_label - 1]:
+            elif hitted_label not in isolated_tumor_cells:  # noqa: SIM102 - as written in the script
+                if probs[i] > tp_probs[hitted_label - 1]:  # noqa: PLR1730
                     tp_probs[hitted_label - 1] = probs[i]
     else:
-        for i in range(0, len(xcorr)):
+        for i in range(0, len(xcorr)):  # noqa: PIE808
             fp_probs.append(probs[i])
     num_of_tumors = max_label - len(isolated_tumor_cells)
     return fp_probs, tp_probs, num_of_tumors

@@ -160,6 +160,26 @@ def test_without_tissue_mask_glass_keeps_its_prediction(slide, whole, tmp_path):
     assert res2.report["settings_key"] != res.report["settings_key"]  # a different map: no reuse
 
 
+def test_a_calibrated_model_writes_calibrated_maps_and_a_new_key(slide, whole, tmp_path):
+    """Same weights with a calibration: the stored map is softmax(logits / T + bias), and the
+    settings key differs (a store of raw probabilities is never reused for calibrated ones)."""
+    from qupath_camseg.model import Calibration
+
+    out, res, _ = whole
+    lm = _fake_model()
+    lm.config.calibration = Calibration(0.5, (0.0, -1.0))
+    res2 = predict_slide(slide, lm, tmp_path, options=_opts())
+    assert res2.report["settings_key"] != res.report["settings_key"]
+    raw, cal = _store_map(out).astype(np.float64) / 255, _store_map(tmp_path).astype(np.float64) / 255
+    on = (raw > 0.05) & (raw < 0.95)  # where uint8 rounding leaves the logit well defined
+    assert on.mean() > 0.01
+    logit = np.log(raw[on] / (1 - raw[on]))
+    want = 1 / (1 + np.exp(-(logit / 0.5 - 1.0)))
+    # blending averages probabilities of overlapping tiles, so this holds where one tile dominates:
+    # compare typical values, not every pixel
+    assert np.median(np.abs(cal[on] - want)) < 0.02
+
+
 def test_outputs_geojson_heatmap_report(slide, whole):
     out, res, events = whole
     kinds = [e["event"] for e in events]

@@ -10,7 +10,11 @@ from qupath_camseg.annotations import QPObject
 from qupath_camseg.train.calibrate import fit_temperature
 from qupath_camseg.train.datasets import TrainTileDataset
 from qupath_camseg.train.images import IGNORE_INDEX, prepare_image
-from qupath_camseg.train.priors import sampled_label_counts, tissue_label_counts, training_priors
+from qupath_camseg.train.priors import (
+    sampled_label_counts,
+    tissue_label_counts,
+    training_priors,
+)
 
 MPP = 2.0
 TILE = 64  # = the priors' label raster, so their counts are the training labels' exactly
@@ -58,7 +62,9 @@ def test_oversampling_shows_in_the_priors_and_the_shift_follows_the_formula(slid
     share = truth.tumor.area / truth.tissue.area
     assert 0.5 * share < counts[1] / counts.sum() < 1.1 * share
     # log(true prior odds / sampled prior odds) = the shift of the tumour-vs-background logit
-    odds = lambda p: p[1] / p[0]  # noqa: E731
+    def odds(p: list[float]) -> float:
+        return p[1] / p[0]
+
     assert priors.logit_bias[1] - priors.logit_bias[0] == pytest.approx(np.log(odds(priors.true) / odds(priors.sampled)))
 
 
