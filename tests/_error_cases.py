@@ -910,6 +910,17 @@ def _(ctx: Ctx) -> list[str]:
             "--tissue", str(ctx.tmp / "masks"), "--progress", "none"]
 
 
+@case("predict-bad-calibration", "predict", "model.json's calibration damaged (hand-edited)",
+      "retrain the model, or delete the calibration key (predict then gives the raw probabilities)",
+      "model.json", "temperature must be a positive number", "delete the calibration key")
+def _(ctx: Ctx) -> list[str]:
+    model = ctx.model()
+    cfg = json.loads((model / "model.json").read_text())
+    cfg["calibration"] = {"temperature": 0, "logit_bias": [0.0, -1.0]}
+    (model / "model.json").write_text(json.dumps(cfg))
+    return ["predict", str(ctx.project()), "--model", str(model), "--progress", "none"]
+
+
 # =================================================================================== evaluate
 @case("evaluate-missing-project", "evaluate", "PROJECT does not exist", "pass the project folder",
       "nowhere/project.qpproj", "no QuPath project")
@@ -945,6 +956,31 @@ def _(ctx: Ctx) -> list[str]:
       "proj", "no predictions", "qcamseg predict")
 def _(ctx: Ctx) -> list[str]:
     return ["evaluate", str(ctx.project())]
+
+
+@case("evaluate-model-not-a-model", "evaluate", "--model is not a model folder",
+      "pass --model with a model folder written by qcamseg train", "nothing/model.json", "cannot read",
+      "--model")
+def _(ctx: Ctx) -> list[str]:
+    proj = ctx.project()
+    ctx.predictions(proj)
+    return ["evaluate", str(proj), "--model", str(ctx.tmp / "nothing")]
+
+
+@case("evaluate-only-training-slides", "evaluate", "every evaluated slide was used to train the model",
+      "predict slides the model never saw (or held out with --val-images) and evaluate those",
+      "every evaluated slide (tumor_001.tif)", "say little about new slides", level="warning",
+      ignore=("proj/camseg/reports/evaluation.json", "proj/camseg/reports/froc.png"))
+def _(ctx: Ctx) -> list[str]:
+    proj = ctx.project()
+    ctx.predictions(proj)
+    model = ctx.model()
+    cfg = json.loads((model / "model.json").read_text())
+    cfg["training"] = {"project": str(proj),
+                       "data": {"images": [{"name": "tumor_001.tif", "entry_id": "1", "role": "train"}]}}
+    (model / "model.json").write_text(json.dumps(cfg))
+    ctx.write("proj/camseg/reports/1.json", json.dumps({"status": "done", "model": {"path": str(model)}}))
+    return ["evaluate", str(proj), "--images", "tumor_001.tif"]
 
 
 @case("evaluate-image-moved", "evaluate", "image moved since the project was made",

@@ -38,5 +38,11 @@ def test_quick_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     # A broken pipeline (misaligned tiles, inverted classes, empty predictions) scores near 0.
     assert held_out["dice"] is not None and held_out["dice"] > 0.5
     assert report["overall"]["slide_auc"] is not None
+    # the model is calibrated, the headline is over held-out slides, and the heatmaps' ECE is reported
+    assert "calibration" in json.loads((out / "model" / "model.json").read_text())
+    assert (out / "model" / "reliability.png").is_file()
+    assert report["overall"]["scope"] == "held_out" and report["overall"]["ece"] is not None
+    assert {s["role"] for s in report["slides"]} == {"val", "unseen"}
+    assert "mean tumour probability on normal tissue" in captured.out
     predictions = sorted((out / "project" / "camseg" / "predictions").glob("*.geojson"))
     assert len(predictions) == 2

@@ -12,6 +12,7 @@ from qupath_camseg.cli._options import FiniteFloat, door_option, images_option, 
 
 if TYPE_CHECKING:
     from qupath_camseg.evaluate import ProjectEvaluation
+    from qupath_camseg.evaluate.slide_sets import SetSummary
 
 __all__ = ["evaluate", "figure"]
 
@@ -30,28 +31,46 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+def _summary_lines(summary: SetSummary, what: str) -> list[str]:
+    """The pooled pixel scores, FROC, AUC and calibration lines of one set of slides."""
+    p, r = summary.pooled, summary.froc
+    out = [(f"{what}: pixels pooled over {len(summary.names)} slide(s): Dice {_fmt(p.dice)}  IoU {_fmt(p.iou)}  "
+            f"precision {_fmt(p.precision)}  recall {_fmt(p.recall)}  (mean per-slide Dice {_fmt(summary.mean_dice)})")]
+    if not r.no_lesions:
+        sens = "  ".join(f"{_rate(rate)}: {_fmt(v)}" for rate, v in zip(r.fp_rates, r.sensitivity_at))
+        out.append(f"  FROC score {_fmt(r.score)} over {r.n_lesions} lesion(s)  sensitivity at FP/slide  {sens}")
+    else:
+        out.append("  FROC: no lesions - the ground truth holds no tumour lesion (only normal slides or ITCs)")
+    out.append(f"  slide AUC {_fmt(summary.auc)}" if not math.isnan(summary.auc)
+               else "  slide AUC: needs both tumour and normal slides")
+    cal = summary.calibration
+    if cal is not None:
+        out.append(f"  calibration on tissue (heatmap pixels): ECE {_fmt(cal.bins.ece, '.4f')}  mean tumour "
+                   f"probability on normal tissue {_fmt(cal.mean_normal_prob, '.4f')}")
+    return out
+
+
+_SCOPE_TITLE = {"held_out": "held-out slides (not trained on)", "all_slides": "all slides (--all-slides)",
+                "training_only": "TRAINING slides only (see the warning)"}
+
+
 def _report_text(ev: ProjectEvaluation) -> str:
     rows = []
     for s in ev.slides:
+        cal = s.calibration
         rows.append([
-            s.image_name, "tumour" if s.has_tumor else "normal", str(s.n_lesions), str(s.n_itc),
+            s.image_name, s.role, "tumour" if s.has_tumor else "normal", str(s.n_lesions), str(s.n_itc),
             _fmt(s.pixels.dice), _fmt(s.pixels.iou), str(len(s.detections)),
             f"{s.lesions.n_hit}/{s.n_lesions}" if s.has_tumor else "—",
             str(len(s.lesions.fp_probs)), _fmt(s.slide_score),
+            _fmt(cal.bins.ece, ".4f") if cal is not None else "—",
+            _fmt(cal.mean_normal_prob, ".4f") if cal is not None else "—",
         ])
-    out = [_table(rows, ["image", "truth", "lesions", "ITC", "Dice", "IoU", "detections", "hit", "FP", "score"])]
-    p = ev.pooled
-    r = ev.froc
-    out.append("")
-    out.append(f"pixels (pooled over {len(ev.slides)} slide(s)): Dice {_fmt(p.dice)}  IoU {_fmt(p.iou)}  "
-               f"precision {_fmt(p.precision)}  recall {_fmt(p.recall)}  (mean per-slide Dice {_fmt(ev.mean_dice)})")
-    if r.n_lesions:
-        sens = "  ".join(f"{_rate(rate)}: {_fmt(v)}" for rate, v in zip(r.fp_rates, r.sensitivity_at))
-        out.append(f"FROC score {_fmt(r.score)} over {r.n_lesions} lesion(s)  sensitivity at FP/slide  {sens}")
-    else:
-        out.append("FROC: no tumour lesions in the ground truth (only normal slides or ITCs)")
-    out.append(f"slide AUC {_fmt(ev.auc)}" if not math.isnan(ev.auc)
-               else "slide AUC: needs both tumour and normal slides")
+    out = [_table(rows, ["image", "role", "truth", "lesions", "ITC", "Dice", "IoU", "detections", "hit", "FP",
+                         "score", "ECE", "p normal"]), ""]
+    out += _summary_lines(ev.headline, _SCOPE_TITLE[ev.scope])
+    if ev.training is not None:
+        out += ["", *_summary_lines(ev.training, "training slides (scored apart: the model learned from them)")]
     return "\n".join(out)
 
 
@@ -79,17 +98,25 @@ def _report_text(ev: ProjectEvaluation) -> str:
 @click.option("--include-itcs", is_flag=True,
               help="Count isolated tumour cells (< 200 µm) as lesions (Camelyon16 ignores them).")
 @door_option
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+              help="Model folder whose training slides are scored apart [default: the model each "
+                   "prediction report names].")
+@click.option("--all-slides", is_flag=True,
+              help="Pool every slide in the overall scores, the model's training slides included.")
 def evaluate(project: Path, predictions_dir: Path | None, heatmaps_dir: Path | None, images: tuple[str, ...],
              slide_mpp: float | None, json_out: Path | None, froc_plot: Path | None, dice_mpp: float,
              eval_downsample: float | None, detection_threshold: float, nms_radius_um: float,
-             include_itcs: bool, door: str) -> None:
+             include_itcs: bool, door: str, model_dir: Path | None, all_slides: bool) -> None:
     """Score predictions against the project's Tumor annotations.
 
-    Per image: pixel Dice and IoU, lesion detections hit and false positives. Overall: pooled
-    Dice/IoU, the Camelyon16 lesion FROC score (mean sensitivity at 1/4, 1/2, 1, 2, 4 and 8 false
-    positives per slide; isolated tumour cells ignored) and the slide-level AUC. Images without
-    Tumor annotations count as normal slides. Predictions are read from PROJECT/camseg/
-    (written by `qcamseg predict`).
+    Per image: its role for the model (train, val, unseen), pixel Dice and IoU, lesion detections
+    hit and false positives, and the heatmap's calibration on tissue (expected calibration error,
+    mean tumour probability on normal tissue). Overall, over the slides the model did not train
+    on (its training slides are scored apart; --all-slides pools them all): pooled Dice/IoU, the
+    Camelyon16 lesion FROC score (mean sensitivity at 1/4, 1/2, 1, 2, 4 and 8 false positives per
+    slide, read off the curve as the challenge's script does; isolated tumour cells ignored), the
+    slide-level AUC and the ECE. Images without Tumor annotations count as normal slides.
+    Predictions are read from PROJECT/camseg/ (written by `qcamseg predict`).
     """
     from qupath_camseg._io import atomic_write_json
     from qupath_camseg.evaluate import evaluate_project
@@ -99,6 +126,7 @@ def evaluate(project: Path, predictions_dir: Path | None, heatmaps_dir: Path | N
         slide_mpp=slide_mpp, eval_downsample=eval_downsample, dice_mpp=dice_mpp,
         detection_threshold=detection_threshold, nms_radius_um=nms_radius_um, include_itcs=include_itcs,
         door=door,  # type: ignore[arg-type]
+        model_dir=model_dir, all_slides=all_slides,
     )
     counts = ", ".join(f"{s.image_name} {s.n_annotations}" for s in ev.slides)
     click.echo(f"ground truth read through the {ev.door} door (annotations per image: {counts})", err=True)
@@ -111,7 +139,7 @@ def evaluate(project: Path, predictions_dir: Path | None, heatmaps_dir: Path | N
     json_path = json_out or reports / "evaluation.json"
     atomic_write_json(json_path, ev.to_dict())
     click.echo(f"\nreport: {json_path}")
-    if ev.froc.n_lesions:
+    if not ev.froc.no_lesions:
         from qupath_camseg.evaluate import froc_figure, save_figure
 
         png = froc_plot or reports / "froc.png"

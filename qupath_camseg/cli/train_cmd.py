@@ -255,5 +255,15 @@ def _report(project: Path, result: dict[str, Any]) -> None:
         )
     elif not result["val_images"]:
         click.echo("no validation images (only one annotated image): the model of the last epoch is kept")
+    cal = result.get("calibration")
+    if cal:
+        ece = {k: [x for x in v.values() if x is not None] for k, v in (cal.get("ece") or {}).items()}
+        shift = cal["logit_bias"][1] - cal["logit_bias"][0] if len(cal["logit_bias"]) == 2 else None
+        text = f"calibrated: temperature {cal['temperature']:.3g}" + (
+            f", class logit shifted by {shift:+.3f} (prior correction for the oversampling)" if shift is not None else "")
+        if ece.get("before") and ece.get("after"):
+            before, after = (sum(v) / len(v) for v in (ece["before"], ece["after"]))
+            text += f"; calibration error (ECE) on the validation tiles {before:.3f} -> {after:.3f} (reliability.png)"
+        click.echo(text)
     click.echo(f"model: {out}  (metrics.json, training_curve.png)")
     click.echo(f"next: qcamseg predict {project} --model {out}")

@@ -1,5 +1,5 @@
 """Figures (matplotlib, Agg, no pyplot state): the slide-vs-prediction "seed" figure, the FROC
-curve and the training curve. Every function returns a :class:`matplotlib.figure.Figure`;
+curve, the training curve and the reliability diagram. Every function returns a :class:`matplotlib.figure.Figure`;
 :func:`save_figure` writes it atomically as PNG.
 
 Colours: ground truth is **blue** outlines, predictions **red** (filled, semi-transparent), the
@@ -28,12 +28,14 @@ from matplotlib.path import Path as MplPath
 
 from qupath_camseg._io import atomic_write_bytes
 from qupath_camseg.errors import ModelBundleError
+from qupath_camseg.evaluate.calibration import ReliabilityBins
 
 __all__ = [
     "PREDICTION_COLOR",
     "TRUTH_COLOR",
     "froc_figure",
     "read_history",
+    "reliability_figure",
     "save_figure",
     "seed_figure",
     "training_curve_figure",
@@ -183,7 +185,7 @@ def froc_figure(
     xs, ys = np.clip(fps[order], lo, None), sens[order]
     ax.plot(xs, ys, "-", color="black", lw=1.5, label="FROC")
     if xs.size:
-        # beyond its last point the score reads the last sensitivity (official compute_score)
+        # beyond its last point the score reads the last sensitivity (np.interp holds the end value)
         ax.plot([xs[-1], hi], [ys[-1], ys[-1]], ":", color="black", lw=1.2)
     if sensitivity_at is not None:
         ax.plot(fp_rates, sensitivity_at, "o", color=PREDICTION_COLOR, ms=6,
@@ -253,6 +255,47 @@ def training_curve_figure(history: Sequence[Mapping[str, Any]], *, title: str = 
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=9)
     fig.suptitle(title, fontsize=13)
+    return fig
+
+
+def reliability_figure(classes: Mapping[str, tuple[ReliabilityBins, ReliabilityBins]], *,
+                       title: str = "Reliability") -> Figure:
+    """The reliability diagram: per class, the fraction of true pixels against the mean predicted
+    probability in each bin, before (dashed) and after (solid) calibration, beside the number of
+    pixels per bin (log scale); the diagonal is perfect calibration.
+
+    ``classes``: class name → ``(bins before, bins after)``
+    (:class:`~qupath_camseg.evaluate.calibration.ReliabilityBins`, equal-width bins).
+    """
+    fig = Figure(figsize=(10.0, 4.4), dpi=150, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_rel, ax_n = fig.subplots(1, 2)
+    ax_rel.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfectly calibrated")
+    colors = colormaps["tab10"]
+    for i, (name, (before, after)) in enumerate(classes.items()):
+        for bins, style, stage in ((before, "--", "before"), (after, "-", "after")):
+            ok = bins.count > 0
+            ax_rel.plot(bins.confidence[ok], bins.accuracy[ok], style, marker="o", ms=3, color=colors(i),
+                        label=f"{name} {stage}: ECE {bins.ece:.3f}")
+        n_bins = after.count.size
+        centres = (np.arange(n_bins) + 0.5) / n_bins
+        ax_n.bar(centres, after.count, width=0.9 / n_bins, color=colors(i), alpha=0.6,
+                 label=f"{name}: pixels per bin (after)")
+    ax_rel.set_xlim(0, 1)
+    ax_rel.set_ylim(0, 1)
+    ax_rel.set_xlabel("mean predicted probability in the bin")
+    ax_rel.set_ylabel("fraction of pixels truly of the class")
+    ax_rel.set_title("Reliability diagram", fontsize=11)
+    ax_n.set_yscale("log")
+    ax_n.set_xlim(0, 1)
+    ax_n.set_xlabel("predicted probability (after calibration)")
+    ax_n.set_ylabel("pixels")
+    ax_n.set_title("Pixels per bin", fontsize=11)
+    for ax in (ax_rel, ax_n):
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=12)
     return fig
 
 

@@ -20,18 +20,24 @@ level 5 to any ``mpp`` and evaluation downsample:
 * the curve is swept over every distinct non-zero probability (``p >= threshold``) plus the end
   point (0 FP, 0 sensitivity); FPs are averaged over all slides, sensitivity is over all non-ITC
   lesions;
-* the score is the mean sensitivity at 1/4, 1/2, 1, 2, 4, 8 FP/slide, each read as the official
-  ``compute_score`` does: the first curve point (in increasing FP order) whose FP rate is
-  ``>=`` the target (``bisect_left``), or the last point when the curve never gets there — no
-  interpolation (this reading is :func:`_sensitivity_at`).
+* the score is the mean sensitivity at 1/4, 1/2, 1, 2, 4, 8 FP/slide, each read off the curve by
+  linear interpolation exactly as the challenge's script does:
+  ``np.interp(eval_threshold, total_FPs[::-1], total_sensitivity[::-1])`` — the curve in
+  increasing-FP order, straight lines between its points (at exactly an FP rate that several
+  points share, ``np.interp`` returns the last of them, the highest sensitivity), and the end
+  value held beyond the last point (this reading is :func:`_sensitivity_at`). An earlier version read a
+  step instead (the first point at or above each rate, ``bisect_left``), which scored lower.
 
-Differences from the Python 2 script, fixed on purpose: it indexed with ``Y/pow(2, level)``
+Differences from the 2016 script, fixed on purpose: it indexed with ``Y/pow(2, level)``
 (integer division in Python 2; we floor explicitly) and crashed or wrapped around on coordinates
 outside the mask (we count them as FP on label 0); it kept TP probabilities as float32 and FP
 ones as float64, so a TP could miss its own threshold (we use float64 throughout); it skipped the
 lowest probability (``all_probs[1:]``, meant to drop the 0.0 of missed lesions, but dropping a
 real threshold when nothing was missed; we drop 0.0 only, as the later script does); it divided
-by zero when no lesion exists (we return NaN sensitivities).
+by zero when no lesion exists (we report "no lesions": :attr:`FROCResult.no_lesions`, a score of
+``None`` in JSON). On every set of slides with a missed lesion or an ITC (a 0.0 in the script's
+TP list) and probabilities that float32 holds exactly, the curve and score are the script's
+(``tests/evaluate/test_froc_challenge.py`` checks it on random multi-slide cases).
 """
 
 from __future__ import annotations
@@ -124,7 +130,9 @@ class FROCResult:
 
     ``thresholds`` ascending (float64, ``len = n_points - 1``: the last curve point is the
     (0, 0) end point); ``fps_per_slide`` / ``sensitivity`` aligned with them plus the end point;
-    ``sensitivity_at``: the sensitivity read at each of ``fp_rates``.
+    ``sensitivity_at``: the sensitivity read at each of ``fp_rates``. Without any lesion
+    (:attr:`no_lesions`) sensitivity is undefined: ``score`` and the sensitivities are NaN
+    (``None`` in :meth:`to_dict`, with ``"status": "no lesions"``).
     """
 
     thresholds: npt.NDArray[np.float64]
@@ -136,9 +144,15 @@ class FROCResult:
     n_slides: int
     n_lesions: int
 
+    @property
+    def no_lesions(self) -> bool:
+        """True when the slides' ground truth holds no lesion (ITCs aside): nothing to detect."""
+        return self.n_lesions == 0
+
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready (NaN → None)."""
+        """JSON-ready (NaN → None); ``status`` is ``"scored"`` or ``"no lesions"``."""
         return {
+            "status": "no lesions" if self.no_lesions else "scored",
             "score": json_float(self.score),
             "fp_rates": list(self.fp_rates),
             "sensitivity_at": [json_float(v) for v in self.sensitivity_at],
@@ -185,10 +199,10 @@ def froc_score(
     *,
     fp_rates: Sequence[float] = FP_RATES,
 ) -> tuple[float, tuple[float, ...]]:
-    """Mean sensitivity at ``fp_rates`` as the official ``compute_score`` reads it.
+    """Mean sensitivity at ``fp_rates`` as the Camelyon16 script reads it.
 
-    The curve (as from :func:`froc_curve`, FPs decreasing) is reversed to increasing FPs; for each
-    rate the sensitivity at ``min(bisect_left(fps, rate), n - 1)`` is taken. Returns
+    The curve (as from :func:`froc_curve`, FPs decreasing) is reversed to increasing FPs and the
+    sensitivity at each rate interpolated linearly (``np.interp``). Returns
     ``(score, per-rate sensitivities)``.
     """
     fps_r = np.asarray(fps_per_slide, np.float64)[::-1]
@@ -203,10 +217,9 @@ def _sensitivity_at(
     fps: npt.NDArray[np.float64], sensitivity: npt.NDArray[np.float64], fp_rates: Sequence[float]
 ) -> tuple[float, ...]:
     """The sensitivity read off the curve (``fps`` increasing, ``sensitivity`` aligned) at each
-    of ``fp_rates`` (FP/slide), as the official ``compute_score`` reads it: the first point whose
-    FP rate is ``>=`` the target (``bisect_left``), else the last point; no interpolation."""
-    idx = np.minimum(np.searchsorted(fps, np.asarray(fp_rates, np.float64), side="left"), fps.size - 1)
-    return tuple(float(v) for v in sensitivity[idx])
+    of ``fp_rates`` (FP/slide), as the Camelyon16 script reads it:
+    ``np.interp(fp_rates, fps, sensitivity)`` (linear between points, the end values held beyond)."""
+    return tuple(float(v) for v in np.interp(np.asarray(fp_rates, np.float64), fps, sensitivity))
 
 
 def froc(slides: Sequence[SlideFROC], *, fp_rates: Sequence[float] = FP_RATES) -> FROCResult:

@@ -17,7 +17,8 @@ from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg.annotations import rasterize
 
-__all__ = ["PixelCounts", "heatmap_pixel_counts", "pixel_counts", "polygon_pixel_counts", "pooled_counts"]
+__all__ = ["PixelCounts", "heatmap_pixel_counts", "heatmap_truth", "pixel_counts", "polygon_pixel_counts",
+           "pooled_counts"]
 
 _PIXEL_CHUNK = 4096  # output pixels per side when rasterising polygons for pixel scores
 _HEATMAP_THRESHOLD = 0.5  # probability at which a heatmap pixel counts as predicted tumour
@@ -126,13 +127,22 @@ def polygon_pixel_counts(
     return total
 
 
+def heatmap_truth(truth: Sequence[BaseGeometry], shape: tuple[int, int], downsample: float) -> npt.NDArray[np.uint8]:
+    """Truth polygons (level-0 px) rasterised on a heatmap's grid: uint8 ``shape`` = ``(H, W)``
+    (1 = tumour), pixel ``(r, c)`` covering level-0 ``[c·d, (c+1)·d) × [r·d, (r+1)·d)``, ``d = downsample``."""
+    hh, hw = shape
+    if not truth:
+        return np.zeros((hh, hw), np.uint8)
+    return rasterize([(g, 1) for g in truth], (0, 0, hw * downsample, hh * downsample), (hw, hh))
+
+
 def heatmap_pixel_counts(
-    truth: Sequence[BaseGeometry], prob: npt.NDArray[np.float32], downsample: float
+    truth: Sequence[BaseGeometry], prob: npt.NDArray[np.float32], downsample: float,
+    *, truth_mask: npt.NDArray[np.uint8] | None = None,
 ) -> PixelCounts:
     """Pixel counts of truth polygons (level-0 px) against a heatmap thresholded at 0.5, on the
     heatmap's own grid: ``prob`` float ``(H, W)`` in [0, 1] whose pixel ``(r, c)`` covers level-0
-    ``[c·d, (c+1)·d) × [r·d, (r+1)·d)`` with ``d = downsample``."""
-    hh, hw = prob.shape
-    t = rasterize([(g, 1) for g in truth], (0, 0, hw * downsample, hh * downsample), (hw, hh)) if truth \
-        else np.zeros((hh, hw), np.uint8)
+    ``[c·d, (c+1)·d) × [r·d, (r+1)·d)`` with ``d = downsample``. ``truth_mask``: the truth already
+    rasterised there (:func:`heatmap_truth`)."""
+    t = truth_mask if truth_mask is not None else heatmap_truth(truth, prob.shape, downsample)
     return pixel_counts(t, prob >= _HEATMAP_THRESHOLD)

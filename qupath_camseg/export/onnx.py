@@ -4,7 +4,9 @@ The exported graph is self-contained: it takes **float RGB 0–255, NCHW, fixed 
 ``(1, 3, input_px, input_px)``** (exactly what QuPath's ``op.ml.opencv-dnn`` feeds through
 ``blobFromImage``: no scaling, no channel swap), normalises inside (the model's mean/std buffers)
 and ends in a softmax over the class axis, so its output ``(1, 1 + n_classes, input_px, input_px)``
-is per-pixel probabilities with channel 0 = background.
+is per-pixel probabilities with channel 0 = background. A calibrated model folder
+(:mod:`qupath_camseg.model.calibration`) exports its calibration too (a ``Mul`` and an ``Add``
+before the softmax), so QuPath sees the probabilities ``qcamseg predict`` writes.
 
 OpenCV's ONNX importer (4.6 in QuPath 0.5, 4.10 in 0.6, 4.11 in 0.7) is the weakest link, so the
 export uses the TorchScript-based ``torch.onnx`` exporter at opset 11, a fixed input size, constant
@@ -23,6 +25,7 @@ from torch import nn
 
 from qupath_camseg._io import atomic_write_bytes
 from qupath_camseg.errors import ModelBundleError
+from qupath_camseg.model import Calibration
 
 __all__ = [
     "INPUT_NAME",
@@ -52,14 +55,22 @@ _FORBIDDEN_OPS = frozenset({"Pad", "Loop", "If", "Scan", "NonZero", "Shape", "Co
 
 
 class ProbabilityModel(nn.Module):
-    """Wrap a logits model (float RGB 0–255 NCHW in) so it returns softmax probabilities."""
+    """Wrap a logits model (float RGB 0–255 NCHW in) so it returns softmax probabilities, with the
+    model folder's ``calibration`` applied to the logits first (``None``: the raw softmax)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, calibration: Calibration | None = None) -> None:
         super().__init__()
         self.model = model
+        self.calibrated = calibration is not None
+        if calibration is not None:
+            self.register_buffer("scale", torch.tensor(1.0 / calibration.temperature, dtype=torch.float32))
+            self.register_buffer("bias", torch.tensor(calibration.logit_bias, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(x), dim=1)
+        logits = self.model(x)
+        if self.calibrated:
+            logits = logits * self.scale + self.bias
+        return torch.softmax(logits, dim=1)
 
 
 def _example(input_px: int) -> torch.Tensor:
@@ -67,8 +78,10 @@ def _example(input_px: int) -> torch.Tensor:
     return torch.rand((1, 3, input_px, input_px), generator=gen) * 255.0
 
 
-def export_onnx(model: nn.Module, path: str | Path, *, input_px: int, opset: int = ONNX_OPSET) -> Path:
-    """Write ``model`` (logits model, eval mode is forced) as ONNX with softmax at ``path``.
+def export_onnx(model: nn.Module, path: str | Path, *, input_px: int, opset: int = ONNX_OPSET,
+                calibration: Calibration | None = None) -> Path:
+    """Write ``model`` (logits model, eval mode is forced) as ONNX with softmax at ``path``
+    (``calibration`` applied to the logits first).
 
     The input is fixed to ``(1, 3, input_px, input_px)``; the graph is checked with
     :func:`check_onnx_graph` and :class:`ModelBundleError` is raised (nothing written) when it
@@ -76,7 +89,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, input_px: int, opset: int
     """
     import onnx
 
-    wrapper = ProbabilityModel(model).eval().to("cpu")
+    wrapper = ProbabilityModel(model, calibration).eval().to("cpu")
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
@@ -138,9 +151,10 @@ def check_onnx_graph(graph: object, *, input_px: int | None = None) -> list[str]
     return problems
 
 
-def export_torchscript(model: nn.Module, path: str | Path, *, input_px: int) -> Path:
+def export_torchscript(model: nn.Module, path: str | Path, *, input_px: int,
+                       calibration: Calibration | None = None) -> Path:
     """Write a traced TorchScript module (same contract as the ONNX graph) for the DJL extension."""
-    wrapper = ProbabilityModel(model).eval().to("cpu")
+    wrapper = ProbabilityModel(model, calibration).eval().to("cpu")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(wrapper, (_example(input_px),), check_trace=False)

@@ -2,7 +2,7 @@
 
 ``export_qupath(MODEL_DIR)`` writes a folder with::
 
-    model.onnx            the network + normalisation + softmax, fixed input (OpenCV DNN, core QuPath)
+    model.onnx            the network + normalisation + calibration + softmax, fixed input (OpenCV DNN)
     <name>.json           the pixel classifier QuPath loads (OpenCVDnn → model.onnx)
     model.pt              (--format torchscript|both) TorchScript for the Deep Java Library extension
     <name>-djl.json       (--format torchscript|both) the pixel classifier for model.pt
@@ -53,7 +53,7 @@ from qupath_camseg.export.onnx import (
 )
 from qupath_camseg.export.pixel_classifier import build_pixel_classifier, set_model_uri
 from qupath_camseg.export.pixel_classifier_check import validate_pixel_classifier
-from qupath_camseg.model import forward_bytes, load_bundle
+from qupath_camseg.model import Calibration, forward_bytes, load_bundle
 
 __all__ = [
     "CLASSIFIER_DIR",
@@ -132,7 +132,8 @@ def _prepare_out(out: Path, *, overwrite: bool) -> None:
         raise OutputNotWritableError(f"cannot create {out}: {err.strerror}; choose a folder you can write to (--out)") from err
 
 
-def _onnx_parity(model: torch.nn.Module, onnx_path: Path, input_px: int) -> float | None:
+def _onnx_parity(model: torch.nn.Module, onnx_path: Path, input_px: int,
+                 calibration: Calibration | None) -> float | None:
     try:
         import onnxruntime as ort
     except ImportError:
@@ -140,7 +141,7 @@ def _onnx_parity(model: torch.nn.Module, onnx_path: Path, input_px: int) -> floa
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (1, 3, input_px, input_px)).astype(np.float32)
     with torch.no_grad():
-        ref = ProbabilityModel(model).eval()(torch.from_numpy(x)).numpy()
+        ref = ProbabilityModel(model, calibration).eval()(torch.from_numpy(x)).numpy()
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     return float(np.abs(got - ref).max())
@@ -178,16 +179,21 @@ def export_qupath(
     result = QuPathExport(out.resolve(), cname, config.mpp, tile, pad, input_px, [dict(c) for c in config.classes])
     targets: list[tuple[str, str, Path]] = []
     if fmt in ("onnx", "both"):
-        result.onnx = export_onnx(model, out / "model.onnx", input_px=input_px).resolve()
-        result.max_abs_diff = _onnx_parity(model, result.onnx, input_px)
+        result.onnx = export_onnx(model, out / "model.onnx", input_px=input_px,
+                                  calibration=config.calibration).resolve()
+        result.max_abs_diff = _onnx_parity(model, result.onnx, input_px, config.calibration)
         targets.append(("opencv", "OpenCVDnn", result.onnx))
     if fmt in ("torchscript", "both"):
-        result.torchscript = export_torchscript(model, out / "model.pt", input_px=input_px).resolve()
+        result.torchscript = export_torchscript(model, out / "model.pt", input_px=input_px,
+                                                calibration=config.calibration).resolve()
         targets.append(("djl", "DjlDnnModel", result.torchscript))
         result.notes.append("model.pt needs QuPath's Deep Java Library extension with the PyTorch engine")
     if config.stain is not None:
         result.notes.append("the model was trained with --stain-norm macenko, which QuPath's pixel classifier does "
                             "not apply: on slides stained unlike the training slides, qcamseg predict will do better")
+    if config.calibration is not None:
+        result.notes.append(f"probabilities are calibrated as in qcamseg predict (temperature "
+                            f"{config.calibration.temperature:.4g}, prior shift {[round(b, 4) for b in config.calibration.logit_bias]})")
     for key, dnn, model_file in targets:
         data = build_pixel_classifier(
             model_uri=model_file.as_uri(), mpp=config.mpp, input_px=input_px, padding_px=pad,

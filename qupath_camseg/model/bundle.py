@@ -31,10 +31,12 @@ from qupath_camseg import __version__
 from qupath_camseg._io import atomic_write_bytes, atomic_write_json
 from qupath_camseg.annotations import default_class_color
 from qupath_camseg.errors import ModelBundleError, StainNormalizationError
+from qupath_camseg.model.calibration import FORMULA, Calibration
 from qupath_camseg.model.networks import build_model, input_multiple, normalize_arch
 from qupath_camseg.wsi import StainReference
 
-__all__ = ["ModelConfig", "save_bundle", "load_bundle", "read_model_config", "WEIGHTS_NAME", "CONFIG_NAME"]
+__all__ = ["ModelConfig", "save_bundle", "load_bundle", "read_model_config", "WEIGHTS_NAME", "CONFIG_NAME",
+           "write_model_config"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "model.json"
@@ -57,6 +59,9 @@ class ModelConfig:
     ``stain``: the stain reference of ``qcamseg train --stain-norm macenko``
     (:meth:`~qupath_camseg.wsi.stain.StainReference.to_json`; absent from older model folders and
     from models trained without it), which predict normalises every slide to.
+    ``calibration``: the logit transform before the softmax
+    (:class:`~qupath_camseg.model.calibration.Calibration`; ``None``: the raw softmax, as in
+    folders written before it existed).
     """
 
     arch: dict[str, Any]
@@ -67,6 +72,7 @@ class ModelConfig:
     created: str = field(default_factory=_now_utc)
     training: dict[str, Any] = field(default_factory=dict)
     stain: dict[str, Any] | None = None  # the stain reference (``--stain-norm``); None: no normalisation
+    calibration: Calibration | None = None
 
     def __post_init__(self) -> None:
         self.arch = normalize_arch({**self.arch, "n_classes": len(self.classes)} if self.classes else self.arch)
@@ -101,6 +107,9 @@ class ModelConfig:
         data = asdict(self)
         if data["stain"] is None:  # models without stain normalisation keep today's model.json
             del data["stain"]
+        data.pop("calibration")
+        if self.calibration is not None:
+            data["calibration"] = self.calibration.to_json()
         data = {"format": _FORMAT, "format_version": _FORMAT_VERSION, **data}
         data["weights"] = WEIGHTS_NAME
         data["input"] = {
@@ -112,6 +121,8 @@ class ModelConfig:
             "multiple_px": self.input_multiple,
         }
         data["output"] = {"kind": "logits", "channels": ["background", *self.class_names], "activation": "softmax"}
+        if self.calibration is not None:
+            data["output"]["calibration"] = FORMULA
         return data
 
     @classmethod
@@ -140,6 +151,8 @@ class ModelConfig:
             raise ModelBundleError(f"{source}: tile_px must be a positive integer, not {tile_px!r}; {restore}")
         if not isinstance(data["arch"], dict) or not isinstance(data["classes"], list) or not data["classes"]:
             raise ModelBundleError(f"{source}: arch must be an object and classes a non-empty list; {restore}")
+        calibration = None if data.get("calibration") is None else Calibration.from_json(
+            data["calibration"], n_channels=1 + len(data["classes"]), source=source)
         try:
             return cls(
                 arch=data["arch"],
@@ -150,6 +163,7 @@ class ModelConfig:
                 created=str(data.get("created", "")),
                 training=dict(data.get("training") or {}),
                 stain=data.get("stain"),
+                calibration=calibration,
             )
         except ModelBundleError as err:
             raise ModelBundleError(f"{source}: {err}") from err
@@ -186,6 +200,16 @@ def save_bundle(model_dir: str | os.PathLike[str], model: nn.Module, config: Mod
     atomic_write_bytes(folder / WEIGHTS_NAME, st_save(state, metadata=meta))
     atomic_write_json(folder / CONFIG_NAME, config.to_json())
     return folder
+
+
+def write_model_config(model_dir: str | os.PathLike[str], config: ModelConfig) -> Path:
+    """Rewrite only ``MODEL_DIR/model.json`` (atomically) for the weights already there, e.g. to
+    add the calibration fitted after training. Returns the file."""
+    folder = _resolve_folder(Path(model_dir))
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise ModelBundleError(f"{folder} has no {WEIGHTS_NAME}; save the whole bundle with save_bundle")
+    atomic_write_json(folder / CONFIG_NAME, config.to_json())
+    return folder / CONFIG_NAME
 
 
 def read_model_config(model_dir: str | os.PathLike[str]) -> ModelConfig:

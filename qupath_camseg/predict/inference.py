@@ -26,7 +26,7 @@ from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg._runtime import mp_context
 from qupath_camseg.errors import CamsegError, SlideReadError
-from qupath_camseg.model import LoadedModel
+from qupath_camseg.model import Calibration, LoadedModel
 from qupath_camseg.predict.blending import BandWriter, StripeAccumulator, blend_window
 from qupath_camseg.predict.chunks import ChunkStore, TilePlan
 from qupath_camseg.predict.options import Progress, no_progress
@@ -220,7 +220,8 @@ class _Loop:
             t0 = time.perf_counter()
             rgb = next(source)
             t1 = time.perf_counter()
-            probs = _forward(self.lm.model, rgb, self.device, self.cuda, pad_to=self.pad_to)
+            probs = _forward(self.lm.model, rgb, self.device, self.cuda, pad_to=self.pad_to,
+                             calibration=self.lm.config.calibration)
             for (ty, tx), p in zip(batch, probs):
                 while acc.row < ty:
                     band.put(*acc.finish_row())
@@ -260,10 +261,12 @@ def _next_from_workers(loader: Iterator[torch.Tensor], slide_path: Path) -> torc
 
 
 def _forward(model: torch.nn.Module, rgb: RGBBatch, device: torch.device, cuda: bool, *,
-             pad_to: int | None = None) -> torch.Tensor:
+             pad_to: int | None = None, calibration: Calibration | None = None) -> torch.Tensor:
     """Softmax foreground probabilities ``(B, n_classes, t, t)`` float32 on ``device`` for RGB tiles
     ``uint8 (B, t, t, 3)`` (a numpy array or a CPU tensor). ``pad_to``: zero-pad the batch to
     this size before the model (and drop the padding after), for compiled models.
+    ``calibration``: the model folder's logit transform, applied in float32 before the softmax
+    (``None``: the raw softmax, unchanged).
 
     With one foreground class (background + tumour, the Camelyon case) the softmax is computed
     as ``sigmoid(l₁ - l₀)``: the same value, without a second exp and a reduction.
@@ -282,6 +285,8 @@ def _forward(model: torch.nn.Module, rgb: RGBBatch, device: torch.device, cuda: 
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
         logits = model(x)[:n]
     logits = logits.float()
+    if calibration is not None:
+        logits = calibration.apply(logits)
     if logits.shape[-2:] != x.shape[-2:]:
         logits = torch.nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
     if logits.shape[1] == 2:

@@ -26,17 +26,21 @@ _POST_SETTINGS = ("threshold", "min_tile_tissue", "min_area_um2", "min_hole_um2"
 def store_key(lm: LoadedModel, slide_path: Path, slide_mpp: float, roi: BaseGeometry | None,
               opts: PredictOptions) -> dict[str, Any]:
     """Everything the stored probabilities depend on (the chunk store's key): the model's
-    weights, the slide file (path, size, mtime) and pixel size (µm/px), the ROI and the tissue
-    settings and source (the detector's version, or the user's file by content), and the stain
-    reference when tiles are stain-normalised. A store with another key is cleared; one with this
-    key is resumed."""
+    weights and calibration, the slide file (path, size, mtime) and pixel size (µm/px), the ROI
+    and the tissue settings and source (the detector's version, or the user's file by content),
+    and the stain reference when tiles are stain-normalised. A store with another key is cleared;
+    one with this key is resumed."""
     stat = slide_path.stat()
     stain = {"stain": lm.config.stain} if lm.config.stain is not None and opts.stain_norm != "none" else {}
-    return {**stain, "model": lm.sha256, "slide": [str(slide_path.resolve()), stat.st_size, int(stat.st_mtime)],
-            "slide_mpp": slide_mpp, "roi": roi.wkb_hex if roi is not None else None,
-            "min_tissue": opts.min_tissue, "tissue_mask_mpp": opts.tissue_mask_mpp,
-            "tissue_mask_max_px": opts.tissue_mask_max_px, "mask_to_tissue": opts.mask_to_tissue,
-            "tissue": tissue_key(opts.tissue)}
+    key = {**stain, "model": lm.sha256, "slide": [str(slide_path.resolve()), stat.st_size, int(stat.st_mtime)],
+           "slide_mpp": slide_mpp, "roi": roi.wkb_hex if roi is not None else None,
+           "min_tissue": opts.min_tissue, "tissue_mask_mpp": opts.tissue_mask_mpp,
+           "tissue_mask_max_px": opts.tissue_mask_max_px, "mask_to_tissue": opts.mask_to_tissue,
+           "tissue": tissue_key(opts.tissue)}
+    cal = lm.config.calibration
+    if cal is not None:  # the stored probabilities are calibrated ones (no key: as before calibration existed)
+        key["calibration"] = [cal.temperature, list(cal.logit_bias)]
+    return key
 
 
 def settings_key(store: dict[str, Any], opts: PredictOptions, plan: TilePlan) -> str:

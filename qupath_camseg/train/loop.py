@@ -3,9 +3,12 @@
 ``train(project, out_dir, config)`` learns from a QuPath project's annotations and writes
 ``out_dir`` (a model folder, see :mod:`qupath_camseg.model.bundle`)::
 
-    model.safetensors, model.json   the best model so far (by validation Dice) - usable at once
-    metrics.json                    per-epoch history (loss, Dice, IoU, tiles/s) and the split
+    model.safetensors, model.json   the best model so far (by validation Dice) - usable at once;
+                                    after the last epoch model.json gets its calibration
+    metrics.json                    per-epoch history (loss, Dice, IoU, tiles/s), the split and
+                                    the calibration (priors, temperature, ECE before/after)
     training_curve.png              loss and validation Dice per epoch
+    reliability.png                 reliability diagram on the validation tiles (calibration)
     train_config.json               the run's settings and versions (provenance)
     checkpoints/last.pt, last.json  resume state (weights, optimizer, scheduler, RNG, sampler)
 
@@ -17,7 +20,9 @@ of code).
 
 The steps: :func:`~qupath_camseg.train.session.open_session` (settings, resume, data, model,
 optimizer, loaders), then per epoch :func:`~qupath_camseg.train.epoch.train_epoch` and
-:func:`_end_epoch` (validate, keep the best model, checkpoint, metrics), then the summary.
+:func:`_end_epoch` (validate, keep the best model, checkpoint, metrics), then the calibration of
+the best model (:mod:`qupath_camseg.train.calibrate`; also when a finished run is resumed) and
+the summary.
 
 Distributed (``torchrun --nproc_per_node=N -m qupath_camseg train ...``): each rank draws its
 own shard of the tile keys, gradients are averaged by DistributedDataParallel, metrics are
@@ -37,6 +42,7 @@ from tqdm import tqdm
 from qupath_camseg._dist import Dist
 from qupath_camseg.model import save_bundle
 from qupath_camseg.train.collect import TrainingData
+from qupath_camseg.train.calibrate import run_calibration
 from qupath_camseg.train.config import TrainConfig
 from qupath_camseg.train.epoch import train_epoch
 from qupath_camseg.train.run_folder import training_summary, write_metrics
@@ -61,9 +67,9 @@ def train(
 
     ``out_dir`` defaults to ``<project>/camseg/models/<timestamp>`` (with ``resume``: the newest
     run there). ``progress`` shows a tqdm bar on stderr. Returns a summary dict (``out_dir``,
-    ``best`` metrics, ``history``, ``steps``...). Raises :class:`TrainingDivergedError` when the
-    loss stays non-finite, keeping the last good checkpoint. ``on_data`` is called (rank 0) with
-    the images found, before the first step (the CLI prints the door and annotations per image).
+    ``best`` metrics, ``history``, ``steps``, ``calibration``...). Raises :class:`TrainingDivergedError`
+    when the loss stays non-finite, keeping the last good checkpoint. ``on_data`` is called (rank 0)
+    with the images found, before the first step (the CLI prints the door and annotations per image).
     """
     config = config or TrainConfig()
     dist = Dist.from_env(config.device)
@@ -96,14 +102,18 @@ def _train(
             dynamic_ncols=True,
             desc="train",
         )
+    calibration = None
     try:
         while session.state["global_step"] < session.total_steps:
             _end_epoch(session, train_epoch(session, bar))
+        if dist.is_main:
+            calibration = run_calibration(session)
+            write_metrics(session.out, session.history, session.data, calibration=calibration)
     finally:
         if bar is not None:
             bar.close()
         session.close()
-    return _result(session)
+    return {**_result(session), "calibration": calibration}
 
 
 def _end_epoch(s: TrainSession, record: dict[str, Any]) -> None:

@@ -285,9 +285,14 @@ def training_summary(config: TrainConfig, run: TrainingData, record: dict[str, A
     }
 
 
-def write_metrics(out: Path, history: list[dict[str, Any]], run: TrainingData) -> None:
-    """Write ``metrics.json`` (history, best epoch, split) and ``training_curve.png``."""
+def write_metrics(out: Path, history: list[dict[str, Any]], run: TrainingData, *,
+                  calibration: dict[str, Any] | None = None) -> None:
+    """Write ``metrics.json`` (history, best epoch, split and, after the last epoch, the
+    calibration of ``model.json``) and ``training_curve.png``."""
     best = max((r for r in history if r.get("best")), key=lambda r: r["step"], default=None)
     split = {"train": [i.name for i in run.train_images], "val": [i.name for i in run.val_images]}
-    atomic_write_json(out / "metrics.json", {"history": history, "best": best, "split": split, "updated": _now()})
+    metrics = {"history": history, "best": best, "split": split, "updated": _now()}
+    if calibration is not None:
+        metrics["calibration"] = calibration
+    atomic_write_json(out / "metrics.json", metrics)
     save_figure(training_curve_figure(history, title=f"Training {out.name}"), out / "training_curve.png")

@@ -8,7 +8,9 @@ annotations in ``camseg/predictions/<id>.geojson`` and a uint8 heatmap at 8 µm/
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from shapely.geometry import box
 
 from qupath_camseg.annotations import CAMSEG_METADATA, QPObject, write_geojson
 from qupath_camseg.cli import main
-from qupath_camseg.qupath import create_project
+from qupath_camseg.qupath import create_project, open_project
 from qupath_camseg.wsi import write_heatmap
 
 SIZE = 2048
@@ -82,7 +84,7 @@ def test_evaluate_end_to_end(project: Path, capsys: pytest.CaptureFixture[str]) 
     captured = capsys.readouterr()
     assert "skipped unpredicted.tif" in captured.err
     text = captured.out
-    assert "tumour.tif" in text and "normal.tif" in text and "FROC score 0.750" in text
+    assert "tumour.tif" in text and "normal.tif" in text and "FROC score 0.833" in text
 
     rep = json.loads(out_json.read_text())
     by_name = {s["image"]: s for s in rep["slides"]}
@@ -98,9 +100,11 @@ def test_evaluate_end_to_end(project: Path, capsys: pytest.CaptureFixture[str]) 
     f = rep["froc"]
     assert f["fps_per_slide"] == [1.0, 1.0, 0.5, 0.0, 0.0]
     assert f["sensitivity"] == [1.0, 0.5, 0.5, 0.5, 0.0]
-    assert f["sensitivity_at"] == [0.5, 0.5, 0.5, 1.0, 1.0, 1.0]
+    # increasing FP [0, 0, .5, 1, 1], sens [0, .5, .5, .5, 1]; np.interp as the challenge's script:
+    # 1/4 -> .5 | 1/2 -> .5 | 1 -> exactly the shared rate 1: its last point, 1 | 2, 4, 8 -> 1
+    assert f["sensitivity_at"] == [0.5, 0.5, 1.0, 1.0, 1.0, 1.0]
     o = rep["overall"]
-    assert o["froc_score"] == pytest.approx(0.75)
+    assert o["froc_score"] == pytest.approx(5 / 6)
     assert o["slide_auc"] == 1.0  # tumour max 0.902 > normal max 0.6
     assert o["pooled_dice"] == pytest.approx(t["dice"]) and o["n_slides"] == 2
     assert (project / "camseg" / "reports" / "froc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -118,8 +122,9 @@ def test_evaluate_heatmap_only_and_images_filter(project: Path, tmp_path: Path) 
     # only the heatmap: Dice from heatmap >= 0.5 on its 8 µm grid: 3 peak pixels, 2 of them on truth
     s = rep["slides"][0]
     assert (s["pixels"]["tp"], s["pixels"]["fp"]) == (2, 1)
-    # one slide, FP {0.784}: thresholds .502 .784 .902 -> fps [1, 1, 0, 0], sens [1, .5, .5, 0]
-    assert rep["froc"]["sensitivity_at"] == [0.5, 0.5, 0.5, 1.0, 1.0, 1.0]
+    # one slide, FP {0.784}: thresholds .502 .784 .902 -> fps [1, 1, 0, 0], sens [1, .5, .5, 0];
+    # increasing FP [0, 0, 1, 1], sens [0, .5, .5, 1]: 1/4, 1/2 -> .5 | 1 -> its last point, 1 | 2, 4, 8 -> 1
+    assert rep["froc"]["sensitivity_at"] == [0.5, 0.5, 1.0, 1.0, 1.0, 1.0]
     assert (tmp_path / "f.png").is_file()
 
 
@@ -158,3 +163,87 @@ def test_figure_command(project: Path, tmp_path: Path, capsys: pytest.CaptureFix
                                {"epoch": 2, "train_loss": 0.5, "val_loss": 0.6, "val_dice": 0.6}]))
     assert main(["figure", str(project), "--training-log", str(log)]) == 0
     assert (log.parent / "training_curve.png").is_file()
+
+
+# ------------------------------------------------------------------ held-out slides and roles
+def _with_model(project: Path, tmp_path: Path, roles: dict[str, str], *, report_weights: bytes = b"weights") -> tuple[Path, Path]:
+    """A copy of the project whose predictions' reports name a model folder (``model.json`` with
+    the training roles of ``roles``: image name → ``train``/``val``), as predict and train write them."""
+    proj = tmp_path / "project"
+    shutil.copytree(project, proj)
+    with open_project(proj, "r") as p:
+        ids = {e.image_name: e.entry_id for e in p.entries}
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+    images = [{"name": n, "entry_id": ids[n], "role": r} for n, r in roles.items()]
+    (model / "model.json").write_text(json.dumps(
+        {"format": "qupath-camseg-model", "training": {"project": str(proj), "data": {"images": images}}}))
+    reports = proj / "camseg" / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    for name in ("tumour.tif", "normal.tif"):
+        (reports / f"{ids[name]}.json").write_text(json.dumps(
+            {"status": "done", "model": {"path": str(model), "sha256": hashlib.sha256(report_weights).hexdigest()}}))
+    return proj, model
+
+
+def test_headline_is_the_held_out_slides_and_training_slides_are_apart(
+        project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    proj, _ = _with_model(project, tmp_path, {"tumour.tif": "train"})
+    assert main(["evaluate", str(proj), "--json", str(tmp_path / "e.json")]) == 0
+    out = capsys.readouterr().out
+    rep = json.loads((tmp_path / "e.json").read_text())
+    assert {s["image"]: s["role"] for s in rep["slides"]} == {"tumour.tif": "train", "normal.tif": "unseen"}
+    o, t = rep["overall"], rep["training_slides"]
+    assert o["scope"] == "held_out" and o["images"] == ["normal.tif"] and o["n_slides"] == 1
+    # the held-out set is one normal slide: no lesions -> a clear note, not NaN
+    assert o["froc_score"] is None and o["froc_note"].startswith("no lesions") and rep["froc"]["status"] == "no lesions"
+    assert "FROC: no lesions" in out and "training slides (scored apart" in out
+    # the training slide alone: TP {.902, .502}, FP {.784} -> fps [1, 1, 0, 0], sens [1, .5, .5, 0] -> 5/6
+    assert t["images"] == ["tumour.tif"] and t["froc_score"] == pytest.approx(5 / 6)
+    # calibration of the normal slide's heatmap: all tissue is normal, so ECE = mean probability =
+    # (peak 153/255 + 8 neighbours 76/255) / tissue pixels; tissue ≈ the 1500 µm block = 187.5² px
+    n = next(s for s in rep["slides"] if s["image"] == "normal.tif")
+    assert n["mean_prob_normal_tissue"] * n["normal_tissue_pixels"] == pytest.approx((153 + 8 * 76) / 255, rel=1e-6)
+    assert n["normal_tissue_pixels"] == pytest.approx(187.5**2, rel=0.05)
+    assert n["ece"] == pytest.approx(n["mean_prob_normal_tissue"], rel=1e-9)
+    assert o["ece"] == pytest.approx(n["ece"]) and o["mean_prob_normal_tissue"] == pytest.approx(n["mean_prob_normal_tissue"])
+
+
+def test_all_slides_pools_them_and_only_training_slides_warns(
+        project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    proj, _ = _with_model(project, tmp_path, {"tumour.tif": "train", "normal.tif": "train"})
+    assert main(["evaluate", str(proj), "--json", str(tmp_path / "a.json"), "--all-slides"]) == 0
+    rep = json.loads((tmp_path / "a.json").read_text())
+    assert rep["overall"]["scope"] == "all_slides" and rep["overall"]["n_slides"] == 2
+    assert rep["overall"]["froc_score"] == pytest.approx(5 / 6) and rep["training_slides"] is None
+    assert "every evaluated slide" not in capsys.readouterr().err
+    assert main(["evaluate", str(proj), "--json", str(tmp_path / "t.json")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: every evaluated slide (tumour.tif, normal.tif) was used to train the model" in err
+    rep = json.loads((tmp_path / "t.json").read_text())
+    assert rep["overall"]["scope"] == "training_only" and rep["overall"]["n_slides"] == 2
+
+
+def test_model_option_and_changed_weights_are_reported(
+        project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    proj, _ = _with_model(project, tmp_path, {"tumour.tif": "train"}, report_weights=b"older weights")
+    assert main(["evaluate", str(proj), "--json", str(tmp_path / "e.json")]) == 0
+    assert "has other weights now" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model.json").write_text(json.dumps({"training": {"project": str(proj), "data": {"images": []}}}))
+    (other / "model.safetensors").write_bytes(b"other weights")
+    assert main(["evaluate", str(proj), "--json", str(tmp_path / "o.json"), "--model", str(other)]) == 0
+    assert "predicted with another model than --model" in capsys.readouterr().err
+    rep = json.loads((tmp_path / "o.json").read_text())
+    assert {s["role"] for s in rep["slides"]} == {"unseen"} and rep["overall"]["n_slides"] == 2
+    assert main(["evaluate", str(proj), "--model", str(tmp_path / "missing")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_without_reports_the_roles_are_unknown_and_said_so(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(project), "--json", str(project.parent / "u.json")]) == 0
+    assert "cannot tell whether tumour.tif, normal.tif trained the model" in capsys.readouterr().err
+    rep = json.loads((project.parent / "u.json").read_text())
+    assert {s["role"] for s in rep["slides"]} == {"unknown"} and rep["overall"]["scope"] == "held_out"

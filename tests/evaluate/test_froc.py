@@ -1,5 +1,6 @@
 """Camelyon16 lesion-level FROC on hand-built cases; every expected number is worked out by hand
-in the comments from the rules of the official ``Evaluation_FROC.py`` / ``compute_score``.
+in the comments from the rules of the official ``Evaluation_FROC.py`` (the score: ``np.interp``
+of the curve at each FP rate; random cases against a transcription: ``test_froc_challenge.py``).
 
 Most cases use mpp 0.25 µm/px and evaluation downsample 32, so one mask pixel is 8 µm:
 dilation threshold 75 / (8·2) = 4.6875 px (a mask pixel counts when its distance to tumour is
@@ -121,10 +122,10 @@ def test_fp_on_normal_slide() -> None:
     #   0.6: 1 FP -> 0.5 FP/slide, sens 1;  0.8: 1 FP -> 0.5, sens 0;  end: 0, 0
     assert list(r.thresholds) == [0.6, 0.8]
     assert list(r.fps_per_slide) == [0.5, 0.5, 0.0] and list(r.sensitivity) == [1.0, 0.0, 0.0]
-    # increasing FP: fps [0, .5, .5], sens [0, 0, 1]; bisect_left: 1/4 -> idx 1 (sens 0),
-    # 1/2 -> idx 1 (sens 0), 1, 2, 4, 8 -> past the end -> last point (sens 1)
-    assert r.sensitivity_at == (0.0, 0.0, 1.0, 1.0, 1.0, 1.0)
-    assert r.score == pytest.approx(4 / 6)
+    # increasing FP: fps [0, .5, .5], sens [0, 0, 1]; np.interp: 1/4 -> on the line (0, 0)-(.5, 0): 0;
+    # 1/2 -> exactly the shared rate .5: the last of its points, 1; 1, 2, 4, 8 -> past the end: 1
+    assert r.sensitivity_at == (0.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    assert r.score == pytest.approx(5 / 6)
 
 
 def test_dilation_merges_near_regions_and_keeps_far_ones_apart() -> None:
@@ -184,14 +185,14 @@ def test_full_score_worked_by_hand() -> None:
     assert list(r.thresholds) == [0.3, 0.4, 0.5, 0.7, 0.9]
     assert list(r.fps_per_slide) == [1.5, 1.0, 1.0, 0.5, 0.0, 0.0]
     assert list(r.sensitivity) == [1.0, 1.0, 0.5, 0.5, 0.5, 0.0]
-    # increasing FP: fps [0, 0, .5, 1, 1, 1.5], sens [0, .5, .5, .5, 1, 1]
-    # 1/4 -> idx 2: .5 | 1/2 -> idx 2: .5 | 1 -> idx 3 (first of the equal 1.0s): .5
-    # 2, 4, 8 -> past the end -> idx 5: 1
-    assert r.sensitivity_at == (0.5, 0.5, 0.5, 1.0, 1.0, 1.0)
-    assert r.score == pytest.approx(4.5 / 6)
+    # increasing FP: fps [0, 0, .5, 1, 1, 1.5], sens [0, .5, .5, .5, 1, 1]; np.interp:
+    # 1/4 -> on the line (0, .5)-(.5, .5): .5 | 1/2 -> .5 | 1 -> exactly the shared rate 1.0: the
+    # last of its points, 1 | 2, 4, 8 -> past the end: 1
+    assert r.sensitivity_at == (0.5, 0.5, 1.0, 1.0, 1.0, 1.0)
+    assert r.score == pytest.approx(5 / 6)
     assert r.n_slides == 2 and r.n_lesions == 2
     d = r.to_dict()
-    assert d["score"] == pytest.approx(0.75) and len(d["fps_per_slide"]) == 6
+    assert d["score"] == pytest.approx(5 / 6) and len(d["fps_per_slide"]) == 6 and d["status"] == "scored"
 
 
 def test_missed_lesions_and_outside_points() -> None:
@@ -203,18 +204,20 @@ def test_missed_lesions_and_outside_points() -> None:
     assert s.outcomes == ("fp", "fp") and s.tp_probs == (0.0,)
     r = froc([s])
     assert r.score == 0.0
-    # no lesions anywhere: sensitivity undefined (the official code divides by zero)
+    # no lesions anywhere: sensitivity undefined (the official code divides by zero): "no lesions"
     r = froc([match_detections([(0.5, 1.0, 1.0)], None)])
-    assert all(math.isnan(v) for v in r.sensitivity_at) and math.isnan(r.score)
-    assert r.to_dict()["score"] is None
+    assert r.no_lesions and all(math.isnan(v) for v in r.sensitivity_at) and math.isnan(r.score)
+    assert r.to_dict()["score"] is None and r.to_dict()["status"] == "no lesions"
+    assert not froc([s]).no_lesions
 
 
-def test_froc_score_reads_first_point_at_or_above_rate() -> None:
+def test_froc_score_interpolates_between_points() -> None:
     # curve as froc_curve returns it (FP decreasing): points (3, .9) (1, .6) (.25, .3) (0, 0)
     score, at = froc_score([3.0, 1.0, 0.25, 0.0], [0.9, 0.6, 0.3, 0.0])
-    # 1/4 -> exactly .25 -> .3 | 1/2 -> 1 -> .6 | 1 -> .6 | 2 -> 3 -> .9 | 4, 8 -> last -> .9
-    assert at == (0.3, 0.6, 0.6, 0.9, 0.9, 0.9)
-    assert score == pytest.approx(4.2 / 6)
+    # 1/4 -> exactly .25: .3 | 1/2 -> a third of the way from (.25, .3) to (1, .6): .4 | 1 -> .6
+    # 2 -> half way from (1, .6) to (3, .9): .75 | 4, 8 -> past the end: .9
+    assert at == pytest.approx((0.3, 0.4, 0.6, 0.75, 0.9, 0.9))
+    assert score == pytest.approx(3.85 / 6)
 
 
 def test_nms_detections_from_probability_map() -> None:

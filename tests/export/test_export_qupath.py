@@ -27,11 +27,13 @@ from qupath_camseg.export import (
     qupath_tiled_predict,
     validate_pixel_classifier,
 )
-from qupath_camseg.model import ModelConfig, build_model, save_bundle
+from qupath_camseg.model import Calibration, ModelConfig, build_model, save_bundle
 
 TILE, PAD = 64, 16
 INPUT = TILE + 2 * PAD  # 96
 CLASSES = [{"name": "Tumor", "color": [200, 0, 0]}, {"name": "Necrosis", "color": [120, 60, 0]}]
+# the exported folder is calibrated, so every parity check below covers the calibration in the graph
+CALIBRATION = Calibration(0.8, (0.1, -0.4, 0.2))
 
 
 def _spread_model(arch: dict, seed: int) -> torch.nn.Module:
@@ -59,7 +61,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("export")
     arch = {"name": "unet", "width": 8, "depth": 3, "n_classes": len(CLASSES)}
     model = _spread_model(arch, seed=1)
-    save_bundle(root / "model", model, ModelConfig(arch=arch, mpp=1.0, tile_px=TILE, classes=CLASSES))
+    save_bundle(root / "model", model, ModelConfig(arch=arch, mpp=1.0, tile_px=TILE, classes=CLASSES,
+                                                   calibration=CALIBRATION))
     rc = main(["export-qupath", str(root / "model"), "--out", str(root / "out"), "--format", "both",
                "--padding", str(PAD), "--name", "camseg-test"])  # fmt: skip
     assert rc == 0
@@ -89,8 +92,13 @@ def _compare(got: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
 @pytest.fixture(scope="module")
 def reference(exported: dict, shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
     tiles = _tiles(shared_data)
+    x = torch.from_numpy(tiles.transpose(0, 3, 1, 2).copy())
     with torch.no_grad():
-        ref = ProbabilityModel(exported["model"])(torch.from_numpy(tiles.transpose(0, 3, 1, 2).copy())).numpy()
+        ref = ProbabilityModel(exported["model"], CALIBRATION)(x).numpy()
+        raw = ProbabilityModel(exported["model"])(x).numpy()
+        by_hand = torch.softmax(exported["model"](x) / 0.8 + torch.tensor([0.1, -0.4, 0.2]).view(1, 3, 1, 1), 1)
+    np.testing.assert_allclose(ref, by_hand.numpy(), atol=1e-6)
+    assert np.abs(ref - raw).max() > 0.05  # the calibration changes what QuPath sees
     return tiles, ref
 
 
@@ -101,6 +109,7 @@ def test_onnx_graph_is_what_opencv_46_imports(exported: dict) -> None:
     assert [p for p in check_onnx_graph(graph, input_px=INPUT) if not p.startswith("note:")] == []
     ops = {n.op_type for n in graph.graph.node}
     assert "Pad" not in ops and "Softmax" in ops and "Sub" in ops  # normalisation and softmax inside
+    assert {"Mul", "Add"} <= ops  # the calibration
     assert {o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")} == {11}
     dims = [[d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*graph.graph.input, *graph.graph.output)]
     assert dims == [[1, 3, INPUT, INPUT], [1, 1 + len(CLASSES), INPUT, INPUT]]

@@ -10,11 +10,13 @@ import torch
 
 from qupath_camseg.errors import ModelBundleError, OutputNotWritableError
 from qupath_camseg.model import (
+    Calibration,
     ModelConfig,
     build_model,
     load_bundle,
     read_model_config,
     save_bundle,
+    write_model_config,
 )
 
 ARCH = {"name": "unet", "width": 4, "depth": 2, "norm": "batch"}
@@ -135,3 +137,44 @@ def test_unwritable_folder(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(OutputNotWritableError, match="cannot write"):
         save_bundle(blocker / "m", _trained_model(), _config())
+
+
+# ------------------------------------------------------------------ calibration
+def test_calibration_round_trip_and_old_folders_without_it(tmp_path: Path) -> None:
+    model = _trained_model().eval()
+    save_bundle(tmp_path / "old", model, _config())
+    data = json.loads((tmp_path / "old" / "model.json").read_text())
+    assert "calibration" not in data and "calibration" not in data["output"]  # the old format, unchanged
+    assert read_model_config(tmp_path / "old").calibration is None
+    cal = Calibration(0.25, (0.5, -1.5), {"priors": {"sampled": [0.7, 0.3], "true": [0.9, 0.1]}})
+    cfg = read_model_config(tmp_path / "old")
+    cfg.calibration = cal
+    write_model_config(tmp_path / "old", cfg)
+    data = json.loads((tmp_path / "old" / "model.json").read_text())
+    assert data["calibration"]["temperature"] == 0.25 and data["calibration"]["logit_bias"] == [0.5, -1.5]
+    assert data["calibration"]["formula"] == data["output"]["calibration"] == "softmax(logits / temperature + logit_bias)"
+    back = load_bundle(tmp_path / "old")[1].calibration
+    assert back == cal and back.details["priors"]["true"] == [0.9, 0.1]
+    x = torch.randn(2, 2, 3, 3)
+    torch.testing.assert_close(back.apply(x), x / 0.25 + torch.tensor([0.5, -1.5]).view(1, 2, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("calibration", "match"),
+    [
+        ({"temperature": 0, "logit_bias": [0, 0]}, "temperature must be a positive number"),
+        ({"temperature": float("nan"), "logit_bias": [0, 0]}, "temperature must be a positive number"),
+        ({"temperature": 1.0, "logit_bias": [0, "a"]}, "logit_bias must be a list of finite numbers"),
+        ({"temperature": 1.0}, "logit_bias must be a list of finite numbers"),
+        ({"temperature": 1.0, "logit_bias": [0, 0, 0]}, "3 logit_bias values for 2 output channels"),
+        ([1, 2], "calibration must be an object"),
+    ],
+)
+def test_invalid_calibration_is_explained(tmp_path: Path, calibration: object, match: str) -> None:
+    save_bundle(tmp_path / "m", _trained_model().eval(), _config())
+    path = tmp_path / "m" / "model.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "calibration": calibration}))
+    with pytest.raises(ModelBundleError, match=match) as err:
+        load_bundle(tmp_path / "m")
+    assert str(path) in str(err.value) and "\n" not in str(err.value)

@@ -161,6 +161,26 @@ def test_without_tissue_mask_glass_keeps_its_prediction(slide, whole, tmp_path):
     assert res2.report["settings_key"] != res.report["settings_key"]  # a different map: no reuse
 
 
+def test_a_calibrated_model_writes_calibrated_maps_and_a_new_key(slide, whole, tmp_path):
+    """Same weights with a calibration: the stored map is softmax(logits / T + bias), and the
+    settings key differs (a store of raw probabilities is never reused for calibrated ones)."""
+    from qupath_camseg.model import Calibration
+
+    out, res, _ = whole
+    lm = _fake_model()
+    lm.config.calibration = Calibration(0.5, (0.0, -1.0))
+    res2 = predict_slide(slide, lm, tmp_path, options=_opts())
+    assert res2.report["settings_key"] != res.report["settings_key"]
+    raw, cal = _store_map(out).astype(np.float64) / 255, _store_map(tmp_path).astype(np.float64) / 255
+    on = (raw > 0.05) & (raw < 0.95)  # where uint8 rounding leaves the logit well defined
+    assert on.mean() > 0.01
+    logit = np.log(raw[on] / (1 - raw[on]))
+    want = 1 / (1 + np.exp(-(logit / 0.5 - 1.0)))
+    # blending averages probabilities of overlapping tiles, so this holds where one tile dominates:
+    # compare typical values, not every pixel
+    assert np.median(np.abs(cal[on] - want)) < 0.02
+
+
 def test_outputs_geojson_heatmap_report(slide, whole):
     out, res, events = whole
     kinds = [e["event"] for e in events]
@@ -322,6 +342,30 @@ def test_forward_equals_softmax_of_the_logits(n_channels):
         ref = torch.softmax(model(torch.from_numpy(rgb).permute(0, 3, 1, 2).float()), dim=1)[:, 1:]
     assert got.shape == (2, n_channels - 1, 32, 32)
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_channels", [2, 3])
+def test_forward_applies_the_calibration_and_is_unchanged_without_it(n_channels):
+    """A calibrated folder: softmax(logits / T + bias); none: bit for bit the raw softmax path."""
+    from qupath_camseg.model import Calibration
+    from qupath_camseg.predict.inference import _forward
+
+    torch.manual_seed(1)
+    model = torch.nn.Conv2d(3, n_channels, 3, padding=1).eval()
+    rgb = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    bias = [0.3, -1.7, 0.5][:n_channels]
+    cal = Calibration(0.4, bias)
+    got = _forward(model, rgb, torch.device("cpu"), False, calibration=cal)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(rgb).permute(0, 3, 1, 2).float())
+        ref = torch.softmax(logits / 0.4 + torch.tensor(bias).view(1, -1, 1, 1), dim=1)[:, 1:]
+        raw = torch.softmax(logits, dim=1)[:, 1:]
+    torch.testing.assert_close(got, ref, rtol=0, atol=2e-5)  # × (1 / T) vs / T: float rounding
+    assert (got - raw).abs().max() > 0.05
+    uncal = _forward(model, rgb, torch.device("cpu"), False, calibration=None)
+    assert torch.equal(uncal, _forward(model, rgb, torch.device("cpu"), False))
+    if n_channels == 2:  # the sigmoid shortcut of the uncalibrated path, exactly as before
+        assert torch.equal(uncal, torch.sigmoid(logits[:, 1:] - logits[:, :1]))
 
 
 @pytest.mark.multiprocessing
