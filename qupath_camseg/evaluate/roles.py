@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qupath_camseg.errors import ProjectError
+from qupath_camseg._io import entry_file
+from qupath_camseg.errors import ProjectError, UnsafePathError
 
 __all__ = ["ROLES", "SlideRoles", "TrainingRoles", "read_training_roles", "slide_roles"]
 
@@ -96,8 +97,18 @@ def _weights_sha256(folder: Path) -> str | None:
         return None
 
 
-def _report_model(report: Path) -> tuple[str | None, str | None]:
+def _report_path(reports_dir: Path, entry_id: str) -> Path | None:
+    """Where predict wrote ``entry_id``'s report; ``None`` for an ID predict could not have used."""
+    try:
+        return entry_file(reports_dir, "", entry_id, ".json")
+    except UnsafePathError:
+        return None
+
+
+def _report_model(report: Path | None) -> tuple[str | None, str | None]:
     """``(model path, sha256)`` a prediction report names (``None`` when absent or unreadable)."""
+    if report is None:
+        return None, None
     try:
         model: Any = json.loads(report.read_text(encoding="utf-8")).get("model") or {}
     except (OSError, ValueError, AttributeError):
@@ -139,7 +150,7 @@ def slide_roles(entries: Sequence[tuple[str, str]], reports_dir: Path, project_d
     models: dict[str, str | None] = {}
     changed, missing, other_model = [], [], []
     for entry_id, name in entries:
-        path, sha = _report_model(reports_dir / f"{entry_id}.json")
+        path, sha = _report_model(_report_path(reports_dir, entry_id))
         use = str(model_dir) if model_dir is not None else path
         tr, current_sha = load(use) if use else (None, None)
         if tr is None:
