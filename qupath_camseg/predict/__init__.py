@@ -24,6 +24,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "report": ["finished_report", "read_report", "settings_key", "store_key"],
         "roi": ["active_tiles", "read_roi", "tissue_area_mm2"],
         "slide": ["predict_slide"],
+        "suggestions": ["RANK_KEY", "REVIEW_CLASS", "REVIEW_NAME", "UNCERTAINTY_KEY", "chunk_uncertainty", "review_objects", "suggestion_sizes"],
         "summaries": ["ChunkSummaries", "ChunkSummary", "summarize_chunk"],
         "tile_reader": ["BLOCK_CACHE_BYTES", "BlockCache", "PREFETCH_BATCHES", "ReaderArgs", "TileBatches", "TileReader", "thread_batches", "use_read_processes"],
     },

@@ -50,7 +50,9 @@ class PredictOptions:
     ``mask_to_tissue`` zeroes the probabilities off the tissue mask (dilated by one mask pixel):
     a network trained on tissue says nothing useful about glass, so the heatmap and regions follow
     the tissue. ``chunk_px`` (map px, a multiple of 16) and ``stripe_chunks`` shape the chunk
-    store; ``tile_px`` overrides the model's inference tile (map px).
+    store; ``tile_px`` overrides the model's inference tile (map px). ``suggest``: up to this many
+    ``camseg Review`` boxes about ``suggest_um`` µm wide where the model is least sure
+    (:mod:`~qupath_camseg.predict.suggestions`; 0: none).
     """
 
     threshold: float = 0.5
@@ -74,6 +76,8 @@ class PredictOptions:
     stripe_chunks: int = 16
     tile_px: int | None = None
     mask_to_tissue: bool = True
+    suggest: int = 20
+    suggest_um: float = 256.0
 
 
 @dataclass

@@ -57,6 +57,7 @@ from qupath_camseg.predict.objects import build_objects, measure_tile_px
 from qupath_camseg.predict.options import PredictOptions, PredictResult, Progress, no_progress
 from qupath_camseg.predict.report import finished_report, settings_key, store_key
 from qupath_camseg.predict.roi import active_tiles, read_roi, tissue_area_mm2
+from qupath_camseg.predict.suggestions import REVIEW_NAME, review_objects, suggestion_sizes
 from qupath_camseg.predict.summaries import ChunkSummaries
 from qupath_camseg.wsi import Slide, TissueFractions, TissueMask, detect_tissue, open_slide, write_heatmap
 
@@ -237,8 +238,10 @@ def _infer(job: _Job, planned: _Planned, tissue: _Tissue) -> _Done:
     # with few cores they would only compete with inference, so they run at the end instead
     workers = opts.workers or default_reader_workers(lm.device)
     processes = min(workers, (os.cpu_count() or 1) // 2)
+    _, cell_px = suggestion_sizes(plan, lm.config.mpp, opts.suggest_um)
     with ChunkSummaries(store, measure_px=measure_px, threshold_q=math.ceil(opts.threshold * 255 - 1e-9),
-                        processes=processes, expected=int(needed.sum())) as summaries:
+                        processes=processes, expected=int(needed.sum()),
+                        uncertainty_px=cell_px if opts.suggest > 0 else 0) as summaries:
         t0 = time.perf_counter()
         stats = run_inference(job.slide_path, opts.slide_mpp, plan, tissue.active, store, lm, job.roi,
                               batch_size=opts.batch_size, workers=workers, image=job.image, emit=job.emit,
@@ -273,13 +276,17 @@ def _write_outputs(job: _Job, planned: _Planned, tissue: _Tissue, store: ChunkSt
             min_tile_tissue=opts.min_tile_tissue, slide_mpp=planned.slide_mpp, min_area_um2=opts.min_area_um2,
             min_hole_um2=opts.min_hole_um2, simplify_um=opts.simplify_um, tumor_index=ti)
         t_objects = time.perf_counter() - t0 - t_summaries
+        box_px, cell_px = suggestion_sizes(plan, cfg.mpp, opts.suggest_um)
+        objs += review_objects(chunk_summaries, plan, n=opts.suggest, box_px=box_px, cell_px=cell_px)
+        t_suggest = time.perf_counter() - t0 - t_summaries - t_objects
         write_geojson(job.paths["geojson"], objs)
-        t_geojson = time.perf_counter() - t0 - t_summaries - t_objects
+        t_geojson = time.perf_counter() - t0 - t_summaries - t_objects - t_suggest
         heatmap.result()
     t_out = time.perf_counter() - t0
     return objs, tumor_area_l0, {"outputs": t_out, "outputs_waiting_for_summaries": t_summaries,
                                  "outputs_objects": t_objects, "outputs_geojson": t_geojson,
-                                 "outputs_other": t_out - t_summaries - t_objects - t_geojson}
+                                 "outputs_other": t_out - t_summaries - t_objects - t_geojson - t_suggest,
+                                 "outputs_suggestions": t_suggest}
 
 
 def _report(job: _Job, planned: _Planned, tissue: _Tissue, done: _Done) -> dict[str, Any]:
@@ -300,11 +307,16 @@ def _report(job: _Job, planned: _Planned, tissue: _Tissue, done: _Done) -> dict[
                   "tile_objects": sum(o.object_type == "tile" for o in done.objects)},
         "tissue_area_mm2": tissue_area, "tissue_mask_mpp": tissue.mask_mpp,
         "tumor_area_mm2": done.tumor_area_l0 * planned.slide_mpp**2 / 1e6,
-        "tumor_regions": sum(o.object_type == "annotation" for o in done.objects),
+        "tumor_regions": sum(o.object_type == "annotation" and not _is_review(o) for o in done.objects),
         "timings_s": {"tissue": tissue.seconds, **done.timings, "total": time.perf_counter() - job.t_start,
                       **stats["timings"]},
         "tiles_per_s": stats["tiles"] / t_infer if t_infer > 0 else None,
         "device": device_name(lm.device), "versions": versions(),
         "settings": {k: v for k, v in asdict(job.opts).items()},
         "outputs": {k: str(v) for k, v in job.paths.items()},
+        "suggestions": sum(_is_review(o) for o in done.objects),
     }
+
+
+def _is_review(obj: QPObject) -> bool:
+    return obj.object_type == "annotation" and str(obj.name).startswith(REVIEW_NAME)

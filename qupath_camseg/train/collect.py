@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,9 @@ class TrainingData:
 
     ``classes``: ``{"name": str, "color": [r, g, b]}`` per foreground class (channel ``i + 1``);
     ``project``: the project file; ``summary``: the split and each image's target area (mm²)
-    and tissue tiles, as saved in ``train_config.json``.
+    and tissue tiles, as saved in ``train_config.json``; ``objects``: the annotations each image's
+    labels come from, by entry ID; ``lineage``: the parent model and what was added since
+    (:func:`~qupath_camseg.train.lineage.parent_lineage`), for runs fine-tuned with ``init``.
     """
 
     train_images: list[LabelledImage]
@@ -42,6 +44,8 @@ class TrainingData:
     classes: list[dict[str, Any]]
     project: str
     summary: dict[str, Any]
+    objects: dict[str, list[QPObject]] = field(default_factory=dict)
+    lineage: dict[str, Any] | None = None
 
 
 def collect_images(project_path: str | os.PathLike[str], config: TrainConfig) -> TrainingData:
@@ -95,7 +99,8 @@ def collect_images(project_path: str | os.PathLike[str], config: TrainConfig) ->
         )
     class_list = [{"name": c, "color": list(found.get(c) or default_class_color(c))} for c in classes]
     summary = _summary(train_imgs, val_imgs, classes, background, config.unannotated)
-    return TrainingData(train_imgs, val_imgs, class_list, where, summary)
+    used = {e.entry_id: annotations[e.entry_id] for e in labelled}
+    return TrainingData(train_imgs, val_imgs, class_list, where, summary, objects=used)
 
 
 def _read_annotations(project: Project, entries: Sequence[ProjectEntry]) -> dict[str, list[QPObject]]:

@@ -34,18 +34,21 @@ FIXED_ON_RESUME = (
     "images",
     "val_images",
     "val_fraction",
+    "init",
 )
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
     """Where training tiles come from: fractions centred inside / on the border of target-class
-    regions (the rest: random tissue), and the tissue fraction a negative tile must hold."""
+    regions, inside negative regions (annotations of other classes, e.g. ``Normal``; only when
+    there are some), the rest random tissue; and the tissue fraction a negative tile must hold."""
 
     inside_fraction: float = 0.35
     border_fraction: float = 0.15
     min_tissue: float = 0.25
     jitter: float = 0.25  # max offset of a centred tile, as a fraction of the tile size
+    negative_fraction: float = 0.15  # centred inside background-class annotations (e.g. Normal), when any
 
 
 @dataclass
@@ -57,7 +60,8 @@ class TrainConfig:
     ``"ignore"``. ``val_images``: names/IDs held out for validation; empty → ``val_fraction``
     of the annotated images, chosen by slide (never by tile). ``workers=None`` picks a number
     from the CPU count. ``amp``: ``"auto"`` (bf16 on GPUs that have it, else fp16), ``"bf16"``,
-    ``"fp16"`` or ``"off"`` (always off on CPU).
+    ``"fp16"`` or ``"off"`` (always off on CPU). ``init``: a model folder to fine-tune from (its
+    weights, architecture, mpp, tile and classes; see :mod:`qupath_camseg.train.lineage`).
     """
 
     classes: tuple[str, ...] = ("Tumor",)
@@ -87,6 +91,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    init: str | None = None
 
     def validate(self) -> None:
         """Raise :class:`InvalidSettingsError` (one line, naming the option) for impossible settings."""

@@ -172,7 +172,7 @@ def test_outputs_geojson_heatmap_report(slide, whole):
     objs = read_geojson(res.outputs["geojson"])
     assert objs and all(is_ours(o) for o in objs)
     tiles = [o for o in objs if o.object_type == "tile"]
-    regions = [o for o in objs if o.object_type == "annotation"]
+    regions = [o for o in objs if o.object_type == "annotation" and o.classification == "Tumor"]
     assert tiles and regions
     assert {o.classification for o in tiles} <= {"Tumor", "Other"}
     prob = _store_map(out).astype(np.float64) / 255
@@ -292,7 +292,8 @@ def test_trained_model_dice_on_held_out_slide(trained):
                              progress=events.append)
     assert res.outputs["geojson"] == proj / "camseg" / "predictions" / f"{res.entry_id}.geojson"
     validate_qupath_geojson(json.loads(res.outputs["geojson"].read_text()))
-    pred = shapely.union_all([o.geometry for o in read_geojson(res.outputs["geojson"]) if o.object_type == "annotation"])
+    pred = shapely.union_all([o.geometry for o in read_geojson(res.outputs["geojson"]) if o.object_type == "annotation"
+                             and o.classification == "Tumor"])
     truth_objs = read_geojson(ann / f"{res.entry_id}.geojson")
     truth = shapely.union_all([o.geometry for o in truth_objs if o.classification == "Tumor"])
     dice = 2 * pred.intersection(truth).area / (pred.area + truth.area)
