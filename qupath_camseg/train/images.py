@@ -143,10 +143,13 @@ def build_shapes(
 
     Same priority as :func:`qupath_camseg.annotations.masks.label_mask`: larger shapes first (a small island
     annotated inside a larger region wins), ``Ignore*`` last. Classes in ``background_classes``
-    (any other named class) paint 0. Returns ``(shapes, regions)``.
+    (any other named class, e.g. ``Normal``) paint 0: first, under every target shape, unless they
+    lie inside one (an island of normal tissue in a tumour, painted in size order). So a ``Normal``
+    box drawn across a tumour outline never paints over the tumour. Returns ``(shapes, regions)``.
     """
     labelled: list[tuple[BaseGeometry, int]] = []
     ignored: list[tuple[BaseGeometry, int]] = []
+    background: list[BaseGeometry] = []
     by_label: dict[int, list[BaseGeometry]] = {}
     for obj in iter_objects(objs):
         if obj.object_type != "annotation" or not obj.is_area:
@@ -159,9 +162,15 @@ def build_shapes(
         elif is_ignore_class(name):
             ignored.append((obj.geometry, IGNORE_INDEX))
         elif name is not None and name in background_classes:
-            labelled.append((obj.geometry, 0))
+            background.append(obj.geometry)
+    targets = [g for g, _ in labelled]
+    tree = STRtree(targets) if targets else None
+    under: list[tuple[BaseGeometry, int]] = []
+    for g in background:
+        inside = tree is not None and any(targets[i].covers(g) for i in tree.query(g))
+        (labelled if inside else under).append((g, 0))
     labelled.sort(key=lambda s: -s[0].area)
-    shapes = labelled + ignored
+    shapes = under + labelled + ignored
     regions: dict[int, MultiPolygon] = {}
     for label, geoms in by_label.items():
         region = shapely.union_all(geoms)

@@ -22,6 +22,11 @@ class GeoJsonDouble {
             else if (c instanceof Map && c.names)
                 o.setPathClass(PathClass.fromString(c.names.join(': ')))
             ((Map) (props.metadata ?: [:])).each { k, v -> o.metadataForTest().put(k.toString(), v?.toString()) }
+            def measurements = props.measurements
+            if (measurements instanceof Map)  // QuPath 0.4+: {"name": value}; "NaN"/"Infinity" as strings
+                measurements.each { k, v -> o.getMeasurementList().put(k.toString(), v instanceof Number ? v.doubleValue() : Double.valueOf(v.toString())) }
+            else if (measurements instanceof List)  // QuPath 0.3: [{"name": ..., "value": ...}]
+                measurements.each { Map m -> o.getMeasurementList().put(m.name.toString(), ((Number) m.value).doubleValue()) }
             return o
         }
     }
@@ -34,12 +39,15 @@ class GeoJsonDouble {
             props.classification = [name: o.getPathClass().getName(), color: [255, 0, 0]]
         if (!o.metadataForTest().isEmpty())
             props.metadata = o.metadataForTest()
+        if (!o.getMeasurementList().isEmpty())
+            props.measurements = o.getMeasurementList().asMap()
         return [type: 'Feature', id: o.getID().toString(), geometry: o.geometry, properties: props]
     }
 
     static Map describe(PathObject o) {
         return [id      : o.getID().toString(), type: o.isAnnotation() ? 'annotation' : 'detection',
                 name    : o.getName(), classification: o.getPathClass()?.getName(),
-                metadata: o.metadataForTest(), geometryType: o.geometry?.type]
+                metadata: o.metadataForTest(), geometryType: o.geometry?.type, geometry: o.geometry,
+                measurements: o.getMeasurementList().asMap()]
     }
 }
