@@ -476,6 +476,22 @@ def _(ctx: Ctx) -> list[str]:
     return ["train", str(proj), "--out", str(ctx.tmp / "m"), *_TINY]
 
 
+@case("train-init-mismatch", "train", "--init model works at another µm/px (or tile, classes, architecture) "
+      "than an option asks for", "drop the option: a fine-tuned model keeps its parent's settings", "model",
+      "--mpp 1 does not match the --init model", "drop --mpp")
+def _(ctx: Ctx) -> list[str]:
+    shutil.copytree(ctx.templates.model(), ctx.tmp / "model")
+    return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), "--init", str(ctx.tmp / "model"),
+            "--mpp", "1", "--steps", "1", "--workers", "0"]
+
+
+@case("train-init-not-a-model", "train", "--init names a folder that holds no model",
+      "pass a model folder written by qcamseg train", "runs", "has no model.json", "qcamseg train")
+def _(ctx: Ctx) -> list[str]:
+    (ctx.tmp / "runs").mkdir()
+    return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), "--init", str(ctx.tmp / "runs"), *_TINY]
+
+
 # ========================================================== predict (fails before any inference)
 @case("predict-missing-model", "predict", "--model does not exist", "train one with qcamseg train",
       "nomodel", "does not exist")
