@@ -22,6 +22,7 @@ This module runs in ``spawn``-ed summary workers: numpy only (no torch).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Protocol
@@ -50,21 +51,37 @@ MAX_CELLS = 1 << 20
 _CELLS_PER_BOX = 8
 
 
+@functools.lru_cache(maxsize=8)
 def uncertainty_lut(threshold_q: int) -> npt.NDArray[np.float32]:
     """``u`` for every stored byte value (``p = v / 255``; threshold ``threshold_q / 255``), ``(256,)``."""
     p = np.arange(256, dtype=np.float64) / 255.0
     t = min(max(threshold_q / 255.0, 1e-6), 1 - 1e-6)
     scale = np.where(p < t, t, 1.0 - t)
-    return (1.0 - ((p - t) / scale) ** 2).clip(0.0, 1.0).astype(np.float32)
+    lut = (1.0 - ((p - t) / scale) ** 2).clip(0.0, 1.0).astype(np.float32)
+    lut.setflags(write=False)
+    return lut
 
 
 def chunk_uncertainty(data: npt.NDArray[np.uint8], cell_px: int, threshold_q: int) -> npt.NDArray[np.float32]:
     """Sums of ``u`` per cell of a chunk ``data`` (``uint8 (n, h, w)``): ``float32 (ceil(h / cell_px),
-    ceil(w / cell_px))``; the last row and column of cells may be partial (chunks at the map edge)."""
-    lut = uncertainty_lut(threshold_q)
-    u = lut[data[0]] if data.shape[0] == 1 else lut[data].max(axis=0)
-    rows, cols = np.arange(0, u.shape[0], cell_px), np.arange(0, u.shape[1], cell_px)
-    return np.add.reduceat(np.add.reduceat(u, rows, axis=0), cols, axis=1).astype(np.float32)
+    ceil(w / cell_px))``; the last row and column of cells may be partial (chunks at the map edge).
+
+    ``u`` is looked up as a byte (``round(255 u)``, so a sum is exact to 0.5/255 per pixel) and
+    summed in ``uint32``: about 1 ms per 512² chunk, a fraction of the chunk's other summaries.
+    """
+    lut8 = _lut8(threshold_q)
+    u8 = np.take(lut8, data[0]) if data.shape[0] == 1 else np.take(lut8, data).max(axis=0)
+    h, w = u8.shape
+    rows, cols = -(-h // cell_px), -(-w // cell_px)
+    if (rows * cell_px, cols * cell_px) != (h, w):
+        u8 = np.pad(u8, ((0, rows * cell_px - h), (0, cols * cell_px - w)))
+    sums = u8.reshape(rows, cell_px, cols, cell_px).sum(axis=(1, 3), dtype=np.uint32)
+    return (sums / np.float32(255.0)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _lut8(threshold_q: int) -> npt.NDArray[np.uint8]:
+    return np.round(uncertainty_lut(threshold_q) * 255.0).astype(np.uint8)
 
 
 def suggestion_sizes(plan: TilePlan, model_mpp: float, box_um: float) -> tuple[int, int]:
