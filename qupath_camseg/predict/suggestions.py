@@ -1,10 +1,15 @@
 """"Review here" suggestions: the few small boxes of a slide where a pathologist's look helps most.
 
 Where the model is unsure, a correction teaches it most. Per map pixel, the *uncertainty* of a
-probability ``p`` against the threshold ``t`` is ``u = 1 - ((p - t) / (t if p < t else 1 - t))²``:
-1 at the threshold, 0 at p = 0 and p = 1 (for t = 0.5 it is ``4p(1 - p)``, the Gini impurity);
-with several classes, the largest over the classes. A box's score is the *sum* of ``u`` over its
-pixels, i.e. mean uncertainty × area, so a large unsure border outranks a single unsure pixel.
+probability ``p`` against the threshold ``t`` is ``u = max(0, 1 - ((p - t) / w)²)`` with ``w`` half the
+distance from ``t`` to 0 (below it) or to 1 (above it): 1 at the threshold, 0 beyond ``t ± w``
+(for t = 0.5: outside 0.25–0.75); with several classes, the largest over the classes. The band is
+narrow on purpose: tissue the model calls normal at p ≈ 0.2 is already right, while the errors
+lie where ``p`` crosses the threshold (false-positive rims, tumour borders, half-seen metastases);
+a broad measure such as the entropy or ``4p(1 - p)`` spreads the boxes over all that mildly unsure
+but correct tissue (``benchmarks/bench_active_learning.py`` measured it: no better than random
+boxes). A box's score is the *sum* of ``u`` over its pixels, i.e. mean uncertainty × area, so a
+large unsure border outranks a single unsure pixel.
 
 The work follows the chunked design of :mod:`~qupath_camseg.predict.slide`: each chunk's summary
 (:func:`~qupath_camseg.predict.summaries.summarize_chunk`, on the worker processes, while inference
@@ -49,6 +54,8 @@ MIN_MEAN_UNCERTAINTY = 0.05
 #: The slide's cell grid holds at most this many cells (4 MiB as float32).
 MAX_CELLS = 1 << 20
 _CELLS_PER_BOX = 8
+#: The uncertainty band: this fraction of the way from the threshold to 0 or 1 (see the module docstring).
+_BAND = 0.5
 
 
 @functools.lru_cache(maxsize=8)
@@ -56,7 +63,7 @@ def uncertainty_lut(threshold_q: int) -> npt.NDArray[np.float32]:
     """``u`` for every stored byte value (``p = v / 255``; threshold ``threshold_q / 255``), ``(256,)``."""
     p = np.arange(256, dtype=np.float64) / 255.0
     t = min(max(threshold_q / 255.0, 1e-6), 1 - 1e-6)
-    scale = np.where(p < t, t, 1.0 - t)
+    scale = np.where(p < t, t, 1.0 - t) * _BAND
     lut = (1.0 - ((p - t) / scale) ** 2).clip(0.0, 1.0).astype(np.float32)
     lut.setflags(write=False)
     return lut

@@ -135,3 +135,22 @@ def test_predict_slide_writes_review_suggestions(tmp_path):
     none = predict_slide(slide, _fake_model(), tmp_path / "none", options=_opts(suggest=0))
     assert none.report["suggestions"] == 0
     assert "settings_key" in none.report and none.report["settings_key"] != res.report["settings_key"]
+
+
+def test_mildly_unsure_but_right_tissue_does_not_outrank_a_thin_rim_at_the_threshold(tmp_path):
+    """Normal tissue the model calls p = 0.2 (right, if unsure) gets no box; a 4 px rim at p = 0.55
+    around it (a false positive the model is unsure of) does."""
+    size = (448, 320)
+    plan = TilePlan.create((int(size[0] * DS), int(size[1] * DS)), 0.5, 1.0, tile_px=32, chunk_px=CHUNK)
+    store = ChunkStore(tmp_path / "store", plan, 1, {"test": 2})
+    full = np.zeros((1, size[1], size[0]), np.uint8)
+    full[0, 40:280, 40:400] = 51  # p = 0.2
+    full[0, 36:40, 36:404] = 140  # the rim, top edge only: p = 0.55
+    rows, cols = plan.chunk_shape
+    for r in range(rows):
+        for c in range(cols):
+            x, y, w, h = plan.chunk_box(r, c)
+            store.write(r, c, np.ascontiguousarray(full[:, y:y + h, x:x + w]))
+    with ChunkSummaries(store, measure_px=32, threshold_q=128, uncertainty_px=8) as s:
+        objs = review_objects(s.finish(), plan, n=20, box_px=48, cell_px=8)
+    assert objs and all(o.geometry.intersects(shapely.box(36 * DS, 36 * DS, 404 * DS, 40 * DS)) for o in objs)
