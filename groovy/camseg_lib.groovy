@@ -390,8 +390,8 @@ class Camseg {
 
     static String timestamp() { new SimpleDateFormat('yyyyMMdd-HHmmss').format(new Date()) }
 
-    /** Export, then `train PROJECT --out <project>/camseg/models/model-<time> [--epochs N]`. */
-    File train(Integer epochs) {
+    /** Export, then `train PROJECT --out <project>/camseg/models/model-<time> [--epochs N] [--init NEWEST]`. */
+    File train(Integer epochs, boolean fromLastModel = false) {
         def project = requireProject()
         log('Exporting annotations for training...')
         def exported = exportTrainingAnnotations()
@@ -402,6 +402,11 @@ class Camseg {
         List args = ['train', projectDir(project).absolutePath, '--out', out.absolutePath]
         if (epochs != null)
             args += ['--epochs', epochs]
+        if (fromLastModel) {
+            File parent = resolveModel(null)
+            log('Fine-tuning ' + parent)
+            args += ['--init', parent.absolutePath]
+        }
         run(args, 'camseg training')
         checkModel(out)
         setPreference(PREF_MODEL, out.absolutePath)

@@ -184,6 +184,10 @@ def bridge(groovy_jar: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
                      "settings": {"EPOCHS": "1"}, "project": str(project), "currentEntry": "1",
                      "entryObjects": runs[0]["entryObjects"],  # same as the export job: same files
                      "interruptWhenOutputContains": "(process ", "interruptAfterMs": 5000})
+        runs.append({"name": "train_init", "script": script["camseg_Train_on_this_project.groovy"],
+                     "settings": {"FROM_LAST_MODEL": "true"}, "project": str(project), "currentEntry": "1",
+                     "entryObjects": runs[0]["entryObjects"],
+                     "interruptWhenOutputContains": "(process ", "interruptAfterMs": 5000})
     jobs = {"parse": [str(p) for p in SCRIPTS] + [str(broken)], "compile": [str(p) for p in SCRIPTS], "runs": runs}
     jobs_file, report_file = tmp / "jobs.json", tmp / "report.json"
     jobs_file.write_text(json.dumps(jobs), encoding="utf-8")
@@ -385,6 +389,15 @@ def test_train_exports_then_runs_train(bridge: dict) -> None:
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert "annotation(s) -> 1.geojson" in run["output"]
+
+
+def test_train_from_the_last_model_passes_init(bridge: dict) -> None:
+    run = bridge["runs"]["train_init"]
+    (cmd,) = _commands(run["output"])
+    tiny = bridge["project"] / "camseg" / "models" / "tiny"  # the newest folder with a model.json
+    assert cmd[6:8] == ["train", str(bridge["project"])] and cmd[-2:] == ["--init", str(tiny)]
+    # still training when killed: `--init` with this model was accepted
+    assert run["interrupted"] and run["errorClass"] == "java.lang.InterruptedException", run["output"]
 
 
 def test_every_command_line_is_one_the_cli_accepts(bridge: dict) -> None:
