@@ -16,7 +16,7 @@ def camseg = evaluate(camsegLib()).newInstance(Dialogs, this)
 String title = 'camseg: Predict'
 
 camseg.guard(title) {
-    def selection = (getSelectedObjects() ?: []).findAll { it.isAnnotation() && !camseg.isOurs(it) }
+    def selection = (getSelectedObjects() ?: []).findAll { it.isAnnotation() && !camseg.hasOurMarker(it) }
     def result = camseg.predictCurrentImage(MODEL_DIR, selection)
     String message = 'Added ' + result.added + ' camseg object(s)' +
             (result.removed ? ' (replacing ' + result.removed + ' from the previous run)' : '') +

@@ -13,6 +13,7 @@
 import qupath.lib.gui.prefs.PathPrefs
 import qupath.lib.io.GsonTools
 import qupath.lib.io.PathIO
+import qupath.lib.objects.PathObjects
 import qupath.lib.projects.Projects
 import qupath.lib.scripting.QP
 
@@ -21,6 +22,7 @@ import java.nio.file.StandardCopyOption
 import java.text.SimpleDateFormat
 import java.util.concurrent.LinkedBlockingQueue
 import java.util.concurrent.TimeUnit
+import java.util.zip.CRC32
 
 /** A problem the user can fix; its message says how. */
 class CamsegProblem extends RuntimeException {
@@ -34,6 +36,11 @@ class Camseg {
     static final String CREATED_BY = 'qupath-camseg'
     /** The annotation that shows the tissue a prediction analysed (never trained on): placed locked. */
     static final String TISSUE_CLASS = 'camseg Tissue'
+    static final String FINGERPRINT = 'camseg fingerprint'
+    static final String REVIEW_NAME = 'camseg Review'
+    static final String REVIEW_RANK = 'review rank'
+    static final String NORMAL_CLASS = 'Normal'
+    static final String PREF_REVIEWED = 'camseg.reviewed'
     static final int TAIL_LINES = 30
 
     final Class dialogs
@@ -259,11 +266,12 @@ class Camseg {
     /**
      * Objects this tool created: metadata created_by = qupath-camseg, else (no such metadata) a name
      * starting with "camseg" (qcamseg names them camseg Tumor, camseg tile...). The same rule
-     * as Python's qupath_camseg.annotations.geojson.is_ours and the paquo door. QuPath 0.5+ has getMetadata();
-     * 0.4 keeps object metadata behind retrieveMetadataValue (protected in Java, callable from
-     * Groovy) and only on annotations, so re-saved tiles are recognised by their name.
+     * as Python's qupath_camseg.annotations.has_our_marker and the paquo door. QuPath 0.5+ has
+     * getMetadata(); 0.4 keeps object metadata behind retrieveMetadataValue (protected in Java,
+     * callable from Groovy), but its GeoJSON reader drops it (only TMA cores keep metadata there),
+     * so imported objects are recognised by their name.
      */
-    static boolean isOurs(pathObject) {
+    static boolean hasOurMarker(pathObject) {
         String createdBy = null
         try {
             createdBy = pathObject.getMetadata()?.get('created_by')
@@ -278,6 +286,47 @@ class Camseg {
             return createdBy == CREATED_BY
         String name = pathObject.getName()
         return name != null && name.startsWith('camseg')
+    }
+
+    /**
+     * Objects this tool may replace: ours (hasOurMarker) and not reshaped or reclassified since.
+     * An outline the user edited is the user's: it is exported for training and never removed.
+     * Same rule as Python's qupath_camseg.annotations.is_ours.
+     */
+    static boolean isOurs(pathObject) { hasOurMarker(pathObject) && !isEdited(pathObject) }
+
+    /** True when the object's shape fingerprint (measurement 'camseg fingerprint') no longer matches it. */
+    static boolean isEdited(pathObject) {
+        double stored = pathObject.getMeasurementList().get(FINGERPRINT)  // NaN when absent (QuPath 0.4+)
+        return !Double.isNaN(stored) && !(((long) stored) in fingerprints(pathObject))
+    }
+
+    /**
+     * The shape fingerprints of an object up to float rounding, as Python's fingerprint_neighbours
+     * (qupath_camseg/annotations/fingerprint.py): CRC-32 of "<class>|<area bin>|<x bin>|<y bin>"
+     * for the 27 neighbouring bins of ln(area) / ln(1.001) and the centroid in whole pixels.
+     */
+    static Set<Long> fingerprints(pathObject) {
+        def roi = pathObject.getROI()
+        Set<Long> out = new HashSet<Long>()
+        if (roi == null || !roi.isArea())
+            return out
+        def geometry = roi.getGeometry()
+        double area = geometry.getArea()
+        if (!(area > 0))
+            return out
+        def centroid = geometry.getCentroid()
+        long a = (long) Math.floor(Math.log(area) / Math.log1p(1e-3))
+        long x = (long) Math.floor(centroid.getX()), y = (long) Math.floor(centroid.getY())
+        String cls = pathObject.getPathClass()?.toString() ?: ''
+        for (int da in [0, -1, 1])
+            for (int dx in [0, -1, 1])
+                for (int dy in [0, -1, 1]) {
+                    def crc = new CRC32()
+                    crc.update((cls + '|' + (a + da) + '|' + (x + dx) + '|' + (y + dy)).getBytes('UTF-8'))
+                    out << crc.getValue()
+                }
+        return out
     }
 
     static List ourObjects(hierarchy) {
@@ -428,11 +477,11 @@ class Camseg {
     static String timestamp() { new SimpleDateFormat('yyyyMMdd-HHmmss').format(new Date()) }
 
     /**
-     * Export, then `train PROJECT --out <project>/camseg/models/model-<time> [--epochs N] --door files`:
-     * the files just exported (with unsaved changes) are what it learns from, even where paquo
-     * could read QuPath's saved data.
+     * Export, then `train PROJECT --out <project>/camseg/models/model-<time> [--epochs N] --door files
+     * [--init NEWEST]`: the files just exported (with unsaved changes) are what it learns from, even
+     * where paquo could read QuPath's saved data; with fromLastModel it fine-tunes the newest model.
      */
-    File train(Integer epochs) {
+    File train(Integer epochs, boolean fromLastModel = false) {
         def project = requireProject()
         log('Exporting annotations for training...')
         def exported = exportTrainingAnnotations()
@@ -444,6 +493,11 @@ class Camseg {
         if (epochs != null)
             args += ['--epochs', epochs]
         args += ['--door', 'files']
+        if (fromLastModel) {
+            File parent = resolveModel(null)
+            log('Fine-tuning ' + parent)
+            args += ['--init', parent.absolutePath]
+        }
         run(args, 'camseg training')
         checkModel(out)
         setPreference(PREF_MODEL, out.absolutePath)
@@ -511,7 +565,7 @@ class Camseg {
         return imported + [model: model, geojson: geojson, outputs: done?.outputs]
     }
 
-    /** Replace this tool's objects in the current image by those in `geojson`; never touch others. */
+    /** Replace this tool's objects in the current image by those in `geojson`; never touch others (nor the ones the user edited). */
     Map importPredictions(File geojson) {
         if (geojson == null || !geojson.isFile())
             throw new CamsegProblem('No predictions found at ' + geojson + '\nRun "camseg Predict current image" ' +
@@ -523,11 +577,114 @@ class Camseg {
         def previous = ourObjects(hierarchy)
         // The analysed tissue is shown, not edited by accident: locked (unlock it in QuPath to change it).
         objects.findAll { it.getPathClass()?.toString() == TISSUE_CLASS }.each { it.setLocked(true) }
+        int kept = hierarchy.getAnnotationObjects().count { hasOurMarker(it) && isEdited(it) }
         QP.removeObjects(previous, true)
         QP.addObjects(objects)
         QP.fireHierarchyUpdate()
-        log('Removed ' + previous.size() + ' previous camseg object(s); added ' + objects.size() + ' from ' + geojson)
-        return [removed: previous.size(), added: objects.size()]
+        log('Removed ' + previous.size() + ' previous camseg object(s); added ' + objects.size() + ' from ' + geojson +
+                (kept ? '; kept ' + kept + ' camseg outline(s) you edited (they are yours now)' : ''))
+        return [removed: previous.size(), added: objects.size(), kept: kept]
+    }
+
+    // ------------------------------------------------------------------ corrections
+
+    static boolean isReviewBox(pathObject) { String.valueOf(pathObject.getName()).startsWith(REVIEW_NAME) }
+
+    /** camseg's region outlines (camseg Tumor...), edited or not; not the Review boxes. */
+    static boolean isPrediction(pathObject) { pathObject.isAnnotation() && hasOurMarker(pathObject) && !isReviewBox(pathObject) }
+
+    static Object currentHierarchy() {
+        def hierarchy = QP.getCurrentHierarchy()
+        if (hierarchy == null)
+            throw new CamsegProblem('Open an image first.')
+        return hierarchy
+    }
+
+    /** Replace camseg outlines (the selected ones, else all of the image) by plain annotations of their class. */
+    Map acceptPredictions(Collection selected) {
+        def hierarchy = currentHierarchy()
+        List chosen = (selected ?: []).findAll { isPrediction(it) }.toList()
+        if (selected && !chosen)
+            throw new CamsegProblem('None of the selected objects is a camseg outline. Select the camseg Tumor ' +
+                    'outlines to accept (or select nothing to accept all of them), then run this script again.')
+        if (!selected)
+            chosen = hierarchy.getAnnotationObjects().findAll { isPrediction(it) }.toList()
+        if (!chosen)
+            throw new CamsegProblem('This image has no camseg outlines to accept. Run "camseg Predict current ' +
+                    'image" or "camseg Import predictions" first.')
+        List accepted = chosen.collect { PathObjects.createAnnotationObject(it.getROI(), it.getPathClass()) }
+        QP.removeObjects(chosen, true)
+        QP.addObjects(accepted)
+        QP.fireHierarchyUpdate()
+        QP.selectObjects(accepted)
+        log('Accepted ' + accepted.size() + ' camseg outline(s) as your own annotations: they train, and predict never replaces them')
+        return [accepted: accepted.size()]
+    }
+
+    /** Give the selected area annotations the class Normal (trains as background); camseg's become plain annotations. */
+    Map markAsNormal(Collection selected) {
+        List regions = (selected ?: []).findAll { it.isAnnotation() && it.hasROI() && it.getROI().isArea() }.toList()
+        if (!regions)
+            throw new CamsegProblem('Select the region to mark as normal first: draw an outline over tissue without ' +
+                    'tumour (or click a camseg outline or Review box), then run this script again.')
+        def normal = QP.getPathClass(NORMAL_CLASS)
+        List ours = regions.findAll { hasOurMarker(it) }
+        List mine = regions.findAll { !hasOurMarker(it) }
+        mine.each { it.setPathClass(normal) }
+        List replaced = ours.collect { PathObjects.createAnnotationObject(it.getROI(), normal) }
+        if (ours) {
+            QP.removeObjects(ours, true)
+            QP.addObjects(replaced)
+        }
+        QP.fireHierarchyUpdate()
+        QP.selectObjects(mine + replaced)
+        log('Marked ' + regions.size() + ' region(s) as ' + NORMAL_CLASS + ': they train as tumour-free tissue')
+        return [marked: regions.size(), replaced: ours.size()]
+    }
+
+    static double reviewRank(pathObject) {
+        double rank = pathObject.getMeasurementList().get(REVIEW_RANK)
+        if (!Double.isNaN(rank))
+            return rank
+        def digits = String.valueOf(pathObject.getName()) =~ /(\d+)\s*$/
+        return digits.find() ? Double.parseDouble(digits.group(1)) : Double.MAX_VALUE
+    }
+
+    /**
+     * Select the next camseg Review box (by rank, after the selected one or the last one shown for
+     * this image) and centre `viewer` on it (none in batch mode). Returns [rank:, total:, box:].
+     */
+    Map reviewNext(viewer) {
+        def hierarchy = currentHierarchy()
+        List boxes = hierarchy.getAnnotationObjects().findAll { hasOurMarker(it) && isReviewBox(it) }.toList().sort { reviewRank(it) }
+        if (!boxes)
+            throw new CamsegProblem('This image has no camseg Review boxes. "camseg Predict current image" (or ' +
+                    'qcamseg predict, then "camseg Import predictions") adds them where the model is least sure.')
+        String image = QP.getProjectEntry()?.getID() ?: QP.getCurrentImageData()?.getServerPath()
+        def selected = hierarchy.getSelectionModel().getSelectedObject()
+        double current = selected in boxes ? reviewRank(selected) : lastReviewed(image)
+        def next = boxes.find { reviewRank(it) > current } ?: boxes[0]
+        hierarchy.getSelectionModel().setSelectedObject(next)
+        if (viewer != null)
+            viewer.centerROI(next.getROI())
+        setPreference(PREF_REVIEWED, image + '\t' + reviewRank(next))
+        double u = next.getMeasurementList().get('uncertainty')
+        log(String.format('%s (%d of %d)%s', next.getName(), boxes.indexOf(next) + 1, boxes.size(),
+                Double.isNaN(u) ? '' : String.format(', uncertainty %.2f', u)))
+        return [rank: reviewRank(next), total: boxes.size(), box: next]
+    }
+
+    /** The rank of the Review box last shown for `image` (0: none yet). */
+    static double lastReviewed(String image) {
+        String value = preferenceValue(PREF_REVIEWED)
+        int tab = value ? value.lastIndexOf('\t') : -1
+        if (tab < 0 || value.substring(0, tab) != image)
+            return 0
+        try {
+            return Double.parseDouble(value.substring(tab + 1))
+        } catch (NumberFormatException ignored) {
+            return 0
+        }
     }
 
     // ------------------------------------------------------------------ reporting

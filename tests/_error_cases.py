@@ -604,6 +604,8 @@ def _(ctx: Ctx) -> list[str]:
     tifffile.imwrite(proj / "images" / "tumor_001.tif", np.full((1024, 1024, 3), 243, np.uint8), tile=(256, 256),
                      photometric="rgb", resolution=(1e4 / 0.25, 1e4 / 0.25), resolutionunit="CENTIMETER")
     return ["train", str(proj), "--out", str(ctx.tmp / "m"), "--stain-norm", "macenko", *_TINY]
+
+
 @case("train-folder-in-use", "train", "another training run is using --out (two runs side by side)",
       "wait for it to finish, or choose another --out", "training folder", "in use by qcamseg pid",
       "wait for it to finish")
@@ -622,6 +624,22 @@ def _(ctx: Ctx) -> list[str]:
     ctx.write("m/train_config.json", '{"config": {}}')
     ctx.write("m/model.json", "{}")
     return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), *_TINY, "--resume"]
+
+
+@case("train-init-mismatch", "train", "--init model works at another µm/px (or tile, classes, architecture) "
+      "than an option asks for", "drop the option: a fine-tuned model keeps its parent's settings", "model",
+      "--mpp 1 does not match the --init model", "drop --mpp")
+def _(ctx: Ctx) -> list[str]:
+    shutil.copytree(ctx.templates.model(), ctx.tmp / "model")
+    return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), "--init", str(ctx.tmp / "model"),
+            "--mpp", "1", "--steps", "1", "--workers", "0"]
+
+
+@case("train-init-not-a-model", "train", "--init names a folder that holds no model",
+      "pass a model folder written by qcamseg train", "runs", "has no model.json", "qcamseg train")
+def _(ctx: Ctx) -> list[str]:
+    (ctx.tmp / "runs").mkdir()
+    return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), "--init", str(ctx.tmp / "runs"), *_TINY]
 
 
 # ========================================================== predict (fails before any inference)

@@ -4,7 +4,8 @@ A :class:`QPObject` is one QuPath object (annotation, detection, tile, cell, TMA
 shapely geometry in level-0 pixels, its class and colour, measurements, metadata and children:
 what QuPath GeoJSON (:mod:`qupath_camseg.annotations.geojson`), ASAP XML (:mod:`qupath_camseg.annotations.asap`) and the
 paquo door (:mod:`qupath_camseg.qupath.paquo_project`) read and write. Objects we create carry
-``metadata == CAMSEG_METADATA`` and a name starting with ``"camseg"`` (:func:`is_ours`).
+``metadata == CAMSEG_METADATA`` and a name starting with ``"camseg"`` (:func:`has_our_marker`); one
+the user reshaped or reclassified since is the user's (:func:`is_edited`, :func:`is_ours`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import shapely
 from shapely.geometry import GeometryCollection, MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from qupath_camseg.annotations.fingerprint import FINGERPRINT_KEY, fingerprint_matches
+
 __all__ = [
     "CAMSEG_METADATA",
     "OBJECT_TYPES",
@@ -30,6 +33,8 @@ __all__ = [
     "clip_to_slide",
     "copy_object",
     "default_class_color",
+    "has_our_marker",
+    "is_edited",
     "is_ours",
     "is_tissue_class",
     "iter_objects",
@@ -83,10 +88,10 @@ class QPObject:
         return isinstance(self.geometry, (Polygon, MultiPolygon)) and self.geometry.area > 0
 
 
-def is_ours(obj: QPObject) -> bool:
-    """True when ``obj`` was created by qupath-camseg. The one rule, shared with the Groovy bridge
-    (``Camseg.isOurs``) and the paquo door: metadata ``created_by`` decides when present (it must be
-    ``qupath-camseg``); without it, a name starting with :data:`OUR_NAME_PREFIX` marks ours."""
+def has_our_marker(obj: QPObject) -> bool:
+    """True when ``obj`` carries qupath-camseg's marker. The one rule, shared with the Groovy bridge
+    (``Camseg.hasOurMarker``) and the paquo door: metadata ``created_by`` decides when present (it
+    must be ``qupath-camseg``); without it, a name starting with :data:`OUR_NAME_PREFIX` marks ours."""
     if "created_by" in obj.metadata:
         return all(obj.metadata.get(k) == v for k, v in CAMSEG_METADATA.items())
     return bool(obj.name) and str(obj.name).startswith(OUR_NAME_PREFIX)
@@ -95,6 +100,21 @@ def is_ours(obj: QPObject) -> bool:
 def is_tissue_class(name: str | None) -> bool:
     """True for :data:`TISSUE_CLASS` (the analysed-tissue annotation's class, whoever owns the object)."""
     return name is not None and name.strip() == TISSUE_CLASS
+
+
+def is_edited(obj: QPObject) -> bool:
+    """True when ``obj`` holds a shape fingerprint (measurement
+    :data:`~qupath_camseg.annotations.fingerprint.FINGERPRINT_KEY`) that no longer matches its
+    geometry and class: the user reshaped or reclassified it after it was imported."""
+    value = obj.measurements.get(FINGERPRINT_KEY)
+    return value is not None and not fingerprint_matches(value, obj.geometry, obj.classification)
+
+
+def is_ours(obj: QPObject) -> bool:
+    """True when ``obj`` is qupath-camseg's to replace: it carries our marker
+    (:func:`has_our_marker`) and was not edited since (:func:`is_edited`). An edited object is the
+    user's: it trains, and neither ``predict`` nor the Groovy import removes it."""
+    return has_our_marker(obj) and not is_edited(obj)
 
 
 def iter_objects(objs: Iterable[QPObject]) -> Iterator[QPObject]:

@@ -157,10 +157,14 @@ class _Reporter:
                    "none (the whole slide), or your own outline: a GeoJSON (e.g. QuPath's thresholder objects, "
                    "exported), an ASAP XML, or a mask image such as HistoQC's *_mask_use.png; for a project, "
                    "a folder with one file per slide (<entry ID>.geojson, <slide name>.png, ...).")
+@click.option("--suggest", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Add up to N small 'camseg Review' boxes where the model is least sure: where a look "
+                   "(and a correction) teaches it most. 0: none.")
 def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | None, out_dir: Path | None,
             threshold: float, device: str, batch_size: int, workers: int | None, readers: str, overwrite: bool, progress_mode: str,
             slide_mpp: float | None, overlap: float, compile_model: bool, no_tissue_mask: bool, no_project_write: bool,
-            chunk_px: int, stain_norm: str, door: str, tissue: str) -> None:
+            chunk_px: int, stain_norm: str, door: str, tissue: str,
+            suggest: int) -> None:
     """Tumour probability maps, tile measurements and tumour outlines for whole slides.
 
     PROJECT_OR_SLIDE is a QuPath project (folder or project.qpproj) or one slide file. Results go
@@ -189,7 +193,7 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
         opts = PredictOptions(threshold=threshold, overlap=overlap, batch_size=batch_size, workers=workers, readers=readers,
                               device=device, slide_mpp=slide_mpp, roi=str(roi) if roi else None,
                               overwrite=overwrite, chunk_px=chunk_px, compile=compile_model, tissue=tissue,
-                              stain_norm=stain_norm)
+                              stain_norm=stain_norm, suggest=suggest)
         model = load_model(model_dir, device=device)
         if _is_project(target):
             if out_dir is not None:
@@ -218,5 +222,6 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
         for r in results:
             rep = r.report
             click.echo(f"{r.image}: {rep.get('tumor_regions', 0)} tumour regions, "
-                       f"{rep.get('tumor_area_mm2', 0):.3f} mm² of {rep.get('tissue_area_mm2', 0):.2f} mm² tissue"
+                       f"{rep.get('tumor_area_mm2', 0):.3f} mm² of {rep.get('tissue_area_mm2', 0):.2f} mm² tissue, "
+                       f"{rep.get('suggestions', 0)} review suggestions"
                        f"{' (already done)' if r.skipped else ''} -> {r.outputs['report'].parent.parent}")

@@ -146,6 +146,14 @@ def _split_names(values: tuple[str, ...]) -> tuple[str, ...]:
     "(stored in the model; predict follows it). For slides from several labs or scanners [default: none].",
 )
 @door_option
+@click.option(
+    "--init",
+    "init_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Fine-tune: start from this model folder's weights, architecture, --mpp, --tile and --classes "
+    "[default schedule then: 3 epochs at --lr 3e-4]. model.json records the parent and the annotations added since.",
+)
 def train(
     project: Path,
     out_dir: Path | None,
@@ -175,6 +183,7 @@ def train(
     quiet: bool,
     stain_norm: str | None,
     door: str,
+    init_dir: Path | None,
 ) -> None:
     """Train a segmentation model on PROJECT's annotations (a QuPath project folder or .qpproj).
 
@@ -189,6 +198,7 @@ def train(
       qcamseg train MyProject --epochs 20
       qcamseg train MyProject --out models/v1 --val-images Tumor_001.tif --val-images Normal_003.tif
       qcamseg train MyProject --out models/v1 --resume
+      qcamseg train MyProject --init models/v1 --out models/v2     (after correcting predictions)
       torchrun --nproc_per_node=4 -m qupath_camseg train MyProject --out models/big
     """
     from qupath_camseg.train import default_out_dir
@@ -201,6 +211,7 @@ def train(
         classes=_split_names(classes) if classes else None, val_images=tuple(val_images) or None,
         images=tuple(images) or None, include_unannotated=include_unannotated or None,
         arch=_arch(arch, width=width, depth=depth, encoder=encoder), stain_norm=stain_norm, door=door,
+        init=str(init_dir.absolute()) if init_dir is not None else None,
     )
     rank, world_size, _ = env_rank()
     if out_dir is None and not resume and world_size == 1:  # torchrun: rank 0 picks the folder

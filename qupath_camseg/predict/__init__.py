@@ -26,6 +26,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "run_lock": ["run_lock"],
         "slide": ["predict_slide"],
         "stain": ["STAIN_NORM_CHOICES", "SlideStain", "check_stain_norm", "slide_stain"],
+        "suggestions": ["RANK_KEY", "REVIEW_CLASS", "REVIEW_NAME", "UNCERTAINTY_KEY", "chunk_uncertainty", "review_objects", "suggestion_sizes"],
         "summaries": ["ChunkSummaries", "ChunkSummary", "summarize_chunk"],
         "tissue_source": ["TISSUE_MODES", "load_tissue", "resolve_tissue", "tissue_annotation", "tissue_key"],
         "tile_reader": ["BLOCK_CACHE_BYTES", "BlockCache", "PREFETCH_BATCHES", "ReaderArgs", "TileBatches", "TileReader", "thread_batches", "use_read_processes"],

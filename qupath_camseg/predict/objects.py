@@ -4,7 +4,8 @@ The second half of the per-slide output stage (the first: :mod:`qupath_camseg.pr
 :func:`build_objects` lays the measurement-tile grid over the tissue (one ``tile`` object per
 cell, classified by its highest mean probability) and merges each class's traced pieces into
 region annotations (:func:`_regions`, the region-polygon stage: union, closing across chunk seams,
-ROI clip, simplify, specks and pinholes removed). All geometry in level-0 px.
+ROI clip, simplify, specks and pinholes removed), each with its shape fingerprint (measurement
+``camseg fingerprint``, :mod:`qupath_camseg.annotations.fingerprint`). All geometry in level-0 px.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg.annotations import (
     CAMSEG_METADATA,
+    FINGERPRINT_KEY,
     OUR_NAME_PREFIX,
     QPObject,
     polygonal_part,
+    shape_fingerprint,
 )
 from qupath_camseg.predict.chunks import TilePlan
 from qupath_camseg.predict.summaries import ChunkSummary
@@ -72,8 +75,11 @@ def _region_objects(summaries: list[ChunkSummary], plan: TilePlan, roi: BaseGeom
         if k == tumor_index:
             tumor_area = float(sum(p.area for p in regions))
         for p in regions:
+            # the fingerprint tells later whether the user reshaped or reclassified the region
+            fp = shape_fingerprint(p, class_names[k])
             objs.append(QPObject(p, object_type="annotation", classification=class_names[k], color=colors[k],
-                                 name=f"{OUR_NAME_PREFIX} {class_names[k]}", metadata=dict(CAMSEG_METADATA)))
+                                 name=f"{OUR_NAME_PREFIX} {class_names[k]}", metadata=dict(CAMSEG_METADATA),
+                                 measurements={FINGERPRINT_KEY: float(fp)} if fp is not None else {}))
     return objs, tumor_area
 
 

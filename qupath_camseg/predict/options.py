@@ -57,6 +57,8 @@ class PredictOptions:
     ``tissue`` says which tissue is analysed: ``"auto"`` (detected), ``"none"`` (the whole slide:
     every tile, nothing set to 0), or the path of the user's outline (GeoJSON, ASAP XML or mask
     image) or of a folder of them, one per slide (:mod:`qupath_camseg.predict.tissue_source`).
+    ``suggest``: up to this many ``camseg Review`` boxes about ``suggest_um`` µm wide where the model is least sure
+    (:mod:`~qupath_camseg.predict.suggestions`; 0: none).
     """
 
     threshold: float = 0.5
@@ -82,6 +84,8 @@ class PredictOptions:
     mask_to_tissue: bool = True
     stain_norm: str = "model"
     tissue: str = "auto"
+    suggest: int = 20
+    suggest_um: float = 256.0
 
 
 @dataclass

@@ -20,7 +20,8 @@ from qupath_camseg.predict.tissue_source import tissue_key
 __all__ = ["finished_report", "read_report", "settings_key", "store_key"]
 
 #: Settings that change only the post-processing of the stored probabilities (not the store).
-_POST_SETTINGS = ("threshold", "min_tile_tissue", "min_area_um2", "min_hole_um2", "simplify_um")
+_POST_SETTINGS = ("threshold", "min_tile_tissue", "min_area_um2", "min_hole_um2", "simplify_um", "suggest",
+                  "suggest_um")
 
 
 def store_key(lm: LoadedModel, slide_path: Path, slide_mpp: float, roi: BaseGeometry | None,

@@ -60,6 +60,7 @@ from qupath_camseg.predict.report import finished_report, settings_key, store_ke
 from qupath_camseg.predict.roi import active_tiles, check_roi_on_slide, read_roi, tissue_area_mm2
 from qupath_camseg.predict.run_lock import run_lock
 from qupath_camseg.predict.stain import check_stain_norm, slide_stain
+from qupath_camseg.predict.suggestions import REVIEW_NAME, review_objects, suggestion_sizes
 from qupath_camseg.predict.summaries import ChunkSummaries
 from qupath_camseg.predict.tissue_source import load_tissue, resolve_tissue, tissue_annotation
 from qupath_camseg.wsi import Slide, StainTransform, TissueFractions, TissueMask, open_slide, write_heatmap
@@ -267,8 +268,10 @@ def _infer(job: _Job, planned: _Planned, tissue: _Tissue, stain: StainTransform 
     # with few cores they would only compete with inference, so they run at the end instead
     workers = opts.workers or default_reader_workers(lm.device)
     processes = min(workers, (os.cpu_count() or 1) // 2)
+    _, cell_px = suggestion_sizes(plan, lm.config.mpp, opts.suggest_um)
     with ChunkSummaries(store, measure_px=measure_px, threshold_q=math.ceil(opts.threshold * 255 - 1e-9),
-                        processes=processes, expected=int(needed.sum())) as summaries:
+                        processes=processes, expected=int(needed.sum()),
+                        uncertainty_px=cell_px if opts.suggest > 0 else 0) as summaries:
         t0 = time.perf_counter()
         stats = run_inference(job.slide_path, opts.slide_mpp, plan, tissue.active, store, lm, job.roi,
                               batch_size=opts.batch_size, workers=workers, image=job.image, emit=job.emit,
@@ -306,13 +309,17 @@ def _write_outputs(job: _Job, planned: _Planned, tissue: _Tissue, store: ChunkSt
         if opts.tissue != "none":  # the analysed tissue, first (drawn beneath the rest in QuPath)
             objs = [o for o in [tissue_annotation(tissue.mask, tissue.outline, job.roi)] if o is not None] + objs
         t_objects = time.perf_counter() - t0 - t_summaries
+        box_px, cell_px = suggestion_sizes(plan, cfg.mpp, opts.suggest_um)
+        objs += review_objects(chunk_summaries, plan, n=opts.suggest, box_px=box_px, cell_px=cell_px, roi=job.roi)
+        t_suggest = time.perf_counter() - t0 - t_summaries - t_objects
         write_geojson(job.paths["geojson"], objs)
-        t_geojson = time.perf_counter() - t0 - t_summaries - t_objects
+        t_geojson = time.perf_counter() - t0 - t_summaries - t_objects - t_suggest
         heatmap.result()
     t_out = time.perf_counter() - t0
     return objs, tumor_area_l0, {"outputs": t_out, "outputs_waiting_for_summaries": t_summaries,
                                  "outputs_objects": t_objects, "outputs_geojson": t_geojson,
-                                 "outputs_other": t_out - t_summaries - t_objects - t_geojson}
+                                 "outputs_other": t_out - t_summaries - t_objects - t_geojson - t_suggest,
+                                 "outputs_suggestions": t_suggest}
 
 
 def _report(job: _Job, planned: _Planned, tissue: _Tissue, done: _Done) -> dict[str, Any]:
@@ -333,7 +340,8 @@ def _report(job: _Job, planned: _Planned, tissue: _Tissue, done: _Done) -> dict[
                   "tile_objects": sum(o.object_type == "tile" for o in done.objects)},
         "tissue_area_mm2": tissue_area, "tissue_mask_mpp": tissue.mask_mpp,
         "tumor_area_mm2": done.tumor_area_l0 * planned.slide_mpp**2 / 1e6,
-        "tumor_regions": sum(o.object_type == "annotation" and o.classification != TISSUE_CLASS for o in done.objects),
+        "tumor_regions": sum(o.object_type == "annotation" and o.classification != TISSUE_CLASS and not _is_review(o)
+                             for o in done.objects),
         "tissue_source": job.opts.tissue,
         "timings_s": {"tissue": tissue.seconds, **done.timings, "total": time.perf_counter() - job.t_start,
                       **stats["timings"]},
@@ -341,4 +349,9 @@ def _report(job: _Job, planned: _Planned, tissue: _Tissue, done: _Done) -> dict[
         "device": device_name(lm.device), "versions": versions(),
         "settings": {k: v for k, v in asdict(job.opts).items()},
         "outputs": {k: str(v) for k, v in job.paths.items()},
+        "suggestions": sum(_is_review(o) for o in done.objects),
     }
+
+
+def _is_review(obj: QPObject) -> bool:
+    return obj.object_type == "annotation" and str(obj.name).startswith(REVIEW_NAME)

@@ -32,6 +32,7 @@ from shapely.geometry import Polygon
 
 from qupath_camseg.annotations import vectorize
 from qupath_camseg.predict.chunks import ChunkStore
+from qupath_camseg.predict.suggestions import chunk_uncertainty
 
 __all__ = ["ChunkSummaries", "ChunkSummary", "summarize_chunk"]
 
@@ -49,21 +50,25 @@ class ChunkSummary:
     ``pieces[k]``: polygons (level-0 px) where class ``k`` is at or above the threshold, cut at the
     chunk's edges; ``tile_means[(i, j)]``: for measurement tile ``(i, j)`` (row, column on a grid of
     ``measure_px`` map px), ``float64 (2n,)`` = mean probability of each class, then the share of
-    its pixels at or above the threshold (over the part of the tile inside this chunk).
+    its pixels at or above the threshold (over the part of the tile inside this chunk);
+    ``uncertainty``: the review-suggestion uncertainty summed per cell (``float32``, see
+    :func:`~qupath_camseg.predict.suggestions.chunk_uncertainty`), ``None`` when not asked for.
     """
 
     row: int
     col: int
     pieces: list[list[Polygon]] = field(default_factory=list)
     tile_means: dict[tuple[int, int], npt.NDArray[np.float64]] = field(default_factory=dict)
+    uncertainty: npt.NDArray[np.float32] | None = None
 
 
 def summarize_chunk(data: npt.NDArray[np.uint8], box: tuple[int, int, int, int], *, ds: float, measure_px: int,
-                    threshold_q: int, row: int = 0, col: int = 0) -> ChunkSummary:
+                    threshold_q: int, row: int = 0, col: int = 0, uncertainty_px: int = 0) -> ChunkSummary:
     """Summarise one chunk ``data`` (``uint8 (n, h, w)``, 255 = probability 1) whose map-px box is
     ``box = (x, y, w, h)``; ``ds`` level-0 px per map px; ``threshold_q`` the quantised threshold
     (foreground: ``data >= threshold_q``); ``measure_px`` the measurement tile in map px (a divisor
-    of the chunk size, so tiles never straddle chunks)."""
+    of the chunk size, so tiles never straddle chunks); ``uncertainty_px`` > 0: also the uncertainty
+    grid of review suggestions, on cells of that many map px (a divisor of the chunk size)."""
     cx, cy, w, h = box
     n = data.shape[0]
     out = ChunkSummary(row, col)
@@ -81,13 +86,16 @@ def summarize_chunk(data: npt.NDArray[np.uint8], box: tuple[int, int, int, int],
             block = data[:, ty:ty + m, tx:tx + m].reshape(n, -1)
             out.tile_means[((cy + ty) // m, (cx + tx) // m)] = np.concatenate(
                 [block.mean(axis=1) / 255.0, (block >= threshold_q).mean(axis=1)])
+    if uncertainty_px > 0:
+        out.uncertainty = chunk_uncertainty(data, uncertainty_px, threshold_q)
     return out
 
 
-def _summarize_stored(store: ChunkStore, row: int, col: int, measure_px: int, threshold_q: int) -> ChunkSummary:
+def _summarize_stored(store: ChunkStore, row: int, col: int, measure_px: int, threshold_q: int,
+                      uncertainty_px: int = 0) -> ChunkSummary:
     """Process-pool task: read chunk ``(row, col)`` from ``store`` (a pickled handle) and summarise it."""
     return summarize_chunk(store.read(row, col), store.plan.chunk_box(row, col), ds=store.plan.ds, measure_px=measure_px,
-                           threshold_q=threshold_q, row=row, col=col)
+                           threshold_q=threshold_q, row=row, col=col, uncertainty_px=uncertainty_px)
 
 
 class ChunkSummaries:
@@ -96,12 +104,13 @@ class ChunkSummaries:
     ``processes`` > 1 (and at least :data:`MIN_CHUNKS_FOR_POOL` chunks ``expected``) uses a pool of
     ``spawn``-ed worker processes (safe next to CUDA and threads); otherwise summaries are computed
     in :meth:`finish`. :meth:`submit` is thread-safe (chunk writer threads call it). Use as a
-    context manager: leaving it stops the pool.
+    context manager: leaving it stops the pool. ``uncertainty_px``: see :func:`summarize_chunk`.
     """
 
     def __init__(self, store: ChunkStore, *, measure_px: int, threshold_q: int, processes: int = 1,
-                 expected: int = 0) -> None:
+                 expected: int = 0, uncertainty_px: int = 0) -> None:
         self.store, self.measure_px, self.threshold_q = store, measure_px, threshold_q
+        self.uncertainty_px = uncertainty_px
         self._futures: dict[tuple[int, int], Future[ChunkSummary]] = {}
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
@@ -127,7 +136,7 @@ class ChunkSummaries:
                 return
             try:
                 self._futures[(row, col)] = self._pool.submit(
-                    _summarize_stored, self.store, row, col, self.measure_px, self.threshold_q)
+                    _summarize_stored, self.store, row, col, self.measure_px, self.threshold_q, self.uncertainty_px)
             except BrokenProcessPool:
                 self._broken()
 
@@ -146,7 +155,8 @@ class ChunkSummaries:
                         with self._lock:
                             self._broken()
                 if summary is None and self.store.has(r, c):
-                    summary = _summarize_stored(self.store, r, c, self.measure_px, self.threshold_q)
+                    summary = _summarize_stored(self.store, r, c, self.measure_px, self.threshold_q,
+                                                self.uncertainty_px)
                 if summary is not None:
                     out.append(summary)
         return out

@@ -12,7 +12,8 @@ QuPath as soon as the project is reopened. paquo exposes no per-object metadata,
 alone marks our objects: they are written with a name starting with
 :data:`~qupath_camseg.annotations.objects.OUR_NAME_PREFIX` (``camseg Tumor``, ``camseg tile``), the
 same rule as :func:`~qupath_camseg.annotations.objects.is_ours` and the Groovy bridge; rewriting
-removes only those. The project file and the entry's data file are backed up to
+removes only those, and of those not the ones the user reshaped or reclassified (their measurement
+``camseg fingerprint`` no longer matches, :mod:`qupath_camseg.annotations.fingerprint`). The project file and the entry's data file are backed up to
 ``<project>/camseg/backups/`` before each write.
 """
 
@@ -29,6 +30,7 @@ from typing import Any
 from qupath_camseg._io import backup_file, entry_stem, path_inside
 from qupath_camseg.annotations import (
     CAMSEG_METADATA,
+    FINGERPRINT_KEY,
     OUR_NAME_PREFIX,
     QPObject,
     default_class_color,
@@ -108,6 +110,16 @@ def _is_ours_name(name: str | None) -> bool:
     return bool(name) and str(name).startswith(OUR_NAME_PREFIX)
 
 
+def _replaceable(obj: Any, object_type: str) -> bool:
+    """A hierarchy object that a rewrite replaces: ours by name and, when it holds a shape
+    fingerprint, not reshaped or reclassified since (:func:`~qupath_camseg.annotations.is_ours`)."""
+    if not _is_ours_name(obj.name):
+        return False
+    if FINGERPRINT_KEY not in obj.measurements:
+        return True  # tiles and older predictions: the name decides (no geometry read from Java)
+    return is_ours(_to_qpobject(obj, object_type))
+
+
 class PaquoProject(Project):
     """A QuPath project opened with paquo (QuPath's Java code): a
     :class:`~qupath_camseg.qupath.entries.Project`; modes ``"r"``, ``"r+"``, ``"x"``."""
@@ -183,9 +195,9 @@ class PaquoProject(Project):
         e, img = self._writable_entry(entry)
         backup = self._backup(e)
         h = img.hierarchy
-        for proxy in (h.annotations, h.detections):
+        for proxy, kind in ((h.annotations, "annotation"), (h.detections, "detection")):
             for obj in list(proxy):
-                if not keep_user or _is_ours_name(obj.name):
+                if not keep_user or _replaceable(obj, kind):
                     proxy.discard(obj)
         for obj in objs:
             self._add(h, obj, mark=is_ours(obj))

@@ -17,6 +17,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "datasets": ["TileSampler", "TrainTileDataset", "ValTileDataset", "val_tiles"],
         "stain_fit": ["TrainingStains", "fit_training_stains", "sample_tiles"],
         "images": ["IGNORE_INDEX", "LabelledImage", "build_shapes", "prepare_image"],
+        "lineage": ["INIT_EPOCHS", "INIT_LR", "init_settings", "load_init_weights", "parent_lineage", "record_lineage"],
         "loop": ["train"],
         "loss": ["dice_ce_loss"],
         "run_folder": ["CHECKPOINT_NAME", "LOCK_NAME", "default_out_dir", "load_checkpoint", "merge_resume_config", "read_checkpoint", "resolve_out_dir", "save_checkpoint", "training_summary", "write_metrics", "write_run_info"],

@@ -43,7 +43,10 @@ class TrainingData:
     ``classes``: ``{"name": str, "color": [r, g, b]}`` per foreground class (channel ``i + 1``);
     ``project``: the project file; ``summary``: the split and each image's target area (mm²)
     and tissue tiles, as saved in ``train_config.json``; ``door``: how the annotations were read;
-    ``annotations``: the number of the user's area annotations read per image (name → count).
+    ``annotations``: the number of the user's area annotations read per image (name → count);
+    ``objects``: the annotations each image's labels come from, by entry ID; ``lineage``: the
+    parent model and what was added since (:func:`~qupath_camseg.train.lineage.parent_lineage`),
+    for runs fine-tuned with ``init``.
     """
 
     train_images: list[LabelledImage]
@@ -53,6 +56,8 @@ class TrainingData:
     summary: dict[str, Any]
     door: str = "files"
     annotations: dict[str, int] = field(default_factory=dict)
+    objects: dict[str, list[QPObject]] = field(default_factory=dict)
+    lineage: dict[str, Any] | None = None
 
 
 def collect_images(project_path: str | os.PathLike[str], config: TrainConfig) -> TrainingData:
@@ -113,7 +118,8 @@ def collect_images(project_path: str | os.PathLike[str], config: TrainConfig) ->
     summary = _summary(train_imgs, val_imgs, classes, background, config.unannotated)
     counts = {e.image_name: len(annotations[e.entry_id]) for e in entries}
     summary.update(door=door, annotations=counts)
-    return TrainingData(train_imgs, val_imgs, class_list, where, summary, door, counts)
+    used = {e.entry_id: annotations[e.entry_id] for e in labelled}
+    return TrainingData(train_imgs, val_imgs, class_list, where, summary, door, counts, objects=used)
 
 
 #: The finest --mpp relative to a slide's own pixel size (the rule predict applies to the model).

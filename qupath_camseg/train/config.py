@@ -35,18 +35,21 @@ FIXED_ON_RESUME = (
     "val_images",
     "val_fraction",
     "stain_norm",
+    "init",
 )
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
     """Where training tiles come from: fractions centred inside / on the border of target-class
-    regions (the rest: random tissue), and the tissue fraction a negative tile must hold."""
+    regions, inside negative regions (annotations of other classes, e.g. ``Normal``; only when
+    there are some), the rest random tissue; and the tissue fraction a negative tile must hold."""
 
     inside_fraction: float = 0.35
     border_fraction: float = 0.15
     min_tissue: float = 0.25
     jitter: float = 0.25  # max offset of a centred tile, as a fraction of the tile size
+    negative_fraction: float = 0.15  # centred inside background-class annotations (e.g. Normal), when any
 
 
 @dataclass
@@ -61,9 +64,10 @@ class TrainConfig:
     ``"fp16"`` or ``"off"`` (always off on CPU). ``stain_norm``: ``"macenko"`` normalises every
     slide's stains to a reference fitted on the training slides (stored in the model, followed by
     predict; :mod:`qupath_camseg.train.stain_fit`), ``"none"`` (default) reads them as they are.
-    ``"fp16"`` or ``"off"`` (always off on CPU). ``door``: how the project's annotations are read
-    (``"auto"``, ``"files"``: ``camseg/annotations/``, ``"paquo"``: QuPath's saved data; see
-    :func:`~qupath_camseg.qupath.open_project`).
+    ``door``: how the project's annotations are read (``"auto"``, ``"files"``:
+    ``camseg/annotations/``, ``"paquo"``: QuPath's saved data; see
+    :func:`~qupath_camseg.qupath.open_project`). ``init``: a model folder to fine-tune from (its
+    weights, architecture, mpp, tile and classes; see :mod:`qupath_camseg.train.lineage`).
     """
 
     classes: tuple[str, ...] = ("Tumor",)
@@ -95,6 +99,7 @@ class TrainConfig:
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     stain_norm: str = "none"
     door: str = "auto"
+    init: str | None = None
 
     def validate(self) -> None:
         """Raise :class:`InvalidSettingsError` (one line, naming the option) for impossible settings."""

@@ -5,7 +5,9 @@ Each sample is a tile of ``tile_px × tile_px`` pixels at ``mpp`` µm/px, read b
 :class:`~qupath_camseg.train.images.LabelledImage`.
 
 Sampling is class-balanced: a fraction of tiles is centred inside a target-class region, a
-fraction on its border (so edges are learned), the rest anywhere on *tissue* (never blank glass).
+fraction on its border (so edges are learned), a fraction inside the negative regions (annotations
+of other classes, e.g. ``Normal``: corrected false positives; only when there are some), the rest
+anywhere on *tissue* (never blank glass).
 Every sample is a pure function of ``(seed, epoch, index)``: a key ``(epoch, index)`` drawn by
 :class:`TileSampler` fully determines position, image and augmentation, so training is
 reproducible with ``--seed``, independent of the number of workers, and resumable mid-epoch
@@ -127,8 +129,10 @@ class TrainTileDataset(torch.utils.data.Dataset):
         # per target label: image weights by area; tissue: weights by number of tissue tiles
         self._label_w = {lab: _normalise([img.region_area(lab) for img in self.images]) for lab in labels}
         self._tissue_w = _normalise([float(len(img.tissue_xy)) for img in self.images])
+        self._negative_w = _normalise([img.negative_area() for img in self.images])
         inside, border = (sampling.inside_fraction, sampling.border_fraction) if labels else (0.0, 0.0)
-        self._kind_p = np.array([inside, border, max(0.0, 1.0 - inside - border)])
+        negative = [sampling.negative_fraction] if self._negative_w is not None else []  # kind 3
+        self._kind_p = np.array([inside, border, max(0.0, 1.0 - inside - border - sum(negative)), *negative])
         if self._tissue_w is None:  # no tissue tile anywhere: only annotated regions
             self._kind_p[2] = 0.0
         self._kind_p = self._kind_p / self._kind_p.sum()
@@ -138,12 +142,16 @@ class TrainTileDataset(torch.utils.data.Dataset):
 
     def sample_box(self, rng: np.random.Generator) -> TileKey:
         """Draw ``(image index, level-0 box)`` for one training tile."""
-        kind = int(rng.choice(3, p=self._kind_p))
+        kind = int(rng.choice(len(self._kind_p), p=self._kind_p))
         if kind < 2:
             label = self._labels[int(rng.integers(len(self._labels)))]
             idx = int(rng.choice(len(self.images), p=self._label_w[label]))
             img = self.images[idx]
             cx, cy = img.inside_point(label, rng) if kind == 0 else img.border_point(label, rng)
+        elif kind == 3:  # inside a negative region
+            idx = int(rng.choice(len(self.images), p=self._negative_w))
+            img = self.images[idx]
+            cx, cy = img.inside_point(0, rng)
         else:
             idx = int(rng.choice(len(self.images), p=self._tissue_w))
             img = self.images[idx]

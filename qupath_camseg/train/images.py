@@ -6,9 +6,14 @@ level-0 px. Labels of a tile come from rasterising the shapes (:meth:`LabelledIm
 
 * a class from ``classes`` → its index (1, 2, …); ``Ignore*`` classes → 255 (:data:`IGNORE_INDEX`,
   left out of the loss);
-* other classes → 0 (background); unannotated pixels → 0 (default: Camelyon16 tumour outlines
-  are exhaustive, so everything not outlined is normal) or 255 with ``unannotated="ignore"``
-  (only annotated regions teach the network).
+* other classes → 0 (background; e.g. ``Normal``, what *camseg Mark as normal* makes of a false
+  positive); unannotated pixels → 0 (default: Camelyon16 tumour outlines are exhaustive, so
+  everything not outlined is normal) or 255 with ``unannotated="ignore"`` (only annotated regions
+  teach the network).
+
+The regions of those other classes are also *negative regions*: the sampler centres a share of
+its tiles inside them (:meth:`LabelledImage.inside_point` with label 0), so a correction is seen
+whatever ``unannotated`` says.
 """
 
 from __future__ import annotations
@@ -65,8 +70,14 @@ class LabelledImage:
         # shapes worth clipping to a tile before rasterising: valid, with many vertices
         self._clip = (shapely.get_num_coordinates(geoms) > _CLIP_MIN_COORDS) & shapely.is_valid(geoms)
         self._parts: dict[int, tuple[list[Polygon], npt.NDArray[np.float64], npt.NDArray[np.float64]]] = {}
-        for label, region in self.regions.items():
-            parts = [p for p in getattr(region, "geoms", [region]) if not p.is_empty]
+        negative = [g for g, label in self.shapes if label == 0]  # background-class shapes
+        regions = dict(self.regions)
+        if negative:
+            regions[0] = shapely.union_all(negative)
+        for label, region in regions.items():
+            parts = [p for p in getattr(region, "geoms", [region]) if isinstance(p, Polygon) and p.area > 0]
+            if not parts:
+                continue
             areas = np.array([p.area for p in parts], np.float64)
             lengths = np.array([p.exterior.length for p in parts], np.float64)
             self._parts[label] = (parts, areas / areas.sum(), lengths / lengths.sum())
@@ -75,6 +86,11 @@ class LabelledImage:
         """Area (level-0 px²) of target class ``label`` in this image."""
         region = self.regions.get(label)
         return 0.0 if region is None else float(region.area)
+
+    def negative_area(self) -> float:
+        """Area (level-0 px²) of the negative regions (annotations of background classes)."""
+        parts = self._parts.get(0)
+        return 0.0 if parts is None else float(sum(p.area for p in parts[0]))
 
     def label_tile(self, box_px: tuple[int, int, int, int], out_size: tuple[int, int]) -> npt.NDArray[np.uint8]:
         """The label tile ``(h, w)`` uint8 for a level-0 box (only shapes near the box are drawn).
@@ -99,7 +115,8 @@ class LabelledImage:
         return rasterize(shapes, box_px, out_size, fill=self.fill)
 
     def inside_point(self, label: int, rng: np.random.Generator) -> tuple[float, float]:
-        """A uniformly random point inside target class ``label`` (area-weighted over its parts)."""
+        """A uniformly random point inside target class ``label`` (area-weighted over its parts);
+        label 0: inside the negative regions."""
         parts, area_w, _ = self._parts[label]
         part = parts[int(rng.choice(len(parts), p=area_w))]
         x0, y0, x1, y1 = part.bounds
@@ -126,10 +143,13 @@ def build_shapes(
 
     Same priority as :func:`qupath_camseg.annotations.masks.label_mask`: larger shapes first (a small island
     annotated inside a larger region wins), ``Ignore*`` last. Classes in ``background_classes``
-    (any other named class) paint 0. Returns ``(shapes, regions)``.
+    (any other named class, e.g. ``Normal``) paint 0: first, under every target shape, unless they
+    lie inside one (an island of normal tissue in a tumour, painted in size order). So a ``Normal``
+    box drawn across a tumour outline never paints over the tumour. Returns ``(shapes, regions)``.
     """
     labelled: list[tuple[BaseGeometry, int]] = []
     ignored: list[tuple[BaseGeometry, int]] = []
+    background: list[BaseGeometry] = []
     by_label: dict[int, list[BaseGeometry]] = {}
     for obj in iter_objects(objs):
         if obj.object_type != "annotation" or not obj.is_area or is_tissue_class(obj.classification):
@@ -142,9 +162,15 @@ def build_shapes(
         elif is_ignore_class(name):
             ignored.append((obj.geometry, IGNORE_INDEX))
         elif name is not None and name in background_classes:
-            labelled.append((obj.geometry, 0))
+            background.append(obj.geometry)
+    targets = [g for g, _ in labelled]
+    tree = STRtree(targets) if targets else None
+    under: list[tuple[BaseGeometry, int]] = []
+    for g in background:
+        inside = tree is not None and any(targets[i].covers(g) for i in tree.query(g))
+        (labelled if inside else under).append((g, 0))
     labelled.sort(key=lambda s: -s[0].area)
-    shapes = labelled + ignored
+    shapes = under + labelled + ignored
     regions: dict[int, MultiPolygon] = {}
     for label, geoms in by_label.items():
         region = shapely.union_all(geoms)

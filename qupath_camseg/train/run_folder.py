@@ -185,6 +185,7 @@ def write_run_info(out: Path, config: TrainConfig, run: TrainingData, device: to
             "effective_batch_size": config.batch_size * dist.world_size,
             "versions": versions(),
             "data": run.summary,
+            "lineage": run.lineage,
         },
     )
 
@@ -282,6 +283,7 @@ def training_summary(config: TrainConfig, run: TrainingData, record: dict[str, A
         "data": run.summary,
         "augment": dataclasses.asdict(config.augment) if config.augment is not None else None,
         "saved": _now(),
+        "lineage": run.lineage,
     }
 
 

@@ -27,6 +27,7 @@ from qupath_camseg._runtime import require_memory, resolve_device
 from qupath_camseg.model import ModelConfig, build_model, forward_bytes, normalize_arch
 from qupath_camseg.train.collect import TrainingData, collect_images
 from qupath_camseg.train.config import TrainConfig
+from qupath_camseg.train.lineage import init_settings, load_init_weights, record_lineage
 from qupath_camseg.train.loaders import Loaders, build_loaders
 from qupath_camseg.train.placement import Placement
 from qupath_camseg.train.stain_fit import fit_training_stains
@@ -128,13 +129,17 @@ def _open(project_path: str | os.PathLike[str], out_dir: str | os.PathLike[str] 
     stains = fit_training_stains(data, config)  # None without --stain-norm
     model_config = ModelConfig(arch=arch, mpp=config.mpp, tile_px=config.tile_px, classes=data.classes,
                                stain=stains.reference.to_json() if stains is not None else None)
+    record_lineage(data, config.init, resumed=ckpt is not None)
     if ckpt is None and dist.is_main:
         write_run_info(out, config, data, device, dist)
     dist.barrier()
 
     placement = Placement.for_device(device, config.amp)
     torch.manual_seed(config.seed)
-    model = placement.model(build_model(arch))
+    net = build_model(arch, pretrained=config.init is None)
+    if config.init is not None and ckpt is None:
+        load_init_weights(net, config.init)  # fine-tuning: start from the parent's weights
+    model = placement.model(net)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, math.ceil(config.tiles_per_epoch / (config.batch_size * dist.world_size)))
     total_steps = config.steps or (config.epochs or 10) * steps_per_epoch
@@ -183,6 +188,8 @@ def _settings(
     ckpt = read_checkpoint(ckpt_path) if ckpt_path is not None else None
     if ckpt is not None:
         config = merge_resume_config(out, json.loads(ckpt["config"]), config)
+    elif config.init is not None:
+        config = init_settings(config)
     config.validate()
     return out, ckpt, config
 

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qupath_camseg.errors import InvalidSettingsError
+from qupath_camseg.model import read_model_config
 from qupath_camseg.train.collect import TrainingData
 from qupath_camseg.train.config import TrainConfig
 from qupath_camseg.train.images import LabelledImage
@@ -74,9 +75,17 @@ def fit_training_stains(data: TrainingData, config: TrainConfig) -> TrainingStai
         samples = list(pool.map(lambda img: sample_tiles(img, config.mpp, config.tile_px), images))
     n_train = len(data.train_images)
     names = ", ".join(img.name for img in data.train_images[:3]) + (" ..." if n_train > 3 else "")
-    reference = fit_reference([t for s in samples[:n_train] for t in s], what=f"the training images ({names})")
+    reference = _parent_reference(config) or fit_reference([t for s in samples[:n_train] for t in s],
+                                                           what=f"the training images ({names})")
     transforms = [_transform(s, reference) for s in samples]
     return TrainingStains(reference, transforms[:n_train], transforms[n_train:])
+
+
+def _parent_reference(config: TrainConfig) -> StainReference | None:
+    """The ``--init`` model's stain reference: a fine-tuned model keeps the stains its parent learnt."""
+    if config.init is None:
+        return None
+    return read_model_config(config.init).stain_reference
 
 
 def _transform(tiles: npt.NDArray[np.uint8], reference: StainReference) -> StainTransform:

@@ -9,8 +9,8 @@
  *   compile  layer (b): against the QuPath test doubles in `stubs`, to Phases.CLASS_GENERATION, with
  *            QuPath's default imports prepended as QuPath does (0.4 and 0.5+ flavours, which differ in
  *            the package of Dialogs); camseg_lib.groovy is compiled bare, as evaluate() loads it.
- *   runs     layer (c): run a script with the test doubles set up from the scenario (see
- *            testdoubles.World.reset) and record what it did.
+ *   runs     layer (c): run a script (or "scripts", several in turn) with the test doubles set up
+ *            from the scenario (see testdoubles.World.reset) and record what it did.
  * REPORT.json: {"parse": {file: error|null}, "compile": {file: {flavour: error|null}}, "runs": [...]}
  */
 
@@ -93,59 +93,24 @@ for (String path in (jobs.compile ?: [])) {
 
 // ---- layer (c): run scripts against the test doubles
 for (Map job in (jobs.runs ?: [])) {
-    File file = new File((String) job.script)
-    def result = [name: job.name, script: file.name, ok: false]
+    // "scripts": [files] runs several scripts one after the other in the same World (the user's
+    // session in one image); the result is the first failure or the last script's.
+    List<String> scripts = (List<String>) (job.scripts ?: [job.script])
+    def result = [name: job.name, script: new File(scripts[-1]).name, ok: false]
     def out = new StringWriter()
     long started = System.currentTimeMillis()
     try {
         World.reset(job)
-        def binding = new Binding()
-        binding.setVariable('out', new PrintWriter(out, true))
-        binding.setVariable('args', new String[0])
-        binding.setVariable('qupath.script.file', job.noScriptFile ? null : file.absolutePath)
-        binding.setVariable('qupath.script.batchSize', (job.batchSize ?: 1) as int)
-        binding.setVariable('qupath.script.batchIndex', 0)
-        String text = file.getText('UTF-8')
-        // "settings": {"NAME": "groovy expression"} edits the script's settings block, as a user would.
-        ((Map) (job.settings ?: [:])).each { name, value ->
-            def pattern = ~('(?m)^(\\s*\\w+\\s+' + name + '\\s*=\\s*)[^/\\n]*')
-            if (!(text =~ pattern).find())
-                throw new IllegalArgumentException('harness: no setting ' + name + ' in ' + file.name)
-            text = text.replaceFirst(pattern, '$1' + java.util.regex.Matcher.quoteReplacement(value.toString() + ' '))
-        }
-        String source = importText(flavours[(String) (job.flavour ?: 'qupath-0.5+')]) + System.lineSeparator() + text
-        def script = new GroovyShell(stubLoader, binding).parse(source, file.name)
-        Throwable failure = null
-        def thread = Thread.start('script-' + job.name) {
-            try {
-                script.run()
-            } catch (Throwable t) {
-                failure = t
+        for (String path in scripts) {
+            File file = new File(path)
+            result.script = file.name
+            Throwable failure = runScript(file, job, out, flavours, importText, stubLoader, result)
+            result.ok = failure == null
+            if (failure != null) {
+                result.errorClass = failure.getClass().name
+                result.error = failure.message
+                break
             }
-        }
-        if (job.interruptAfterMs != null) {
-            // Like Run > Kill running script: interrupt the script thread, here once the output
-            // shows `interruptWhenOutputContains` (if given), plus interruptAfterMs.
-            if (job.interruptWhenOutputContains) {
-                long deadline = System.currentTimeMillis() + 60000
-                while (thread.isAlive() && !out.toString().contains((String) job.interruptWhenOutputContains)
-                        && System.currentTimeMillis() < deadline)
-                    Thread.sleep(20)
-            }
-            thread.join(((Number) job.interruptAfterMs).longValue())
-            result.interrupted = thread.isAlive()
-            thread.interrupt()
-        }
-        thread.join(((Number) (job.timeoutMs ?: 240000)).longValue())
-        if (thread.isAlive()) {
-            thread.interrupt()
-            thread.join(10000)
-            failure = new RuntimeException('harness: script still running after timeout')
-        }
-        result.ok = failure == null
-        if (failure != null) {
-            result.errorClass = failure.getClass().name
-            result.error = failure.message
         }
     } catch (Throwable t) {
         result.errorClass = t.getClass().name
@@ -159,6 +124,54 @@ for (Map job in (jobs.runs ?: [])) {
         result.world = null
     }
     report.runs << result
+}
+
+/** Run one script in the World set up for `job`; returns its failure (null: it finished). */
+Throwable runScript(File file, Map job, StringWriter out, Map flavours, Closure importText, ClassLoader stubLoader, Map result) {
+    def binding = new Binding()
+    binding.setVariable('out', new PrintWriter(out, true))
+    binding.setVariable('args', new String[0])
+    binding.setVariable('qupath.script.file', job.noScriptFile ? null : file.absolutePath)
+    binding.setVariable('qupath.script.batchSize', (job.batchSize ?: 1) as int)
+    binding.setVariable('qupath.script.batchIndex', 0)
+    String text = file.getText('UTF-8')
+    // "settings": {"NAME": "groovy expression"} edits the script's settings block, as a user would.
+    ((Map) (job.settings ?: [:])).each { name, value ->
+        def pattern = ~('(?m)^(\\s*\\w+\\s+' + name + '\\s*=\\s*)[^/\\n]*')
+        if (!(text =~ pattern).find())
+            throw new IllegalArgumentException('harness: no setting ' + name + ' in ' + file.name)
+        text = text.replaceFirst(pattern, '$1' + java.util.regex.Matcher.quoteReplacement(value.toString() + ' '))
+    }
+    String source = importText(flavours[(String) (job.flavour ?: 'qupath-0.5+')]) + System.lineSeparator() + text
+    def script = new GroovyShell(stubLoader, binding).parse(source, file.name)
+    Throwable failure = null
+    def thread = Thread.start('script-' + job.name) {
+        try {
+            script.run()
+        } catch (Throwable t) {
+            failure = t
+        }
+    }
+    if (job.interruptAfterMs != null) {
+        // Like Run > Kill running script: interrupt the script thread, here once the output
+        // shows `interruptWhenOutputContains` (if given), plus interruptAfterMs.
+        if (job.interruptWhenOutputContains) {
+            long deadline = System.currentTimeMillis() + 60000
+            while (thread.isAlive() && !out.toString().contains((String) job.interruptWhenOutputContains)
+                    && System.currentTimeMillis() < deadline)
+                Thread.sleep(20)
+        }
+        thread.join(((Number) job.interruptAfterMs).longValue())
+        result.interrupted = thread.isAlive()
+        thread.interrupt()
+    }
+    thread.join(((Number) (job.timeoutMs ?: 240000)).longValue())
+    if (thread.isAlive()) {
+        thread.interrupt()
+        thread.join(10000)
+        failure = new RuntimeException('harness: script still running after timeout')
+    }
+    return failure
 }
 
 reportFile.setText(MiniJson.write(report), 'UTF-8')

@@ -41,11 +41,14 @@ HARNESS = REPO / "tests" / "groovy" / "Harness.groovy"
 STUBS = REPO / "tests" / "groovy" / "stubs"
 SCRIPTS = sorted(GROOVY.glob("*.groovy"))
 OWN = [
+    "camseg_Accept_predictions.groovy",
     "camseg_Configure_Python.groovy",
     "camseg_Export_annotations_for_training.groovy",
     "camseg_Import_predictions.groovy",
+    "camseg_Mark_as_normal.groovy",
     "camseg_Predict_current_image.groovy",
     "camseg_Predict_for_project.groovy",
+    "camseg_Review_next.groovy",
     "camseg_Train_on_this_project.groovy",
     "camseg_lib.groovy",
 ]
@@ -190,10 +193,16 @@ def bridge(groovy_jar: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
          "image": str(project / "images" / entries["3"]), "entryObjects": {"image": [stroma]},
          "prefs": {"camseg.model": str(project / "camseg" / "models" / "tiny")}},
     ]
+    loop = _loop_jobs(tmp, project, truth, script)
+    runs += loop.pop("runs")
     if "train" in _COMMANDS:  # last: it leaves an unfinished model folder behind
         runs.append({"name": "train", "script": script["camseg_Train_on_this_project.groovy"],
                      "settings": {"EPOCHS": "1"}, "project": str(project), "currentEntry": "1",
                      "entryObjects": runs[0]["entryObjects"],  # same as the export job: same files
+                     "interruptWhenOutputContains": "(process ", "interruptAfterMs": 5000})
+        runs.append({"name": "train_init", "script": script["camseg_Train_on_this_project.groovy"],
+                     "settings": {"FROM_LAST_MODEL": "true"}, "project": str(project), "currentEntry": "1",
+                     "entryObjects": runs[0]["entryObjects"],
                      "interruptWhenOutputContains": "(process ", "interruptAfterMs": 5000})
     jobs = {"parse": [str(p) for p in SCRIPTS] + [str(broken)], "compile": [str(p) for p in SCRIPTS], "runs": runs}
     jobs_file, report_file = tmp / "jobs.json", tmp / "report.json"
@@ -210,7 +219,8 @@ def bridge(groovy_jar: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     report = json.loads(report_file.read_text(encoding="utf-8"))
     return {"report": report, "runs": {r["name"]: r for r in report["runs"]}, "project": project, "merge": merge,
             "failing": failing, "truth": truth, "entries": entries, "broken": broken.name,
-            "stroma": stroma, "roi": roi, "stale": [stale_named, stale_meta], "ours_written": ours_written}
+            "stroma": stroma, "roi": roi, "stale": [stale_named, stale_meta], "ours_written": ours_written,
+            "loop": loop}
 
 
 def _merge_project(project: Path, folder: Path, truth: dict[str, list[dict]]) -> dict:
@@ -470,6 +480,15 @@ def test_train_exports_then_runs_train(bridge: dict) -> None:
     assert "annotation(s) -> 1.geojson" in run["output"]
 
 
+def test_train_from_the_last_model_passes_init(bridge: dict) -> None:
+    run = bridge["runs"]["train_init"]
+    (cmd,) = _commands(run["output"])
+    tiny = bridge["project"] / "camseg" / "models" / "tiny"  # the newest folder with a model.json
+    assert cmd[6:8] == ["train", str(bridge["project"])] and cmd[-2:] == ["--init", str(tiny)]
+    # still training when killed: `--init` with this model was accepted
+    assert run["interrupted"] and run["errorClass"] == "java.lang.InterruptedException", run["output"]
+
+
 def test_every_command_line_is_one_the_cli_accepts(bridge: dict) -> None:
     """Each command a script ran, re-parsed by the real click CLI (options, types, paths)."""
     seen = set()
@@ -553,3 +572,220 @@ def test_script_names_in_messages_exist() -> None:
     commands = {m for t in texts for m in re.findall(r"(?:`|: )qcamseg ([a-z][a-z-]+)", t)}
     # (train: see test_train_exports_then_runs_train)
     assert commands and commands <= set(_COMMANDS) | {"train"}, commands - set(_COMMANDS)
+
+
+# ----------------------------------------------------------------------------- corrections (issue 17)
+
+
+def _review_feature(rank: int, box: tuple[float, float, float, float]) -> dict:
+    from qupath_camseg.annotations import objects_to_geojson
+
+    obj = QPObject(_box(*box), classification="Review", name=f"camseg Review {rank}", metadata=dict(CAMSEG_METADATA),
+                   measurements={"uncertainty": 0.5 - rank / 100, "review rank": float(rank)})
+    return objects_to_geojson([obj])["features"][0]
+
+
+def _prediction_feature(geom, name: str, *, cls: str = "Tumor", now=None, now_cls: str | None = None) -> dict:
+    """A camseg outline as predict writes it (fingerprint of ``geom``, ``cls``); ``now``/``now_cls``:
+    what the user changed it into since (the fingerprint stays the old one)."""
+    from qupath_camseg.annotations import FINGERPRINT_KEY, objects_to_geojson, shape_fingerprint
+
+    obj = QPObject(now if now is not None else geom, classification=now_cls or cls, name=name,
+                   metadata=dict(CAMSEG_METADATA), measurements={FINGERPRINT_KEY: float(shape_fingerprint(geom, cls))})
+    return objects_to_geojson([obj])["features"][0]
+
+
+def _shapes(n: int = 24, seed: int = 7) -> list:
+    """Irregular outlines anywhere on a 200,000 px slide (where 32-bit floats round), every third with a
+    hole, every third a two-part MultiPolygon."""
+    import numpy as np
+    from shapely.geometry import MultiPolygon, Point, Polygon
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        cx, cy, r = rng.uniform(1000, 190_000), rng.uniform(1000, 190_000), rng.uniform(30, 3000)
+        t = np.linspace(0, 2 * np.pi, int(rng.integers(40, 300)), endpoint=False)
+        rad = r * (1 + 0.25 * np.cos(3 * t + rng.uniform(0, 6)) + 0.1 * np.sin(7 * t))
+        poly = Polygon(np.column_stack([cx + rad * np.cos(t), cy + rad * np.sin(t)]))
+        if i % 3 == 1:
+            poly = poly.difference(Point(cx, cy).buffer(0.3 * r))
+        elif i % 3 == 2:
+            poly = MultiPolygon([poly, Point(cx + 3 * r, cy).buffer(0.4 * r)])
+        out.append(poly)
+    return out
+
+
+def _loop_jobs(tmp: Path, project: Path, truth: dict, script: dict) -> dict:
+    """Harness jobs for accepting, correcting and reviewing predictions; the context the tests need."""
+    import shapely
+
+    g = {n: str(GROOVY / n) for n in ("camseg_Accept_predictions.groovy", "camseg_Mark_as_normal.groovy",
+                                       "camseg_Review_next.groovy", "camseg_Export_annotations_for_training.groovy",
+                                       "camseg_Import_predictions.groovy")}
+    # fingerprints: Groovy's isOurs against Python's is_ours on the same features, both flavours
+    shapes = _shapes()
+    edits = [lambda s: s.buffer(max(3.0, 0.01 * s.length / 6)), lambda s: shapely.affinity.translate(s, 3.0, 0.0), None]
+    features, expect = [], {}
+    for i, shape in enumerate(shapes):
+        features.append(_prediction_feature(shape, f"camseg Tumor {i}"))
+        expect[f"camseg Tumor {i}"] = True
+        edit = edits[i % 3]
+        name = f"camseg Tumor {i} edited"
+        features.append(_prediction_feature(shape, name, now=edit(shape) if edit else None,
+                                            now_cls=None if edit else "Normal"))
+        expect[name] = False
+    check = tmp / "fingerprint_check.groovy"
+    check.write_text("def camseg = evaluate(new File('" + script["camseg_lib.groovy"].replace("\\", "/") + "'))"
+                     ".newInstance(Dialogs, this)\nfor (o in getAnnotationObjects())\n"
+                     "    println 'CHECK\\t' + o.getName() + '\\t' + camseg.isOurs(o)\n", encoding="utf-8")
+    # a copy of the project for accept -> export -> training data
+    loop_proj = tmp / "loop_proj"
+    shutil.copytree(project, loop_proj, ignore=shutil.ignore_patterns("predictions", "probability", "heatmaps",
+                                                                       "reports", "*.lock", "models"))
+    qpproj = loop_proj / "project.qpproj"
+    text = qpproj.read_text(encoding="utf-8")
+    for old, new in ((project.as_uri(), loop_proj.as_uri()), (f"file:{project.as_posix()}/", f"file:{loop_proj.as_posix()}/")):
+        text = text.replace(old, new)
+    qpproj.write_text(text, encoding="utf-8")
+    accepted = [_prediction_feature(_box(600, 100, 150, 120), "camseg Tumor a"),
+                _prediction_feature(_box(100, 700, 120, 200), "camseg Tumor b", now=_box(100, 700, 160, 200))]
+    tile = _feature("camseg tile", "Tumor", (0, 0, 64, 64), object_type="tile", metadata=dict(CAMSEG_METADATA))
+    reviews = [_review_feature(3, (800, 800, 64, 64)), _review_feature(1, (100, 100, 64, 64)),
+               _review_feature(2, (500, 300, 64, 64))]
+    roi = _feature("ROI 1", None, (300, 600, 100, 100))
+    pred = _prediction_feature(_box(400, 400, 80, 80), "camseg Tumor")
+    edited = [_prediction_feature(_box(700, 700, 50, 50), "camseg Tumor", now=_box(700, 700, 60, 50)),
+              _prediction_feature(_box(800, 100, 50, 50), "camseg Tumor", now_cls="Normal")]
+    unedited = _prediction_feature(_box(300, 300, 40, 40), "camseg Tumor")
+    runs = [
+        {"name": "fingerprints", "script": str(check), "entryObjects": {"image": features}, "image": str(check)},
+        {"name": "fingerprints_04", "script": str(check), "entryObjects": {"image": features}, "image": str(check),
+         "flavour": "qupath-0.4"},
+        {"name": "import_keeps_edited", "script": g["camseg_Import_predictions.groovy"], "project": str(project),
+         "currentEntry": "3", "entryObjects": {"3": truth["3"] + edited + [unedited]}},
+        {"name": "accept_then_export", "scripts": [g["camseg_Accept_predictions.groovy"],
+                                                    g["camseg_Export_annotations_for_training.groovy"]],
+         "project": str(loop_proj), "currentEntry": "1",
+         "entryObjects": {"1": truth["1"] + accepted + [tile, reviews[1]], "3": truth["3"]}},
+        {"name": "accept_selected", "script": g["camseg_Accept_predictions.groovy"], "flavour": "qupath-0.4",
+         "project": str(project), "currentEntry": "2", "entryObjects": {"2": accepted + [roi]},
+         "selected": ["camseg Tumor a"]},
+        {"name": "accept_wrong_selection", "script": g["camseg_Accept_predictions.groovy"], "project": str(project),
+         "currentEntry": "2", "entryObjects": {"2": accepted + [roi]}, "selected": ["ROI 1"]},
+        {"name": "mark_normal", "script": g["camseg_Mark_as_normal.groovy"], "project": str(project),
+         "currentEntry": "2", "entryObjects": {"2": truth["2"] + reviews + [roi, pred]},
+         "selected": ["camseg Review 1", "ROI 1"]},
+        {"name": "mark_normal_nothing", "script": g["camseg_Mark_as_normal.groovy"], "project": str(project),
+         "currentEntry": "2", "entryObjects": {"2": reviews}},
+        {"name": "review", "scripts": [g["camseg_Review_next.groovy"]] * 4, "project": str(project),
+         "currentEntry": "2", "entryObjects": {"2": reviews + [roi]}},
+        {"name": "review_after_marking", "scripts": [g["camseg_Review_next.groovy"]] * 2
+         + [g["camseg_Mark_as_normal.groovy"], g["camseg_Review_next.groovy"]],
+         "project": str(project), "currentEntry": "2", "entryObjects": {"2": reviews + [roi]}},
+        {"name": "review_none", "script": g["camseg_Review_next.groovy"], "project": str(project),
+         "currentEntry": "2", "entryObjects": {"2": [roi]}},
+    ]
+    return {"runs": runs, "expect": expect, "features": features, "loop_proj": loop_proj, "accepted": accepted, "reviews": reviews,
+            "roi": roi, "pred": pred, "edited": edited, "unedited": unedited, "tile": tile}
+
+
+def _checks(run: dict) -> dict[str, bool]:
+    lines = [line.split("\t") for line in run["output"].splitlines() if line.startswith("CHECK\t")]
+    return {name: value == "true" for _, name, value in lines}
+
+
+@pytest.mark.parametrize("job", ["fingerprints", "fingerprints_04"])
+def test_groovy_and_python_agree_on_which_predictions_were_edited(bridge: dict, job: str) -> None:
+    run = _ok(bridge["runs"][job])
+    expect = bridge["loop"]["expect"]
+    assert _checks(run) == expect  # 24 shapes far out on a slide, holes, two-part ones; 24 edited copies
+    objs = read_geojson({"type": "FeatureCollection", "features": bridge["loop"]["features"]})
+    assert {o.name: is_ours(o) for o in objs} == expect
+
+
+def test_import_keeps_the_outlines_the_user_edited(bridge: dict) -> None:
+    run = _ok(bridge["runs"]["import_keeps_edited"])
+    world, loop = run["world"], bridge["loop"]
+    assert _ids(world["removed"]) == {loop["unedited"]["id"]}
+    assert _ids(loop["edited"]) <= _ids(world["objects"])
+    assert "kept 2 camseg outline(s) you edited" in run["output"]
+
+
+def test_accepted_predictions_are_exported_and_reach_the_tile_sampler(bridge: dict) -> None:
+    import numpy as np
+    import shapely
+
+    from qupath_camseg.train import TrainConfig, TrainTileDataset, collect_images
+
+    run = _ok(bridge["runs"]["accept_then_export"])
+    world, loop = run["world"], bridge["loop"]
+    assert _ids(world["removed"]) == _ids(loop["accepted"])  # both (one edited) and nothing else
+    new = [o for o in world["added"]]
+    assert len(new) == 2 and all(o["name"] is None and o["metadata"] == {} and o["measurements"] == {}
+                                 and o["classification"] == "Tumor" for o in new)
+    assert set(world["selected"]) == _ids(new)
+    exported = read_geojson(loop["loop_proj"] / "camseg" / "annotations" / "1.geojson")
+    mine = [o for o in exported if o.id in _ids(new)]
+    assert len(mine) == 2 and not any(is_ours(o) for o in exported)
+    assert not any(o.name in ("camseg tile", "camseg Review 1") for o in exported)
+    name3 = bridge["entries"]["3"]
+    data = collect_images(loop["loop_proj"], TrainConfig(mpp=2.0, tile_px=32, val_images=(name3,), workers=0))
+    ds = TrainTileDataset(data.train_images, mpp=2.0, tile_px=32, seed=0, augment=None)
+    hits = {o.id: 0 for o in mine}
+    for i in range(600):
+        idx, (x, y, w, h) = ds.sample_box(np.random.default_rng([0, i]))
+        centre = shapely.Point(x + w / 2, y + h / 2)
+        for o in mine:
+            hits[o.id] += ds.images[idx].entry_id == "1" and o.geometry.buffer(w * 0.3).contains(centre)
+    assert min(hits.values()) > 10, hits
+
+
+def test_accept_only_the_selected_prediction(bridge: dict) -> None:
+    run = _ok(bridge["runs"]["accept_selected"])  # QuPath 0.4 flavour
+    world, loop = run["world"], bridge["loop"]
+    assert len(world["removed"]) == 1 and world["removed"][0]["id"] == loop["accepted"][0]["id"]
+    (new,) = world["added"]
+    assert new["name"] is None and new["geometry"] == loop["accepted"][0]["geometry"]
+    assert {loop["accepted"][1]["id"], loop["roi"]["id"]} <= _ids(world["objects"])
+
+
+def test_accept_with_only_other_objects_selected_says_what_to_select(bridge: dict) -> None:
+    run = bridge["runs"]["accept_wrong_selection"]
+    assert not run["ok"] and run["errorClass"] == "CamsegProblem"
+    assert "Select the camseg Tumor outlines" in run["error"] and run["world"]["removed"] == []
+
+
+def test_mark_as_normal(bridge: dict) -> None:
+    run = _ok(bridge["runs"]["mark_normal"])
+    world, loop = run["world"], bridge["loop"]
+    assert _ids(world["removed"]) == {loop["reviews"][1]["id"]}  # the camseg box is replaced...
+    (new,) = world["added"]
+    assert new["classification"] == "Normal" and new["name"] is None and new["metadata"] == {}
+    assert new["geometry"] == loop["reviews"][1]["geometry"]
+    objects = {o["id"]: o for o in world["objects"]}
+    assert objects[loop["roi"]["id"]]["classification"] == "Normal"  # ...the user's own just changes class
+    assert objects[loop["pred"]["id"]]["classification"] == "Tumor"
+    assert set(world["selected"]) == {new["id"], loop["roi"]["id"]}
+    bad = bridge["runs"]["mark_normal_nothing"]
+    assert not bad["ok"] and "Select the region to mark as normal first" in bad["error"]
+
+
+def _centre(feature: dict) -> list[float]:
+    (ring,) = feature["geometry"]["coordinates"]
+    xs, ys = [p[0] for p in ring[:-1]], [p[1] for p in ring[:-1]]
+    return [(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2]
+
+
+def test_review_next_steps_through_the_boxes_by_rank(bridge: dict) -> None:
+    run = _ok(bridge["runs"]["review"])
+    rank = {int(f["properties"]["measurements"]["review rank"]): f for f in bridge["loop"]["reviews"]}
+    world = run["world"]
+    assert world["centered"] == [_centre(rank[1]), _centre(rank[2]), _centre(rank[3]), _centre(rank[1])]
+    assert world["selected"] == [rank[1]["id"]]
+    assert "camseg Review 2 (2 of 3), uncertainty 0.48" in run["output"]
+    # a box marked as normal is gone: the next one is found from the rank last shown
+    after = _ok(bridge["runs"]["review_after_marking"])["world"]
+    assert after["centered"] == [_centre(rank[1]), _centre(rank[2]), _centre(rank[3])]
+    none = bridge["runs"]["review_none"]
+    assert not none["ok"] and "no camseg Review boxes" in none["error"]

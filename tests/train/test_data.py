@@ -285,3 +285,23 @@ def test_collect_images_names_missing_val_image(tmp_path: Path) -> None:
     images = every.train_images + every.val_images
     assert len(images) == 3 and sum(not i.regions for i in images) == 1
     assert all(i.regions for i in every.val_images)  # validation keeps a slide with tumour
+
+
+def test_a_normal_box_across_a_tumour_never_paints_over_it() -> None:
+    """A review box marked Normal that cuts a larger tumour outline: the tumour keeps its label; a
+    Normal island inside the tumour still wins (size order)."""
+    tumour = box(0, 0, 300, 300)
+    objs = [QPObject(tumour, classification="Tumor"), QPObject(box(200, 100, 400, 200), classification="Normal"),
+            QPObject(box(50, 50, 80, 80), classification="Normal")]
+    shapes, regions = build_shapes(objs, {"Tumor": 1}, background_classes=["Normal"])
+    from qupath_camseg.train import LabelledImage
+
+    img = LabelledImage(name="a", entry_id="1", path="a.tif", slide_mpp=1.0, dimensions=(400, 400),
+                        tile_px_level0=400, shapes=shapes, fill=IGNORE_INDEX, regions=regions,
+                        tissue_xy=np.zeros((0, 2), np.int64), grid_xy=np.zeros((0, 2), np.int64))
+    lab = img.label_tile((0, 0, 400, 400), (400, 400))
+    assert lab[150, 250] == 1  # tumour under the Normal box
+    assert lab[150, 350] == 0  # the box outside the tumour
+    assert lab[65, 65] == 0  # the island
+    assert lab[350, 350] == IGNORE_INDEX
+    assert img.negative_area() == pytest.approx(200 * 100 + 30 * 30)

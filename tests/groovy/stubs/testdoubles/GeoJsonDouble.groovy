@@ -31,6 +31,11 @@ class GeoJsonDouble {
             ((Map) (props.metadata ?: [:])).each { k, v -> o.metadataForTest().put(k.toString(), v?.toString()) }
             if (props.isLocked == true)  // as QuPath's reader: only a true isLocked locks
                 o.setLocked(true)
+            def measurements = props.measurements
+            if (measurements instanceof Map)  // QuPath 0.4+: {"name": value}; "NaN"/"Infinity" as strings
+                measurements.each { k, v -> o.getMeasurementList().put(k.toString(), v instanceof Number ? v.doubleValue() : Double.valueOf(v.toString())) }
+            else if (measurements instanceof List)  // QuPath 0.3: [{"name": ..., "value": ...}]
+                measurements.each { Map m -> o.getMeasurementList().put(m.name.toString(), ((Number) m.value).doubleValue()) }
             return o
         }
     }
@@ -45,12 +50,15 @@ class GeoJsonDouble {
             props.metadata = o.metadataForTest()
         if (o.isLocked())
             props.isLocked = true
+        if (!o.getMeasurementList().isEmpty())
+            props.measurements = o.getMeasurementList().asMap()
         return [type: 'Feature', id: o.getID().toString(), geometry: o.geometry, properties: props]
     }
 
     static Map describe(PathObject o) {
         return [id      : o.getID().toString(), type: o.isAnnotation() ? 'annotation' : 'detection',
                 name    : o.getName(), classification: o.getPathClass()?.getName(),
-                metadata: o.metadataForTest(), geometryType: o.geometry?.type, locked: o.isLocked()]
+                metadata: o.metadataForTest(), geometryType: o.geometry?.type, locked: o.isLocked(), geometry: o.geometry,
+                measurements: o.getMeasurementList().asMap()]
     }
 }

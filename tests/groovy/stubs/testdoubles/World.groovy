@@ -1,5 +1,6 @@
 package testdoubles
 
+import qupath.lib.gui.viewer.QuPathViewer
 import qupath.lib.images.ImageData
 import qupath.lib.images.servers.ImageServer
 import qupath.lib.objects.PathObject
@@ -23,6 +24,8 @@ class World {
     static List<PathObject> added = []
     static List<PathObject> removed = []
     static int hierarchyUpdates = 0
+    static QuPathViewer viewer = new QuPathViewer()
+    static List<List<Double>> centered = []
 
     /** Set up from a scenario map (see tests/groovy/Harness.groovy). */
     static void reset(Map scenario) {
@@ -34,6 +37,8 @@ class World {
         added = []
         removed = []
         hierarchyUpdates = 0
+        viewer = new QuPathViewer()
+        centered = []
         project = null
         currentEntry = null
         currentImageData = null
@@ -101,6 +106,8 @@ class World {
                 dialogs         : dialogs,
                 prefs           : prefs,
                 exports         : exports,
+                selected        : hierarchy == null ? [] : hierarchy.getSelectionModel().getSelectedObjects().collect { it.getID().toString() },
+                centered        : centered,
         ]
     }
 }

@@ -1,12 +1,15 @@
 package qupath.lib.objects
 
+import qupath.lib.measurements.MeasurementList
 import qupath.lib.objects.classes.PathClass
 import qupath.lib.roi.interfaces.ROI
+import testdoubles.GeoJsonRoi
 import testdoubles.World
 
 /**
  * TEST DOUBLE (for tests/test_groovy.py, never shipped): stands in for QuPath's qupath.lib.objects.PathObject.
- * Keeps the GeoJSON geometry as given (no ROI maths). getMetadata() is QuPath 0.5+'s.
+ * Keeps the GeoJSON geometry as given; getROI() makes a testdoubles.GeoJsonRoi of it (area and
+ * centroid as JTS computes them). getMetadata() is QuPath 0.5+'s.
  */
 abstract class PathObject {
     private UUID id = UUID.randomUUID()
@@ -14,6 +17,7 @@ abstract class PathObject {
     private PathClass pathClass
     private PathObject parent
     private final Map<String, String> metadata = new LinkedHashMap<>()
+    private final MeasurementList measurements = new MeasurementList()
     /** Test-double only: the GeoJSON geometry. */
     Map geometry
 
@@ -66,8 +70,10 @@ abstract class PathObject {
 
     boolean hasROI() { geometry != null }
 
-    /** QuPath's ROI of the object (here computed from the GeoJSON geometry). */
-    ROI getROI() { geometry == null ? null : new ROI(geometry) }
+    /** QuPath's ROI of the object (here computed from the GeoJSON geometry, see GeoJsonRoi). */
+    ROI getROI() { geometry == null ? null : new GeoJsonRoi(geometry) }
+
+    MeasurementList getMeasurementList() { measurements }
 
     @Override
     String toString() { (name ?: getClass().simpleName) + (pathClass ? ' (' + pathClass + ')' : '') }

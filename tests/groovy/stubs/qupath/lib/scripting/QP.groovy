@@ -4,6 +4,7 @@ import qupath.lib.images.ImageData
 import qupath.lib.images.servers.ImageServer
 import qupath.lib.io.PathIO
 import qupath.lib.objects.PathObject
+import qupath.lib.objects.classes.PathClass
 import qupath.lib.objects.hierarchy.PathObjectHierarchy
 import qupath.lib.projects.Project
 import qupath.lib.projects.ProjectImageEntry
@@ -57,7 +58,18 @@ class QP {
         removeObjects(Arrays.asList(pathObjects), keepChildren)
     }
 
-    static void fireHierarchyUpdate() {
+    /** QuPath's PathClass.fromString(name): one instance per name. */
+    static PathClass getPathClass(String name) { PathClass.fromString(name) }
+
+    static PathClass getPathClass(String name, Integer rgb) { PathClass.fromString(name, rgb) }
+
+    static void selectObjects(Collection<? extends PathObject> pathObjects) {
+        getCurrentHierarchy()?.getSelectionModel()?.setSelectedObjects(pathObjects, null)
+    }
+
+    static void selectObjects(PathObject... pathObjects) { selectObjects(Arrays.asList(pathObjects)) }
+
+        static void fireHierarchyUpdate() {
         getCurrentHierarchy()?.fireHierarchyChangedEvent(QP)
     }
 

@@ -15,5 +15,17 @@ class PathObjectSelectionModel {
         selected.addAll(objects)
     }
 
-    void clearSelection() { selected.clear() }
+    /** QuPath 0.4-0.6: make this the only (and primary) selected object; null clears the selection. */
+    void setSelectedObject(PathObject pathObject) { setSelectedObject(pathObject, false) }
+
+    void setSelectedObject(PathObject pathObject, boolean addToSelection) {
+        if (!addToSelection)
+            selected.clear()
+        if (pathObject != null) {
+            selected.remove(pathObject)
+            selected.add(pathObject)
+        }
+    }
+
+        void clearSelection() { selected.clear() }
 }
