@@ -95,3 +95,20 @@ def test_training_slides_without_stained_tissue_give_a_clear_error(project, tmp_
     data = dataclasses.replace(data, train_images=glass)
     with pytest.raises(StainNormalizationError, match=r"training images \(tumor_001\.tif.*--stain-norm none"):
         fit_training_stains(data, CONFIG)
+
+
+def test_fine_tuning_keeps_the_parents_stain_reference(project, tmp_path):
+    """``--init`` from a stain-normalised model: the child normalises to the parent's reference (not
+    one refitted on today's slides) when --stain-norm is not given; asking for normalisation that the
+    parent did not learn is refused."""
+    train(project, tmp_path / "parent", CONFIG)
+    parent = json.loads((tmp_path / "parent" / "model.json").read_text())["stain"]
+    child_config = TrainConfig(init=str(tmp_path / "parent"), steps=1, tiles_per_epoch=4, batch_size=4,
+                               val_images=("tumor_001.tif",), device="cpu", workers=0)
+    train(project, tmp_path / "child", child_config)
+    child = json.loads((tmp_path / "child" / "model.json").read_text())["stain"]
+    assert child == parent  # validation slide changed: a refit would differ
+    train(project, tmp_path / "plain", dataclasses.replace(CONFIG, stain_norm="none"))
+    with pytest.raises(InvalidSettingsError, match="--stain-norm macenko does not match the --init model"):
+        train(project, tmp_path / "x", dataclasses.replace(child_config, init=str(tmp_path / "plain"),
+                                                           stain_norm="macenko"))
