@@ -237,8 +237,10 @@ def _infer(job: _Job, planned: _Planned, tissue: _Tissue) -> _Done:
     # with few cores they would only compete with inference, so they run at the end instead
     workers = opts.workers or default_reader_workers(lm.device)
     processes = min(workers, (os.cpu_count() or 1) // 2)
+    um2_per_map_px = (plan.ds * planned.slide_mpp) ** 2  # specks and pinholes go on the raster
     with ChunkSummaries(store, measure_px=measure_px, threshold_q=math.ceil(opts.threshold * 255 - 1e-9),
-                        processes=processes, expected=int(needed.sum())) as summaries:
+                        processes=processes, expected=int(needed.sum()), min_area_px=opts.min_area_um2 / um2_per_map_px,
+                        min_hole_px=opts.min_hole_um2 / um2_per_map_px) as summaries:
         t0 = time.perf_counter()
         stats = run_inference(job.slide_path, opts.slide_mpp, plan, tissue.active, store, lm, job.roi,
                               batch_size=opts.batch_size, workers=workers, image=job.image, emit=job.emit,
