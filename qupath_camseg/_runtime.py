@@ -1,17 +1,24 @@
-"""The machine a command runs on: device, worker counts, shared memory, versions.
+"""The machine a command runs on: device, worker counts, CPU threads, shared memory, versions.
 
 One place for the run-time choices that training and prediction share: which torch device
 ``--device auto`` means (one GPU per ``torchrun`` process), how many reader/loader workers a
-machine affords, how many worker processes fit in ``/dev/shm`` (containers often give it 64 MB),
-and the versions recorded with every output. torch is imported inside the functions that need
-it, so importing this module stays cheap (the CLI and the output-stage workers import it).
+machine affords, how many intra-op threads the model gets (:func:`configure_cpu_threads`: the
+cores actually free, re-checked as the run goes by :class:`CpuThreads`), how OpenMP's idle threads
+wait (:func:`prefer_passive_omp_wait`), how many worker processes fit in ``/dev/shm`` (containers
+often give it 64 MB), and the versions recorded with every output. torch is imported inside the
+functions that need it, so importing this module stays cheap (the CLI and the output-stage
+workers import it).
 """
 
 from __future__ import annotations
 
 import importlib.metadata as _md
+import logging
+import math
 import os
 import platform
+import sys
+import time
 from collections.abc import Iterable
 
 from qupath_camseg import __version__
@@ -19,15 +26,24 @@ from qupath_camseg._dist import env_rank
 from qupath_camseg.errors import InvalidSettingsError
 
 __all__ = [
+    "CpuThreads",
+    "configure_cpu_threads",
     "cpu_count",
     "default_loader_workers",
     "default_reader_workers",
     "device_name",
+    "cpu_threads_tick",
+    "prefer_passive_omp_wait",
     "resolve_device",
     "shm_free_bytes",
     "versions",
     "workers_fitting_shm",
 ]
+
+log = logging.getLogger(__name__)
+
+#: Environment variable fixing the intra-op threads of a CPU run (no automatic sizing).
+THREADS_ENV = "QCAMSEG_THREADS"
 
 _VERSIONED = ("torch", "numpy", "tiffslide", "tifffile", "shapely", "openslide-python")
 
@@ -95,6 +111,154 @@ def default_loader_workers(device: str, world_size: int = 1) -> int:
     if device.startswith("cuda"):
         return max(1, min(16, cpus - 1))
     return min(2, cpus // 2)
+
+
+def prefer_passive_omp_wait() -> bool:
+    """Ask OpenMP to put idle threads to sleep at once (``OMP_WAIT_POLICY=PASSIVE``) instead of
+    spinning: a spinning thread holds a core another process needs (a second 2-thread torch job made
+    training 9.7× slower). OpenMP reads the variable once, when torch loads it, so this must run
+    before ``import torch`` (the command line calls it first thing; library users set the variable
+    themselves). A value already set is kept. Returns whether it can still take effect."""
+    if "torch" in sys.modules:
+        return False
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return True
+
+
+def _cgroup_cpus() -> float | None:
+    """The CPU quota of this container (cgroup v2 ``cpu.max`` or v1 ``cfs_quota``), in cores."""
+    for path, parse in (("/sys/fs/cgroup/cpu.max", lambda t: t.split()),
+                        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", lambda t: [t.strip(), _read(
+                            "/sys/fs/cgroup/cpu/cpu.cfs_period_us") or "100000"])):
+        text = _read(path)
+        if text:
+            quota, period = parse(text)[:2]
+            if quota not in ("max", "-1") and float(period) > 0:
+                return float(quota) / float(period)
+    return None
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _node_share() -> float:
+    """The cores this process may count on: its affinity (or the container's quota, if smaller),
+    shared equally among the ``torchrun`` processes on this node (``LOCAL_WORLD_SIZE``)."""
+    cores = float(cpu_count())
+    quota = _cgroup_cpus()
+    if quota is not None:
+        cores = min(cores, max(1.0, quota))
+    return max(1.0, cores / max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
+
+
+class _CpuSampler:
+    """CPU time used by the whole machine (on this process's CPUs) and by this process, since the
+    last :meth:`busy_elsewhere` call (``psutil``; ``None`` where it cannot tell)."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._me = psutil.Process()
+        try:
+            self._cpus: list[int] | None = sorted(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            self._cpus = None
+        self._last = (time.monotonic(), self._own())
+        psutil.cpu_percent(percpu=True)  # starts the machine-wide interval
+
+    def _own(self) -> float:
+        t = self._me.cpu_times()
+        return float(t.user + t.system)
+
+    def busy_elsewhere(self) -> float:
+        """Cores kept busy by other processes (this one's loader workers included) since the last call."""
+        per_cpu = self._psutil.cpu_percent(percpu=True)
+        now, own = time.monotonic(), self._own()
+        t0, own0 = self._last
+        self._last = (now, own)
+        cpus = [c for c in self._cpus if c < len(per_cpu)] if self._cpus else range(len(per_cpu))
+        total = sum(per_cpu[c] for c in cpus) / 100.0
+        return max(0.0, total - (own - own0) / max(now - t0, 1e-3))
+
+
+class CpuThreads:
+    """The intra-op threads of a CPU run, kept at the cores actually free.
+
+    Free cores: this process's share of the node (:func:`_node_share`: affinity, container quota,
+    ``torchrun`` processes on the node) less what other processes keep busy (measured) less
+    ``busy_workers`` (cores this run's own loader processes are expected to use). Measured at the
+    start (over ``sample_s``) and again every ``every_s`` seconds by :meth:`tick`, which must be
+    called from the thread that runs the model (OpenMP's thread count is per calling thread).
+    ``QCAMSEG_THREADS=N`` (or ``OMP_NUM_THREADS``) fixes the count instead; GPUs are left alone.
+    """
+
+    def __init__(self, device: str, *, busy_workers: float = 0.0, sample_s: float = 0.2,
+                 every_s: float = 10.0) -> None:
+        import torch
+
+        self._torch, self.busy_workers, self.every_s = torch, busy_workers, every_s
+        fixed = os.environ.get(THREADS_ENV)
+        self.auto = device == "cpu" and not fixed and "OMP_NUM_THREADS" not in os.environ
+        self._sampler: _CpuSampler | None = None
+        self._next = math.inf
+        if fixed:
+            self._set(max(1, int(fixed)))
+        if not self.auto:
+            self.threads = torch.get_num_threads()
+            return
+        try:
+            self._sampler = _CpuSampler()
+        except (ImportError, OSError):  # no psutil data: the node share alone
+            self._set(self.free(0.0))
+            return
+        time.sleep(sample_s)
+        self._set(self.free(self._sampler.busy_elsewhere()))
+        self._next = time.monotonic() + every_s
+
+    def free(self, busy_elsewhere: float) -> int:
+        """Threads for ``busy_elsewhere`` cores in use by others (at least 1)."""
+        share = _node_share()
+        free = min(share, float(cpu_count()) - busy_elsewhere) - self.busy_workers
+        return max(1, min(int(share), math.floor(free + 0.5)))
+
+    def _set(self, n: int) -> None:
+        if self._torch.get_num_threads() != n:
+            log.debug("intra-op threads: %d -> %d", self._torch.get_num_threads(), n)
+            self._torch.set_num_threads(n)
+        self.threads = n
+
+    def tick(self) -> None:
+        """Between steps: re-measure and resize the threads every ``every_s`` seconds (cheap otherwise)."""
+        if self._sampler is None or time.monotonic() < self._next:
+            return
+        self._set(self.free(self._sampler.busy_elsewhere()))
+        self._next = time.monotonic() + self.every_s
+
+
+_CPU_THREADS: tuple[tuple[object, ...], CpuThreads] | None = None
+
+
+def configure_cpu_threads(device: str, *, busy_workers: float = 0.0) -> int:
+    """Size torch's intra-op threads for a run on ``device`` (see :class:`CpuThreads`); training
+    and prediction both call this before their loop, then :func:`cpu_threads_tick` between steps.
+    Measured once per process (0.2 s) and settings, re-checked by the ticks. Returns the count."""
+    global _CPU_THREADS
+    key = (device == "cpu", busy_workers, os.environ.get(THREADS_ENV), os.environ.get("OMP_NUM_THREADS"))
+    if _CPU_THREADS is None or _CPU_THREADS[0] != key:
+        _CPU_THREADS = (key, CpuThreads(device, busy_workers=busy_workers))
+    return _CPU_THREADS[1].threads
+
+
+def cpu_threads_tick() -> None:
+    """Between two steps of a run: let :func:`configure_cpu_threads`'s sizing follow the load."""
+    if _CPU_THREADS is not None:
+        _CPU_THREADS[1].tick()
 
 
 def shm_free_bytes() -> int | None:

@@ -24,6 +24,7 @@ import numpy.typing as npt
 import torch
 from shapely.geometry.base import BaseGeometry
 
+from qupath_camseg._runtime import cpu_threads_tick
 from qupath_camseg.errors import CamsegError, SlideReadError
 from qupath_camseg.model import LoadedModel
 from qupath_camseg.predict.blending import BandWriter, StripeAccumulator, blend_window
@@ -214,6 +215,7 @@ class _Loop:
         x0, x1 = stripe.c0 * plan.chunk_px, min(stripe.c1 * plan.chunk_px, plan.map_size[0])
         acc = StripeAccumulator(plan, x0, x1, len(self.lm.config.classes), stripe.first_row, self.window)
         for batch in stripe.batches:
+            cpu_threads_tick()  # the model's threads follow the cores other processes leave free
             t0 = time.perf_counter()
             rgb = next(source)
             t1 = time.perf_counter()

@@ -47,7 +47,7 @@ from scipy import ndimage
 from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg._io import atomic_write_json, file_lock
-from qupath_camseg._runtime import default_reader_workers, device_name, versions
+from qupath_camseg._runtime import configure_cpu_threads, default_reader_workers, device_name, versions
 from qupath_camseg.annotations import QPObject, write_geojson
 from qupath_camseg.errors import InvalidSettingsError, ModelBundleError, SlideNotFoundError
 from qupath_camseg.model import LoadedModel, compile_model, load_model
@@ -123,6 +123,7 @@ def _job(slide_path: Path, model: LoadedModel | str | Path, out: Path, entry_id:
     if not slide_path.exists():
         raise SlideNotFoundError(f"slide {slide_path} does not exist; check the path")
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=opts.device)
+    configure_cpu_threads(lm.device)  # the cores actually free, re-checked between batches
     if opts.compile:
         lm = compile_model(lm)
     cfg = lm.config

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from qupath_camseg._dist import Dist
-from qupath_camseg._runtime import default_loader_workers, shm_free_bytes, workers_fitting_shm
+from qupath_camseg._runtime import configure_cpu_threads, default_loader_workers, shm_free_bytes, workers_fitting_shm
 from qupath_camseg.train.collect import TrainingData
 from qupath_camseg.train.config import TrainConfig
 from qupath_camseg.train.datasets import TileSampler, TrainTileDataset, ValTileDataset, val_tiles
@@ -58,6 +58,8 @@ def build_loaders(
     workers = config.workers if config.workers is not None else default_loader_workers(str(device), dist.world_size)
     workers = _fit_shared_memory(workers, batch_bytes=config.batch_size * config.tile_px**2 * 4,
                                  given=config.workers is not None)
+    # the model's threads: the cores left free (loader workers each use about half a core on a CPU)
+    configure_cpu_threads(device.type, busy_workers=0.5 * workers if device.type == "cpu" else 0.0)
     loader_kw: dict[str, Any] = {
         "num_workers": workers,
         "pin_memory": device.type == "cuda",
