@@ -135,6 +135,10 @@ def _split_names(values: tuple[str, ...]) -> tuple[str, ...]:
 @seed_option
 @mpp_override_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--screen", "screen_only", is_flag=True,
+              help="Only add a screening model to the trained model folder --out (for predict --cascade).")
+@click.option("--no-screen", is_flag=True,
+              help="Do not train the screening model (predict then runs one full pass over all tissue).")
 def train(
     project: Path,
     out_dir: Path | None,
@@ -162,6 +166,8 @@ def train(
     seed: int,
     slide_mpp: float | None,
     quiet: bool,
+    screen_only: bool,
+    no_screen: bool,
 ) -> None:
     """Train a segmentation model on PROJECT's annotations (a QuPath project folder or .qpproj).
 
@@ -169,7 +175,8 @@ def train(
     negatives from tissue only), augmented (flips, rotations, H&E stain jitter, brightness,
     contrast, blur) and fed to a U-Net. Each epoch is validated on held-out slides (pixel Dice);
     the best model is kept in the output folder, ready for `qcamseg predict`. Interrupted? Rerun
-    with --resume.
+    with --resume. Then a small screening network is trained at 4 µm/px and its threshold chosen on
+    the validation slides (tumour-pixel recall ≥ 0.99), so that predict can skip normal tissue.
 
     \b
     Examples:
@@ -190,10 +197,15 @@ def train(
         arch=_arch(arch, width=width, depth=depth, encoder=encoder),
     )
     rank, world_size, _ = env_rank()
+    if screen_only:
+        _screen_only(project, out_dir, config, quiet=quiet)
+        return
     if out_dir is None and not resume and world_size == 1:  # torchrun: rank 0 picks the folder
         out_dir = default_out_dir(project)
     try:
         result = run_train(project, out_dir, config, resume=resume, progress=not quiet)
+        if not no_screen:
+            _screen_after(project, result, config, world_size=world_size, quiet=quiet)
     except KeyboardInterrupt:
         where = f" --out {out_dir}" if out_dir is not None else ""
         click.echo(
@@ -202,6 +214,29 @@ def train(
         raise click.exceptions.Exit(130) from None
     if rank == 0:
         _report(project, result)
+
+
+def _screen_only(project: Path, out_dir: Path | None, config: TrainConfig, *, quiet: bool) -> None:
+    """``--screen``: add (or finish, or recalibrate) the screen of the model folder ``out_dir``."""
+    from qupath_camseg.cli._screen import add_screen, main_run_config
+
+    if out_dir is None:
+        raise click.BadParameter("names the model folder to add the screen to", param_hint="--out")
+    main_config, val = main_run_config(out_dir, config)
+    add_screen(project, out_dir, main_config, val, progress=not quiet)
+    click.echo(f"model: {out_dir} (with its screen: qcamseg predict {project} --model {out_dir})")
+
+
+def _screen_after(project: Path, result: dict[str, Any], config: TrainConfig, *, world_size: int,
+                  quiet: bool) -> None:
+    """After the model: its screen (one process; under torchrun it is left for ``--screen``)."""
+    from qupath_camseg.cli._screen import add_screen
+
+    if world_size > 1:
+        click.echo(f"the screen is not trained under torchrun; add it with: qcamseg train {project} --out "
+                   f"{result['out_dir']} --screen", err=True)
+        return
+    add_screen(project, Path(result["out_dir"]), config, tuple(result["val_images"]), progress=not quiet)
 
 
 def _arch(name: str | None, *, width: int | None, depth: int | None, encoder: str | None) -> dict[str, Any] | None:

@@ -15,7 +15,8 @@ from qupath_camseg._compat import moved_names as _moved_names
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "blending": ["BandWriter", "StripeAccumulator", "blend_window"],
+        "blending": ["BandWriter", "ChunkFill", "StripeAccumulator", "blend_window"],
+        "cascade": ["Cascade", "ScreenPass", "cascade_key", "context_px", "examined_tiles", "plan_cascade", "run_screen"],
         "chunks": ["ChunkStore", "TilePlan"],
         "inference": ["InferenceStats", "run_inference"],
         "objects": ["BACKGROUND_CLASS", "build_objects", "measure_tile_px"],
@@ -24,6 +25,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "report": ["finished_report", "read_report", "settings_key", "store_key"],
         "roi": ["active_tiles", "read_roi", "tissue_area_mm2"],
         "slide": ["predict_slide"],
+        "regions": ["ChunkRegions", "Seam", "chunk_regions", "resolve_seams", "trace_selected"],
+        "screen_calibrate": ["CalibrationSlide", "calibrate_screen", "choose_threshold"],
         "summaries": ["ChunkSummaries", "ChunkSummary", "summarize_chunk"],
         "tile_reader": ["BLOCK_CACHE_BYTES", "BlockCache", "PREFETCH_BATCHES", "ReaderArgs", "TileBatches", "TileReader", "thread_batches", "use_read_processes"],
     },

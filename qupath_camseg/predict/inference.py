@@ -27,7 +27,7 @@ from shapely.geometry.base import BaseGeometry
 from qupath_camseg._runtime import cpu_threads_tick
 from qupath_camseg.errors import CamsegError, SlideReadError
 from qupath_camseg.model import LoadedModel
-from qupath_camseg.predict.blending import BandWriter, StripeAccumulator, blend_window
+from qupath_camseg.predict.blending import BandWriter, ChunkFill, StripeAccumulator, blend_window
 from qupath_camseg.predict.chunks import ChunkStore, TilePlan
 from qupath_camseg.predict.options import Progress, no_progress
 from qupath_camseg.predict.tile_reader import (
@@ -62,7 +62,7 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
                   store: ChunkStore, lm: LoadedModel, roi: BaseGeometry | None, *, batch_size: int = 16,
                   workers: int = 4, image: str = "", emit: Progress | None = None,
                   on_chunk: Callable[[int, int], None] | None = None, readers: str = "auto",
-                  tissue: TissueMask | None = None) -> InferenceStats:
+                  tissue: TissueMask | None = None, fill: ChunkFill | None = None) -> InferenceStats:
     """Compute every missing chunk of ``store``.
 
     ``active`` is ``bool (ny, nx)`` (tiles to compute); ``slide_mpp`` overrides the slide's own
@@ -70,7 +70,8 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
     mask, outside which the stored probabilities are zero. ``emit`` receives ``start``, ``note``
     and ``progress`` events; ``on_chunk(row, col)`` is called (on a writer thread) after each
     chunk is stored. ``workers`` tile readers are threads or processes as
-    :func:`~qupath_camseg.predict.tile_reader.use_read_processes` decides.
+    :func:`~qupath_camseg.predict.tile_reader.use_read_processes` decides. ``fill`` may replace
+    pixels of each chunk before it is masked and stored (see :class:`BandWriter`).
     """
     t_fn = time.perf_counter()
     emit = emit or no_progress
@@ -93,7 +94,7 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
     try:
         for stripe in stripes:
             band = BandWriter(plan, store, needed, roi, stripe.c0, stripe.c1, stripe.b0, writer, pending,
-                              on_chunk, tissue)
+                              on_chunk, tissue, fill)
             loop.run_stripe(stripe, source.batches(stripe), band)
         t0 = time.perf_counter()
         for f in pending:

@@ -50,7 +50,10 @@ class PredictOptions:
     ``mask_to_tissue`` zeroes the probabilities off the tissue mask (dilated by one mask pixel):
     a network trained on tissue says nothing useful about glass, so the heatmap and regions follow
     the tissue. ``chunk_px`` (map px, a multiple of 16) and ``stripe_chunks`` shape the chunk
-    store; ``tile_px`` overrides the model's inference tile (map px).
+    store; ``tile_px`` overrides the model's inference tile (map px). ``cascade``: ``"auto"``
+    screens the slide first and runs the full model only near screened-positive tissue when the
+    model folder has a calibrated screen (:mod:`qupath_camseg.predict.cascade`); ``"off"``: one
+    full pass over all tissue.
     """
 
     threshold: float = 0.5
@@ -74,6 +77,7 @@ class PredictOptions:
     stripe_chunks: int = 16
     tile_px: int | None = None
     mask_to_tissue: bool = True
+    cascade: str = "auto"
 
 
 @dataclass
