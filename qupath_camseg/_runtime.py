@@ -42,7 +42,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Environment variable fixing the intra-op threads of a CPU run (no automatic sizing).
+#: Environment variable fixing the intra-op threads of a CPU run (``N``), or ``off``: leave them alone.
 THREADS_ENV = "QCAMSEG_THREADS"
 
 _VERSIONED = ("torch", "numpy", "tiffslide", "tifffile", "shapely", "openslide-python")
@@ -191,11 +191,13 @@ class CpuThreads:
     """The intra-op threads of a CPU run, kept at the cores actually free.
 
     Free cores: this process's share of the node (:func:`_node_share`: affinity, container quota,
-    ``torchrun`` processes on the node) less what other processes keep busy (measured) less
-    ``busy_workers`` (cores this run's own loader processes are expected to use). Measured at the
-    start (over ``sample_s``) and again every ``every_s`` seconds by :meth:`tick`, which must be
-    called from the thread that runs the model (OpenMP's thread count is per calling thread).
-    ``QCAMSEG_THREADS=N`` (or ``OMP_NUM_THREADS``) fixes the count instead; GPUs are left alone.
+    ``torchrun`` processes on the node; at most torch's own default, the physical cores) less what
+    other processes keep busy (measured) less ``busy_workers`` (cores this run's own loader
+    processes are expected to use). Measured at the start (over ``sample_s``) and again every
+    ``every_s`` seconds by :meth:`tick`, which must be called from the thread that runs the model
+    (OpenMP's thread count is per calling thread). ``QCAMSEG_THREADS=N`` fixes the count;
+    left alone: GPUs, ``QCAMSEG_THREADS=off``, a count set by ``OMP_NUM_THREADS``, and one the
+    caller set with ``torch.set_num_threads`` (anything but torch's default or our last choice).
     """
 
     def __init__(self, device: str, *, busy_workers: float = 0.0, sample_s: float = 0.2,
@@ -203,14 +205,16 @@ class CpuThreads:
         import torch
 
         self._torch, self.busy_workers, self.every_s = torch, busy_workers, every_s
-        fixed = os.environ.get(THREADS_ENV)
-        self.auto = device == "cpu" and not fixed and "OMP_NUM_THREADS" not in os.environ
+        fixed = os.environ.get(THREADS_ENV, "").strip()
+        self._default = _torch_default_threads(torch)
+        self.auto = (device == "cpu" and not fixed and "OMP_NUM_THREADS" not in os.environ
+                     and torch.get_num_threads() in (self._default, _LAST_SET[0]))
         self._sampler: _CpuSampler | None = None
         self._next = math.inf
-        if fixed:
+        self.threads = torch.get_num_threads()
+        if fixed.isdigit() and device == "cpu":
             self._set(max(1, int(fixed)))
         if not self.auto:
-            self.threads = torch.get_num_threads()
             return
         try:
             self._sampler = _CpuSampler()
@@ -223,7 +227,7 @@ class CpuThreads:
 
     def free(self, busy_elsewhere: float) -> int:
         """Threads for ``busy_elsewhere`` cores in use by others (at least 1)."""
-        share = _node_share()
+        share = min(_node_share(), float(self._default))
         free = min(share, float(cpu_count()) - busy_elsewhere) - self.busy_workers
         return max(1, min(int(share), math.floor(free + 0.5)))
 
@@ -231,14 +235,32 @@ class CpuThreads:
         if self._torch.get_num_threads() != n:
             log.debug("intra-op threads: %d -> %d", self._torch.get_num_threads(), n)
             self._torch.set_num_threads(n)
-        self.threads = n
+        self.threads = _LAST_SET[0] = n
 
     def tick(self) -> None:
-        """Between steps: re-measure and resize the threads every ``every_s`` seconds (cheap otherwise)."""
+        """Between steps: re-measure and resize the threads every ``every_s`` seconds (cheap
+        otherwise); stops for good if someone else changed the count meanwhile."""
         if self._sampler is None or time.monotonic() < self._next:
+            return
+        if self._torch.get_num_threads() != self.threads:
+            self._sampler = None
             return
         self._set(self.free(self._sampler.busy_elsewhere()))
         self._next = time.monotonic() + self.every_s
+
+
+#: The thread count this module set last (``[None]``: none yet): a count it may change again.
+_LAST_SET: list[int | None] = [None]
+
+
+def _torch_default_threads(torch: object) -> int:
+    """torch's own intra-op default on this machine: the physical cores (``psutil``), else all."""
+    try:
+        import psutil
+
+        return max(1, int(psutil.cpu_count(logical=False) or os.cpu_count() or 1))
+    except ImportError:
+        return max(1, os.cpu_count() or 1)
 
 
 _CPU_THREADS: tuple[tuple[object, ...], CpuThreads] | None = None
@@ -249,8 +271,10 @@ def configure_cpu_threads(device: str, *, busy_workers: float = 0.0) -> int:
     and prediction both call this before their loop, then :func:`cpu_threads_tick` between steps.
     Measured once per process (0.2 s) and settings, re-checked by the ticks. Returns the count."""
     global _CPU_THREADS
+    import torch
+
     key = (device == "cpu", busy_workers, os.environ.get(THREADS_ENV), os.environ.get("OMP_NUM_THREADS"))
-    if _CPU_THREADS is None or _CPU_THREADS[0] != key:
+    if _CPU_THREADS is None or _CPU_THREADS[0] != key or torch.get_num_threads() != _CPU_THREADS[1].threads:
         _CPU_THREADS = (key, CpuThreads(device, busy_workers=busy_workers))
     return _CPU_THREADS[1].threads
 

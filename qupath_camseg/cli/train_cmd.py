@@ -139,6 +139,7 @@ def _split_names(values: tuple[str, ...]) -> tuple[str, ...]:
               help="Only add a screening model to the trained model folder --out (for predict --cascade).")
 @click.option("--no-screen", is_flag=True,
               help="Do not train the screening model (predict then runs one full pass over all tissue).")
+@click.option("--screen-steps", type=click.IntRange(min=1), default=None, hidden=True)
 def train(
     project: Path,
     out_dir: Path | None,
@@ -168,6 +169,7 @@ def train(
     quiet: bool,
     screen_only: bool,
     no_screen: bool,
+    screen_steps: int | None,
 ) -> None:
     """Train a segmentation model on PROJECT's annotations (a QuPath project folder or .qpproj).
 
@@ -198,14 +200,14 @@ def train(
     )
     rank, world_size, _ = env_rank()
     if screen_only:
-        _screen_only(project, out_dir, config, quiet=quiet)
+        _screen_only(project, out_dir, config, quiet=quiet, steps=screen_steps)
         return
     if out_dir is None and not resume and world_size == 1:  # torchrun: rank 0 picks the folder
         out_dir = default_out_dir(project)
     try:
         result = run_train(project, out_dir, config, resume=resume, progress=not quiet)
         if not no_screen:
-            _screen_after(project, result, config, world_size=world_size, quiet=quiet)
+            _screen_after(project, result, config, world_size=world_size, quiet=quiet, steps=screen_steps)
     except KeyboardInterrupt:
         where = f" --out {out_dir}" if out_dir is not None else ""
         click.echo(
@@ -216,19 +218,19 @@ def train(
         _report(project, result)
 
 
-def _screen_only(project: Path, out_dir: Path | None, config: TrainConfig, *, quiet: bool) -> None:
+def _screen_only(project: Path, out_dir: Path | None, config: TrainConfig, *, quiet: bool, steps: int | None) -> None:
     """``--screen``: add (or finish, or recalibrate) the screen of the model folder ``out_dir``."""
     from qupath_camseg.cli._screen import add_screen, main_run_config
 
     if out_dir is None:
         raise click.BadParameter("names the model folder to add the screen to", param_hint="--out")
     main_config, val = main_run_config(out_dir, config)
-    add_screen(project, out_dir, main_config, val, progress=not quiet)
+    add_screen(project, out_dir, main_config, val, progress=not quiet, steps=steps)
     click.echo(f"model: {out_dir} (with its screen: qcamseg predict {project} --model {out_dir})")
 
 
 def _screen_after(project: Path, result: dict[str, Any], config: TrainConfig, *, world_size: int,
-                  quiet: bool) -> None:
+                  quiet: bool, steps: int | None) -> None:
     """After the model: its screen (one process; under torchrun it is left for ``--screen``)."""
     from qupath_camseg.cli._screen import add_screen
 
@@ -236,7 +238,7 @@ def _screen_after(project: Path, result: dict[str, Any], config: TrainConfig, *,
         click.echo(f"the screen is not trained under torchrun; add it with: qcamseg train {project} --out "
                    f"{result['out_dir']} --screen", err=True)
         return
-    add_screen(project, Path(result["out_dir"]), config, tuple(result["val_images"]), progress=not quiet)
+    add_screen(project, Path(result["out_dir"]), config, tuple(result["val_images"]), progress=not quiet, steps=steps)
 
 
 def _arch(name: str | None, *, width: int | None, depth: int | None, encoder: str | None) -> dict[str, Any] | None:

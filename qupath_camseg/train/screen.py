@@ -4,7 +4,8 @@ annotations and the same split as the main model (``predict --cascade``).
 :func:`train_screen` trains it into ``MODEL_DIR/screen/`` (an ordinary run folder: metrics,
 checkpoints; rerunning resumes, a finished run returns at once) with :func:`screen_config`'s
 settings: ``mpp`` 4 µm/px (twice the model's when that is coarser), 64 px tiles, width 8,
-depth 3, batch 16, at least 300 steps. :func:`calibration_truth` gives the validation slides and
+depth 3, batch 16, four times the model's steps (100 to 5,000: a screen step costs a few hundredth
+of a model step). :func:`calibration_truth` gives the validation slides and
 their annotations, on which :func:`~qupath_camseg.predict.screen_calibrate.calibrate_screen`
 chooses the threshold; the command line then adds both to the bundle
 (:func:`~qupath_camseg.model.bundle.save_screen`).
@@ -35,8 +36,8 @@ SCREEN_DIR = "screen"
 @dataclass(frozen=True)
 class ScreenSettings:
     """The screen's size: ``mpp`` (µm/px; ``None``: 4, or twice the model's if coarser),
-    ``tile_px``, U-Net ``width``/``depth``, ``steps`` (``None``: the model's, at least 300) and
-    ``batch_size``."""
+    ``tile_px``, U-Net ``width``/``depth``, ``steps`` (``None``: four times the model's, 100 to
+    5,000) and ``batch_size``."""
 
     mpp: float | None = None
     tile_px: int = 64
@@ -52,7 +53,7 @@ def screen_config(main: TrainConfig, settings: ScreenSettings | None = None, *,
     run's validation slides), seed and device, at the screen's size."""
     st = settings or ScreenSettings()
     main_steps = main.steps or (main.epochs or 10) * math.ceil(main.tiles_per_epoch / main.batch_size)
-    steps = st.steps or max(300, main_steps)
+    steps = st.steps or min(5000, max(100, 4 * main_steps))
     return dataclasses.replace(
         main, mpp=st.mpp or max(4.0, 2 * main.mpp), tile_px=st.tile_px, batch_size=st.batch_size, steps=steps,
         epochs=None, tiles_per_epoch=st.batch_size * math.ceil(steps / 3),
