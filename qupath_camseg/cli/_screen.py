@@ -43,9 +43,11 @@ def add_screen(project: Path, model_dir: Path, main_config: Any, val_images: tup
     from qupath_camseg.train.screen import SCREEN_DIR, ScreenSettings, calibration_truth, screen_config, train_screen
 
     config = screen_config(main_config, ScreenSettings(steps=steps), val_images=val_images)
-    click.echo(f"training the screen ({config.mpp:g} µm/px, {config.tile_px} px tiles, {config.steps} steps) "
-               f"in {model_dir / SCREEN_DIR}", err=True)
-    train_screen(project, model_dir, config, progress=progress)
+    click.echo(f"training the screen ({config.mpp:g} µm/px, {config.tile_px} px tiles) in {model_dir / SCREEN_DIR}",
+               err=True)
+    done = train_screen(project, model_dir, config, progress=progress, keep_length=steps is None)
+    click.echo(f"screen: {done['steps']} steps{' (resumed)' if done['resumed_from_step'] is not None else ''}",
+               err=True)
     run = load_model(model_dir / SCREEN_DIR, device=config.device)
     truth = [CalibrationSlide(*t) for t in calibration_truth(project, config)]
     screen = ScreenModel(run, {})

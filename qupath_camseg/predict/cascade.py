@@ -179,9 +179,10 @@ class Cascade:
         """``bool (h, w)``: pixels of full-map chunk ``(row, col)`` inside at least one computed tile."""
         x, y, w, h = self.plan.chunk_box(row, col)
         out = np.zeros((h, w), bool)
-        t = self.plan.tile_px
-        for ty in self.plan.tiles_overlapping(y, y + h):
-            for tx in self.plan.tiles_overlapping(x, x + w):
+        t, (ny, nx) = self.plan.tile_px, self.active.shape
+        rows, cols = self.plan.tiles_overlapping(y, y + h), self.plan.tiles_overlapping(x, x + w)
+        for ty in range(rows.start, min(rows.stop, ny)):  # (the ranges may run past the grid)
+            for tx in range(cols.start, min(cols.stop, nx)):
                 if self.active[ty, tx]:
                     oy, ox = self.plan.tile_origin(ty) - y, self.plan.tile_origin(tx) - x
                     out[max(0, oy):max(0, oy + t), max(0, ox):max(0, ox + t)] = True

@@ -14,6 +14,7 @@ chooses the threshold; the command line then adds both to the bundle
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -62,11 +63,18 @@ def screen_config(main: TrainConfig, settings: ScreenSettings | None = None, *,
 
 
 def train_screen(project: str | os.PathLike[str], model_dir: str | os.PathLike[str], config: TrainConfig, *,
-                 progress: bool = False) -> dict[str, Any]:
+                 progress: bool = False, keep_length: bool = True) -> dict[str, Any]:
     """Train (or resume, or find finished) the screen of ``model_dir`` in ``model_dir/screen/``
-    with ``config`` (from :func:`screen_config`); returns :func:`~qupath_camseg.train.loop.train`'s summary."""
+    with ``config`` (from :func:`screen_config`); a run already there keeps its own settings but
+    the runtime ones (and its length unless ``keep_length`` is false). Returns
+    :func:`~qupath_camseg.train.loop.train`'s summary."""
     out = Path(model_dir) / SCREEN_DIR
-    return train(project, out, config, resume=(out / CHECKPOINT_NAME).is_file(), progress=progress)
+    resume = (out / CHECKPOINT_NAME).is_file()
+    if resume and (out / "train_config.json").is_file():
+        saved = TrainConfig.from_json(json.loads((out / "train_config.json").read_text(encoding="utf-8"))["config"])
+        config = dataclasses.replace(saved, device=config.device, workers=config.workers, amp=config.amp,
+                                     steps=saved.steps if keep_length else config.steps)
+    return train(project, out, config, resume=resume, progress=progress)
 
 
 def calibration_truth(project: str | os.PathLike[str], config: TrainConfig
