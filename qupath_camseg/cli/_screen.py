@@ -38,9 +38,20 @@ def add_screen(project: Path, model_dir: Path, main_config: Any, val_images: tup
     """Train the screen of ``model_dir`` (resuming its run when there is one; ``steps`` overrides
     its length), calibrate it on the validation slides and save it into the bundle; returns the
     screen's ``model.json`` section."""
-    from qupath_camseg.model import ScreenModel, load_model, read_model_config, save_screen
+    from qupath_camseg.model import (
+        ScreenModel,
+        load_model,
+        read_model_config,
+        save_screen,
+    )
     from qupath_camseg.predict import CalibrationSlide, PredictOptions, calibrate_screen
-    from qupath_camseg.train.screen import SCREEN_DIR, ScreenSettings, calibration_truth, screen_config, train_screen
+    from qupath_camseg.train.screen import (
+        SCREEN_DIR,
+        ScreenSettings,
+        calibration_truth,
+        screen_config,
+        train_screen,
+    )
 
     config = screen_config(main_config, ScreenSettings(steps=steps), val_images=val_images)
     click.echo(f"training the screen ({config.mpp:g} µm/px, {config.tile_px} px tiles) in {model_dir / SCREEN_DIR}",

@@ -11,15 +11,20 @@ import json
 
 import numpy as np
 import pytest
+from test_predict import DarknessNet, _store_map
 
 from qupath_camseg.model import LoadedModel, ModelConfig, ScreenModel
-from qupath_camseg.predict import ChunkStore, PredictOptions, TilePlan, examined_tiles, predict_slide
+from qupath_camseg.predict import (
+    ChunkStore,
+    PredictOptions,
+    TilePlan,
+    examined_tiles,
+    predict_slide,
+)
 from qupath_camseg.predict.cascade import ScreenPass
 from qupath_camseg.predict.roi import active_tiles
 from qupath_camseg.synthetic import write_synthetic_slide
 from qupath_camseg.wsi import detect_tissue, open_slide
-
-from test_predict import DarknessNet, _store_map  # noqa: E402 (the same test doubles)
 
 SCREEN_MPP = 8.0
 LUT = [round(min(1.0, i / 255 * 0.5), 4) for i in range(256)]  # a calibration that halves the screen

@@ -17,7 +17,7 @@ from qupath_camseg.predict import ChunkStore, ChunkSummaries, TilePlan, build_ob
 from qupath_camseg.predict.regions import chunk_regions, resolve_seams
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from reference_regions import reference_pieces, reference_regions  # noqa: E402
+from reference_regions import reference_pieces, reference_regions
 
 CHUNK = 64
 DS = 4.0  # level-0 px per map px; slide 0.25 µm/px → a map px is 1 µm, 1 µm² per map px

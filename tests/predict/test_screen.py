@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_predict import DarknessNet
 
 from qupath_camseg.cli import main
 from qupath_camseg.errors import ModelBundleError
@@ -27,10 +28,13 @@ from qupath_camseg.model import (
     save_bundle,
     save_screen,
 )
-from qupath_camseg.predict import CalibrationSlide, PredictOptions, calibrate_screen, choose_threshold
+from qupath_camseg.predict import (
+    CalibrationSlide,
+    PredictOptions,
+    calibrate_screen,
+    choose_threshold,
+)
 from qupath_camseg.synthetic import write_synthetic_slide
-
-from test_predict import DarknessNet  # noqa: E402 (the same test double)
 
 
 def _config(mpp: float, width: int = 4) -> ModelConfig:
@@ -50,7 +54,7 @@ def test_screen_is_saved_beside_the_model_and_old_folders_load(tmp_path):
     save_screen(tmp_path, screen_net, _config(4.0, width=8), {"threshold": 0.25, "recall": 0.995,
                                                                  "kept_tissue_fraction": 0.1})
     assert (tmp_path / "model.safetensors").read_bytes() == weights_before  # the model is untouched
-    model, cfg = load_bundle(tmp_path)  # loads as before (the screen section is extra)
+    _, cfg = load_bundle(tmp_path)  # loads as before (the screen section is extra)
     assert cfg.screen is not None and cfg.screen["weights"] == SCREEN_WEIGHTS_NAME
     assert cfg.screen["mpp"] == 4.0 and cfg.screen["threshold"] == 0.25 and len(cfg.screen["sha256"]) == 64
     lm = load_model(tmp_path, device="cpu")
