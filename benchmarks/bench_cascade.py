@@ -6,15 +6,16 @@
 
 1. **Model** (cached in ``--workdir``): the default U-Net (width 32, depth 4, 0.5 µm/px) trained by
    ``qcamseg train`` on a synthetic project (4 slides of 6144² at 0.25 µm/px + 1 tumour-free,
-   seed 0), ``--train-steps`` steps of ``--train-batch`` tiles of ``--train-tile`` px (on a CPU
-   the full 512² batch of 8 is out of reach: 256² tiles, batch 4), with its screen (4 µm/px, the
-   default size, ``--screen-steps`` steps) chosen on the held-out slide ``tumor_003.tif``.
+   seed 0), ``--train-steps`` steps of ``--train-batch`` tiles of ``--train-tile`` px (on 2 CPU
+   cores the default 512² batch of 8 is out of reach: 80 steps of 8 × 128², an early model), with
+   its screen (4 µm/px, the default size, ``--screen-steps`` steps) chosen on the held-out slide
+   ``tumor_003.tif``.
 2. **Slides** (cached): a QuPath project of two held-out synthetic slides at 0.5 µm/px, sized so
    the tissue covers about ``--tissue-mm2`` mm²: ``tumor_001.tif`` whose metastases are scaled to
    ``--tumour-fraction`` of the tissue (default 2 %: most Camelyon16 tumour slides hold well under
    10 %, many only micro-metastases) and the tumour-free ``normal_002.tif``. A Camelyon-size slide
    (~300 mm² of tissue) would take hours in a single pass on 2 cores, so the CPU default is a
-   smaller slide (12 mm²: a few minutes single pass); ``--tissue-mm2`` sets it. ``--camelyon``
+   smaller slide (4 mm²: a few minutes single pass on a quiet machine); ``--tissue-mm2`` sets it. ``--camelyon``
    (for a GPU machine) writes Camelyon-size slides instead (23.8 × 53.7 mm at 0.5 µm/px, 25 %
    tissue, ``bench_camelyon.py``'s writer: exact coarse levels, level 0 from rendered tile
    variants chosen by the truth; metastases scaled to ``--tumour-fraction`` as above).
@@ -230,11 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "qcamseg-bench-cascade")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--tissue-mm2", type=float, default=12.0)
+    ap.add_argument("--tissue-mm2", type=float, default=4.0)
     ap.add_argument("--tumour-fraction", type=float, default=0.02)
-    ap.add_argument("--train-steps", type=int, default=150)
-    ap.add_argument("--train-tile", type=int, default=256)
-    ap.add_argument("--train-batch", type=int, default=4)
+    ap.add_argument("--train-steps", type=int, default=80)
+    ap.add_argument("--train-tile", type=int, default=128)
+    ap.add_argument("--train-batch", type=int, default=8)
     ap.add_argument("--screen-steps", type=int, default=1500)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--camelyon", action="store_true", help="Camelyon-size slides (a GPU machine)")

@@ -72,7 +72,7 @@ _ARGS: dict[str, dict[str, list[str]]] = {
         "read": ["--synthetic-px", "2048", "--reads", "32", "--repeats", "2"],
         "pipeline": ["--size", "8192", "--repeats", "1", "--readers", "threads", "processes"],
         "camelyon": ["--width-mm", "3", "--height-mm", "6", "--models", "default", "--model-only-tiles", "16"],
-        "cascade": ["--tissue-mm2", "4"],
+        "cascade": ["--tissue-mm2", "2"],
     },
     "full": {
         "predict": ["--sizes", "6000", "20000", "60000", "--throughput-size", "6000", "--repeats", "2"],
