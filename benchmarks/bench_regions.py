@@ -57,7 +57,7 @@ def _unet_store(case: str, work: Path, device: str) -> tuple[Any, dict[str, Any]
     from qupath_camseg.synthetic import write_synthetic_project, write_synthetic_slide
 
     side, train_args = _UNET[case]
-    project, model = work / "project", work / f"model-{case}"
+    project, model = work / "project", work / f"model-{case}-{train_args[-1]}steps"
     if not (project / "project.qpproj").is_file():
         write_synthetic_project(project, slides=3, width=4096, height=4096, seed=0, overwrite=True, door="files")
     if not (model / "model.json").is_file():
