@@ -1,12 +1,12 @@
 """Training and prediction beside another PyTorch job (issue 18): how much slower under load?
 
     python benchmarks/bench_load.py                               # this checkout, 1 round
-    git worktree add /tmp/qcamseg-before <commit>                 # the code before the fix
+    mkdir /tmp/qcamseg-before && git archive <commit> | tar -x -C /tmp/qcamseg-before   # the code before
     python benchmarks/bench_load.py --before /tmp/qcamseg-before --rounds 2
 
 With the demo's settings (``qcamseg demo --size quick``: 4 synthetic 4096² slides + 1 tumour-free,
 ``train --mpp 2.0 --tile 128 --width 8 --depth 3 --steps 40 --batch-size 8``, then ``predict`` of
-the held-out slide, single pass), each command runs in a fresh process, alone and beside a
+the held-out slide, single pass; the model only, no screen), each command runs in a fresh process, alone and beside a
 competing 2-thread PyTorch process (``torch_competitor.py``: a CNN's forward/backward loop with
 torch's default OpenMP settings, started 3 s before), and optionally beside a single-threaded
 CPU hog (``--hog``). With ``--before``, the same commands run from that checkout too, interleaved
@@ -52,9 +52,9 @@ def _predict_args(work: Path, model: Path, src_tag: str) -> list[str]:
 
 def _timed(args: list[str], src: Path, extra: list[str] | None = None) -> float:
     """Seconds one ``qcamseg`` command takes in a fresh process (``python -m qupath_camseg``)."""
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # cwd=src: ``python -m`` puts the working folder first on sys.path
     subprocess.run([sys.executable, "-m", "qupath_camseg", *args, *(extra or [])], env=_env(src), check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, cwd=src)
     return time.perf_counter() - t0
 
 
@@ -87,10 +87,11 @@ def run(work: Path, versions: dict[str, Path], conditions: list[str], rounds: in
             for cond in conditions:
                 comp = _competitor(cond)
                 try:
-                    t_train = _timed(_train_args(work, work / f"model-{tag}-{cond}-{r}"), src)
+                    no_screen = _if_known(src, "train_cmd.py", "--no-screen")  # the model only, as before
+                    t_train = _timed(_train_args(work, work / f"model-{tag}-{cond}-{r}"), src, no_screen)
                     if not (model / "model.json").is_file():
-                        _timed(_train_args(work, model), src)
-                    t_pred = _timed(_predict_args(work, model, tag), src, _predict_extra(src))
+                        _timed(_train_args(work, model), src, no_screen)
+                    t_pred = _timed(_predict_args(work, model, tag), src, _if_known(src, "predict_cmd.py", "--cascade", "off"))
                 finally:
                     if comp is not None:
                         comp.kill()
@@ -102,10 +103,10 @@ def run(work: Path, versions: dict[str, Path], conditions: list[str], rounds: in
     return times
 
 
-def _predict_extra(src: Path) -> list[str]:
-    """``--cascade off`` where the checkout knows it (a single pass either way)."""
-    text = (src / "qupath_camseg" / "cli" / "predict_cmd.py").read_text(encoding="utf-8")
-    return ["--cascade", "off"] if "--cascade" in text else []
+def _if_known(src: Path, module: str, option: str, *value: str) -> list[str]:
+    """``[option, *value]`` where the checkout's ``cli/<module>`` knows the option, else nothing."""
+    text = (src / "qupath_camseg" / "cli" / module).read_text(encoding="utf-8")
+    return [option, *value] if f'"{option}"' in text else []
 
 
 def _table(times: dict[str, Any], conditions: list[str]) -> str:
