@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -88,7 +89,9 @@ def run(work: Path, versions: dict[str, Path], conditions: list[str], rounds: in
                 comp = _competitor(cond)
                 try:
                     no_screen = _if_known(src, "train_cmd.py", "--no-screen")  # the model only, as before
-                    t_train = _timed(_train_args(work, work / f"model-{tag}-{cond}-{r}"), src, no_screen)
+                    run_dir = work / f"model-{tag}-{cond}-{r}"
+                    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time
+                    t_train = _timed(_train_args(work, run_dir), src, no_screen)
                     if not (model / "model.json").is_file():
                         _timed(_train_args(work, model), src, no_screen)
                     t_pred = _timed(_predict_args(work, model, tag), src, _if_known(src, "predict_cmd.py", "--cascade", "off"))
