@@ -17,7 +17,7 @@ mkdir -p .whl/data/svs
   tiffslide==3.0.1 zarr==3.1.6 donfig==0.8.1.post1 google-crc32c==1.9.0 numcodecs==0.16.6 \
   imagecodecs==2026.3.6 tifffile==2026.3.3 shapely==2.2.0 defusedxml==0.7.1 geojson==3.3.0 \
   paquo==0.9.0 jpype1==1.7.1 dynaconf==3.3.5 \
-  openslide-python==1.4.7 openslide-bin==4.0.1.2 segmentation-models-pytorch==0.6.0
+  openslide-python==1.4.7 openslide-bin==4.0.1.2 segmentation-models-pytorch==0.6.0 psutil==7.2.2
 # Everything else they need (torch, numpy, click, pillow, scikit-image, matplotlib, tqdm, safetensors,
 # fsspec, pyyaml, packaging, timm, torchvision, huggingface-hub) is in the image (KINDS.md).
 SHARED=${QCAMSEG_SHARED_DATA:-../shared/data}

@@ -19,7 +19,10 @@ its own row):
 * ``read``     - :mod:`bench_read`: tiffslide vs OpenSlide tile reads on a synthetic pyramid and
   on CMU-1-small-region.svs;
 * ``camelyon`` - :mod:`bench_camelyon`: a Camelyon-size slide through ``qcamseg predict`` with
-  the default model and a ResNet-34 U-Net (GPU default; opt-in on a CPU: it takes an hour there).
+  the default model and a ResNet-34 U-Net (GPU default; opt-in on a CPU: it takes an hour there);
+* ``cascade``  - :mod:`bench_cascade`: cascade vs single pass on a tumour slide and a tumour-free
+  one, the default model and its screen trained first (Dice, FROC, speed-up; opt-in: ``--sections
+  cascade``; on cuda Camelyon-size slides).
 
 Ratios measured within one run, not absolute times, are the figures of merit: the machine may be
 shared (the load average is recorded before and after every section). The JSON goes to
@@ -44,7 +47,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("camelyon", "pipeline", "predict", "memory", "train", "read")
+SECTIONS = ("camelyon", "cascade", "pipeline", "predict", "memory", "train", "read")
+#: Sections run only when named (``--sections``): they train a model first.
+OPT_IN = ("cascade",)
 SCHEMA = "qupath-camseg benchmarks v1"
 
 #: Arguments of each benchmark script by mode; ``{cpus}`` is the CPU count.
@@ -58,6 +63,8 @@ _ARGS: dict[str, dict[str, list[str]]] = {
         "pipeline": ["--size", "2048", "--repeats", "1", "--workers", "2", "--readers", "threads", "processes"],
         "camelyon": ["--width-mm", "1", "--height-mm", "1", "--models", "default", "--model-only-tiles", "2",
                      "--predict-args", "--workers 1 --batch-size 2", "--batch-size", "2", "--gen-workers", "1"],
+        "cascade": ["--tissue-mm2", "0.6", "--train-steps", "2", "--train-tile", "64", "--train-batch", "2",
+                    "--screen-steps", "10"],
     },
     "quick": {
         "predict": ["--sizes", "6000", "20000", "60000", "--throughput-size", "6000", "--repeats", "1"],
@@ -65,6 +72,7 @@ _ARGS: dict[str, dict[str, list[str]]] = {
         "read": ["--synthetic-px", "2048", "--reads", "32", "--repeats", "2"],
         "pipeline": ["--size", "8192", "--repeats", "1", "--readers", "threads", "processes"],
         "camelyon": ["--width-mm", "3", "--height-mm", "6", "--models", "default", "--model-only-tiles", "16"],
+        "cascade": ["--tissue-mm2", "2"],
     },
     "full": {
         "predict": ["--sizes", "6000", "20000", "60000", "--throughput-size", "6000", "--repeats", "2"],
@@ -72,6 +80,7 @@ _ARGS: dict[str, dict[str, list[str]]] = {
         "read": ["--synthetic-px", "4096", "--reads", "64", "--repeats", "3"],
         "pipeline": ["--repeats", "2", "--readers", "threads", "processes"],
         "camelyon": ["--models", "default", "resnet34"],
+        "cascade": [],
     },
     "cuda": {
         "predict": ["--sizes", "6000", "20000", "60000", "--throughput-size", "20000", "--throughput-mpp", "0.5",
@@ -80,6 +89,8 @@ _ARGS: dict[str, dict[str, list[str]]] = {
         "read": ["--synthetic-px", "4096", "--reads", "128", "--threads", "1", "{cpus}", "--repeats", "2"],
         "pipeline": ["--size", "20000", "--workers", "{cpus}", "--batch-size", "32", "--repeats", "2", "--readers", "threads", "processes"],
         "camelyon": ["--models", "default", "resnet34"],
+        "cascade": ["--camelyon", "--train-tile", "512", "--train-batch", "8", "--train-steps", "400",
+                    "--screen-steps", "3000"],
     },
 }
 
@@ -271,6 +282,31 @@ def _rows(sections: dict[str, Any], device: str) -> list[tuple[str, str, str, st
                              f"{e['gflop_per_tile']:.0f} GFLOP/tile" if e.get("gflop_per_tile") else "", ""))
                 rows.append((name, f"{m}: predict_slide end to end", f"{p['tiles_per_s_predict_slide']:.1f} tiles/s",
                              f"{e['ratio_end_to_end']:.2f}×", verdict(e["ratio_end_to_end"], 0.5 if gpu else 0.7, True)))
+        if name == "cascade" and "times_s" in sec:
+            rows += _cascade_rows(sec)
+    return rows
+
+
+def _cascade_rows(sec: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """Cascade vs single pass: per slide the speed-up (≥ 5× tumour, ≥ 10× tumour-free), then the
+    held-out Dice (within 0.01) and FROC (within 0.02)."""
+    import statistics
+
+    rows: list[tuple[str, str, str, str, str]] = []
+    for slide, target in (("tumor_001.tif", 5.0), ("normal_002.tif", 10.0)):
+        t = {m: statistics.median(v) for m, v in sec["times_s"].get(slide, {}).items() if v}
+        if {"cascade", "single"} <= set(t):
+            up = t["single"] / t["cascade"]
+            ex = (sec["reports"][f"{slide}/cascade"].get("cascade") or {}).get("tissue_examined_fraction")
+            rows.append(("cascade", f"{slide}: cascade / single pass", f"{t['cascade']:.1f} / {t['single']:.1f} s",
+                         f"{up:.1f}× ({ex:.1%} examined)" if ex is not None else f"{up:.1f}×",
+                         f"≥ {target:g} {'ok' if up >= target else 'FAIL'}"))
+    sc = sec.get("scores", {})
+    for key, label, tol in (("dice_tumour_slide", "held-out Dice", 0.01), ("froc_score", "FROC", 0.02)):
+        a, b = sc.get("cascade", {}).get(key), sc.get("single", {}).get(key)
+        if a is not None and b is not None:
+            rows.append(("cascade", f"{label}: cascade / single pass", f"{a:.3f} / {b:.3f}", f"{a - b:+.3f}",
+                         f"≥ -{tol:g} {'ok' if a - b >= -tol else 'FAIL'}"))
     return rows
 
 
@@ -308,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(_rows(data["sections"], data["device"])))
         return 0
     mode_name = "smoke" if args.smoke else "quick" if args.quick else "cuda" if args.device == "cuda" else "full"
-    sections = list(args.sections or [s for s in SECTIONS if args.device == "cuda" or s != "camelyon"])
+    sections = list(args.sections or [s for s in SECTIONS if (args.device == "cuda" or s != "camelyon")
+                                      and s not in OPT_IN])
     workdir = args.workdir or Path(tempfile.gettempdir()) / f"qcamseg-bench-{mode_name}"
     workdir.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -332,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs.append(("train", "bench_train.py", [*table["train"], *dev]))
     if "read" in sections:
         jobs.append(("read", "bench_read.py", [*table["read"], "--workdir", str(workdir / "read")]))
+    if "cascade" in sections:
+        jobs.append(("cascade", "bench_cascade.py", [*table["cascade"], *dev, "--workdir", str(workdir / "cascade")]))
     if "camelyon" in sections:
         jobs.append(("camelyon", "bench_camelyon.py", [*table["camelyon"], *shlex.split(args.camelyon_args), *dev,
                                                        "--workdir", str(workdir / "camelyon")]))

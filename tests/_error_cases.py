@@ -642,6 +642,13 @@ def _(ctx: Ctx) -> list[str]:
     return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), "--init", str(ctx.tmp / "runs"), *_TINY]
 
 
+@case("train-screen-without-model", "train", "--screen on a folder that holds no trained model",
+      "train the model first (without --screen), then add the screen", "m", "has no model.json",
+      "train the model first")
+def _(ctx: Ctx) -> list[str]:
+    return ["train", str(ctx.project()), "--out", str(ctx.tmp / "m"), "--screen", "-q"]
+
+
 # ========================================================== predict (fails before any inference)
 @case("predict-missing-model", "predict", "--model does not exist", "train one with qcamseg train",
       "nomodel", "does not exist")
@@ -677,6 +684,18 @@ def _fine_model(ctx: Ctx) -> Path:
     cfg["mpp"] = 0.1  # finer than the slides' 0.25 µm/px
     (model / "model.json").write_text(json.dumps(cfg))
     return model
+
+
+@case("predict-screen-missing", "predict", "model.json lists a screen but screen.safetensors is gone",
+      "add the screen again with train --screen, or predict with --cascade off", "model",
+      "screen.safetensors", "--cascade off")
+def _(ctx: Ctx) -> list[str]:
+    model = ctx.model()
+    cfg = json.loads((model / "model.json").read_text())
+    cfg["screen"] = {**{k: cfg[k] for k in ("arch", "mpp", "tile_px", "classes")}, "mpp": 4.0,
+                     "weights": "screen.safetensors", "threshold": 0.2}
+    (model / "model.json").write_text(json.dumps(cfg))
+    return ["predict", str(ctx.project()), "--model", str(model), "--images", "tumor_001.tif", "--progress", "none"]
 
 
 @case("predict-model-finer-than-slide", "predict", "model trained at a finer µm/px than the slide has",

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests choose their own torch thread counts (determinism): no automatic sizing to the free cores,
+# here or in the commands they start (tests of the sizing itself unset this).
+os.environ.setdefault("QCAMSEG_THREADS", "off")
 SHARED_DATA = Path(os.environ.get("QCAMSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

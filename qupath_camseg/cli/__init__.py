@@ -110,8 +110,10 @@ def _os_message(err: OSError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``qcamseg`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    from qupath_camseg._runtime import prefer_passive_omp_wait
     from qupath_camseg.errors import CamsegError
 
+    prefer_passive_omp_wait()  # before any command imports torch (OpenMP reads it once)
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:

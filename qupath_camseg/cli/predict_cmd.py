@@ -160,11 +160,14 @@ class _Reporter:
 @click.option("--suggest", type=click.IntRange(min=0), default=20, show_default=True,
               help="Add up to N small 'camseg Review' boxes where the model is least sure: where a look "
                    "(and a correction) teaches it most. 0: none.")
+@click.option("--cascade", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="auto: when the model folder has a screen, screen all tissue at its coarse pixel size and run the "
+                   "full model only near what it flags; off: one full pass over all tissue.")
 def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | None, out_dir: Path | None,
             threshold: float, device: str, batch_size: int, workers: int | None, readers: str, overwrite: bool, progress_mode: str,
             slide_mpp: float | None, overlap: float, compile_model: bool, no_tissue_mask: bool, no_project_write: bool,
             chunk_px: int, stain_norm: str, door: str, tissue: str,
-            suggest: int) -> None:
+            suggest: int, cascade: str) -> None:
     """Tumour probability maps, tile measurements and tumour outlines for whole slides.
 
     PROJECT_OR_SLIDE is a QuPath project (folder or project.qpproj) or one slide file. Results go
@@ -193,7 +196,7 @@ def predict(target: Path, model_dir: Path, images: tuple[str, ...], roi: Path | 
         opts = PredictOptions(threshold=threshold, overlap=overlap, batch_size=batch_size, workers=workers, readers=readers,
                               device=device, slide_mpp=slide_mpp, roi=str(roi) if roi else None,
                               overwrite=overwrite, chunk_px=chunk_px, compile=compile_model, tissue=tissue,
-                              stain_norm=stain_norm, suggest=suggest)
+                              stain_norm=stain_norm, suggest=suggest, cascade=cascade)
         model = load_model(model_dir, device=device)
         if _is_project(target):
             if out_dir is not None:

@@ -154,6 +154,11 @@ def _split_names(values: tuple[str, ...]) -> tuple[str, ...]:
     help="Fine-tune: start from this model folder's weights, architecture, --mpp, --tile and --classes "
     "[default schedule then: 3 epochs at --lr 3e-4]. model.json records the parent and the annotations added since.",
 )
+@click.option("--screen", "screen_only", is_flag=True,
+              help="Only add a screening model to the trained model folder --out (for predict --cascade).")
+@click.option("--no-screen", is_flag=True,
+              help="Do not train the screening model (predict then runs one full pass over all tissue).")
+@click.option("--screen-steps", type=click.IntRange(min=1), default=None, hidden=True)
 def train(
     project: Path,
     out_dir: Path | None,
@@ -184,6 +189,9 @@ def train(
     stain_norm: str | None,
     door: str,
     init_dir: Path | None,
+    screen_only: bool,
+    no_screen: bool,
+    screen_steps: int | None,
 ) -> None:
     """Train a segmentation model on PROJECT's annotations (a QuPath project folder or .qpproj).
 
@@ -191,7 +199,8 @@ def train(
     negatives from tissue only), augmented (flips, rotations, H&E stain jitter, brightness,
     contrast, blur) and fed to a U-Net. Each epoch is validated on held-out slides (pixel Dice);
     the best model is kept in the output folder, ready for `qcamseg predict`. Interrupted? Rerun
-    with --resume.
+    with --resume. Then a small screening network is trained at 4 µm/px and its threshold chosen on
+    the validation slides (tumour-pixel recall ≥ 0.99), so that predict can skip normal tissue.
 
     \b
     Examples:
@@ -214,15 +223,19 @@ def train(
         init=str(init_dir.absolute()) if init_dir is not None else None,
     )
     rank, world_size, _ = env_rank()
+    if screen_only:
+        _screen_only(project, out_dir, config, quiet=quiet, steps=screen_steps)
+        return
     if out_dir is None and not resume and world_size == 1:  # torchrun: rank 0 picks the folder
         out_dir = default_out_dir(project)
     try:
         result = run_train(project, out_dir, config, resume=resume, progress=not quiet, on_data=_say_data)
+        if not no_screen:
+            _screen_after(project, result, config, world_size=world_size, quiet=quiet, steps=screen_steps)
     except KeyboardInterrupt:
         where = f" --out {out_dir}" if out_dir is not None else ""
-        click.echo(
-            f"Interrupted. Continue from the last checkpoint with: qcamseg train {project}{where} --resume", err=True
-        )
+        click.echo(f"Interrupted. Continue from the last checkpoint with: qcamseg train {project}{where} --resume",
+                   err=True)
         raise click.exceptions.Exit(130) from None
     if rank == 0:
         _report(project, result)
@@ -232,6 +245,31 @@ def _say_data(data: Any) -> None:
     """Which door the annotations came through, and how many per image (before the first step)."""
     counts = ", ".join(f"{name} {n}" for name, n in data.annotations.items())
     click.echo(f"annotations read through the {data.door} door ({counts})", err=True)
+
+
+def _screen_only(project: Path, out_dir: Path | None, config: TrainConfig, *, quiet: bool, steps: int | None) -> None:
+    """``--screen``: add (or finish, or recalibrate) the screen of the model folder ``out_dir``."""
+    from qupath_camseg.cli._screen import add_screen, main_run_config
+
+    if out_dir is None:
+        raise click.BadParameter("names the model folder to add the screen to", param_hint="--out")
+    main_config, val = main_run_config(out_dir, config)
+    add_screen(project, out_dir, main_config, val, progress=not quiet, steps=steps)
+    click.echo(f"model: {out_dir} (with its screen: qcamseg predict {project} --model {out_dir})")
+
+
+def _screen_after(project: Path, result: dict[str, Any], config: TrainConfig, *, world_size: int,
+                  quiet: bool, steps: int | None) -> None:
+    """After the model: its screen (one process; under torchrun it is left for ``--screen``)."""
+    from qupath_camseg.cli._screen import add_screen, main_run_config
+
+    if world_size > 1:
+        click.echo(f"the screen is not trained under torchrun; add it with: qcamseg train {project} --out "
+                   f"{result['out_dir']} --screen", err=True)
+        return
+    main_config, _ = main_run_config(Path(result["out_dir"]), config)  # as run (--init resolves mpp, classes, ...)
+    add_screen(project, Path(result["out_dir"]), main_config, tuple(result["val_images"]), progress=not quiet,
+               steps=steps)
 
 
 def _arch(name: str | None, *, width: int | None, depth: int | None, encoder: str | None) -> dict[str, Any] | None:

@@ -9,9 +9,9 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "bundle": ["CONFIG_NAME", "ModelConfig", "WEIGHTS_NAME", "load_bundle", "read_model_config", "save_bundle", "write_model_config"],
+        "bundle": ["CONFIG_NAME", "ModelConfig", "SCREEN_WEIGHTS_NAME", "WEIGHTS_NAME", "load_bundle", "load_screen_bundle", "read_model_config", "save_bundle", "save_screen", "write_model_config"],
         "calibration": ["Calibration"],
-        "loaded": ["LoadedModel", "compile_model", "load_model"],
+        "loaded": ["LoadedModel", "ScreenModel", "compile_model", "load_model", "load_screen"],
         "memory": ["forward_bytes"],
         "networks": ["DEFAULT_ARCH", "IMAGENET_MEAN", "IMAGENET_STD", "UNet", "build_model", "check_input_size", "input_multiple", "normalize_arch"],
     },

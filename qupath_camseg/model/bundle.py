@@ -4,7 +4,10 @@ A model folder (``MODEL_DIR``) holds::
 
     model.safetensors   the weights (safetensors: no code can hide in it)
     model.json          architecture, pixel size, tile size, classes and colours, input convention,
-                        package version, training summary
+                        package version, training summary; and, when there is one, a ``screen``
+                        section (:func:`save_screen`)
+    screen.safetensors  optional: a small screening network at a coarse pixel size, whose
+                        threshold was chosen on the validation slides (``predict --cascade``)
 
 ``save_bundle`` writes the weights first and ``model.json`` last, each atomically, so a folder
 with a ``model.json`` always has matching weights. ``load_bundle`` never unpickles: ``.pt``,
@@ -14,8 +17,9 @@ with a ``model.json`` always has matching weights. ``load_bundle`` never unpickl
 from __future__ import annotations
 
 import datetime as _dt
-import math
+import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,9 +40,10 @@ from qupath_camseg.model.networks import build_model, input_multiple, normalize_
 from qupath_camseg.wsi import StainReference
 
 __all__ = ["ModelConfig", "save_bundle", "load_bundle", "read_model_config", "WEIGHTS_NAME", "CONFIG_NAME",
-           "write_model_config"]
+           "write_model_config", "SCREEN_WEIGHTS_NAME", "save_screen", "load_screen_bundle"]
 
 WEIGHTS_NAME = "model.safetensors"
+SCREEN_WEIGHTS_NAME = "screen.safetensors"
 CONFIG_NAME = "model.json"
 _FORMAT = "qupath-camseg-model"
 _FORMAT_VERSION = 1
@@ -62,6 +67,7 @@ class ModelConfig:
     ``calibration``: the logit transform before the softmax
     (:class:`~qupath_camseg.model.calibration.Calibration`; ``None``: the raw softmax, as in
     folders written before it existed).
+    ``screen``: the screening network's section (``None``: none; see :func:`save_screen`).
     """
 
     arch: dict[str, Any]
@@ -73,6 +79,7 @@ class ModelConfig:
     training: dict[str, Any] = field(default_factory=dict)
     stain: dict[str, Any] | None = None  # the stain reference (``--stain-norm``); None: no normalisation
     calibration: Calibration | None = None
+    screen: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.arch = normalize_arch({**self.arch, "n_classes": len(self.classes)} if self.classes else self.arch)
@@ -110,6 +117,8 @@ class ModelConfig:
         data.pop("calibration")
         if self.calibration is not None:
             data["calibration"] = self.calibration.to_json()
+        if data.get("screen") is None:
+            data.pop("screen", None)  # as before screens existed: older versions read it
         data = {"format": _FORMAT, "format_version": _FORMAT_VERSION, **data}
         data["weights"] = WEIGHTS_NAME
         data["input"] = {
@@ -164,6 +173,7 @@ class ModelConfig:
                 training=dict(data.get("training") or {}),
                 stain=data.get("stain"),
                 calibration=calibration,
+                screen=dict(data["screen"]) if isinstance(data.get("screen"), dict) else None,
             )
         except ModelBundleError as err:
             raise ModelBundleError(f"{source}: {err}") from err
@@ -299,3 +309,49 @@ def load_bundle(
         ) from err
     model.eval()
     return model.to(device), config
+
+
+def save_screen(model_dir: str | os.PathLike[str], model: nn.Module, screen: ModelConfig,
+                calibration: dict[str, Any]) -> Path:
+    """Add a screening network to the model folder: ``screen.safetensors``, then ``model.json``
+    with a ``screen`` section (the screen's own config, its weights' SHA-256 and ``calibration``:
+    threshold, recall, kept tissue fraction, ...), each written atomically. The main weights are
+    untouched; a screen already there is replaced."""
+    folder = _resolve_folder(Path(model_dir))
+    config = read_model_config(folder)
+    module = getattr(model, "module", model)
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+    data = st_save(state, metadata={"format": _FORMAT, "format_version": str(_FORMAT_VERSION), "role": "screen"})
+    atomic_write_bytes(folder / SCREEN_WEIGHTS_NAME, data)
+    section = {k: v for k, v in screen.to_json().items() if k in ("arch", "mpp", "tile_px", "classes", "version",
+                                                                  "created", "training")}
+    config.screen = {"weights": SCREEN_WEIGHTS_NAME, "sha256": hashlib.sha256(data).hexdigest(), **section,
+                     **calibration}
+    atomic_write_json(folder / CONFIG_NAME, config.to_json())
+    return folder
+
+
+def load_screen_bundle(model_dir: str | os.PathLike[str], *, device: str | torch.device = "cpu"
+                       ) -> tuple[nn.Module, ModelConfig, dict[str, Any]] | None:
+    """The folder's screening network ``(model in eval mode on device, its config, the screen
+    section)``, or ``None`` when it has none. Safetensors only; a damaged screen raises
+    :class:`ModelBundleError` naming the fix."""
+    folder = _resolve_folder(Path(model_dir))
+    section = read_model_config(folder).screen
+    if section is None:
+        return None
+    source = f"{folder / CONFIG_NAME} (screen)"
+    fix = f"add it again with: qcamseg train PROJECT --out {folder} --screen, or predict with --cascade off"
+    config = ModelConfig.from_json({k: v for k, v in section.items() if k != "screen"}, source=source)
+    weights = folder / str(section.get("weights", SCREEN_WEIGHTS_NAME))
+    if weights.parent != folder or not weights.is_file():
+        raise ModelBundleError(f"{folder} lists a screen but has no {SCREEN_WEIGHTS_NAME}; {fix}")
+    try:
+        state = load_file(str(weights), device="cpu")
+        model = build_model(config.arch, pretrained=False)
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelBundleError(f"{weights} cannot be loaded as the screen in {CONFIG_NAME} ({first}); {fix}") from err
+    model.eval()
+    return model.to(device), config, section

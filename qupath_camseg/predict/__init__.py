@@ -15,7 +15,8 @@ from qupath_camseg._compat import moved_names as _moved_names
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "blending": ["BandWriter", "StripeAccumulator", "blend_window"],
+        "blending": ["BandWriter", "ChunkFill", "StripeAccumulator", "blend_window"],
+        "cascade": ["Cascade", "ScreenPass", "cascade_key", "context_px", "examined_tiles", "plan_cascade", "run_screen"],
         "chunks": ["ChunkStore", "TilePlan"],
         "inference": ["InferenceStats", "run_inference"],
         "objects": ["BACKGROUND_CLASS", "build_objects", "measure_tile_px"],
@@ -27,6 +28,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "slide": ["predict_slide"],
         "stain": ["STAIN_NORM_CHOICES", "SlideStain", "check_stain_norm", "slide_stain"],
         "suggestions": ["RANK_KEY", "REVIEW_CLASS", "REVIEW_NAME", "UNCERTAINTY_KEY", "chunk_uncertainty", "review_objects", "suggestion_sizes"],
+        "regions": ["ChunkRegions", "Seam", "chunk_regions", "resolve_seams", "trace_selected"],
+        "screen_calibrate": ["CalibrationSlide", "calibrate_screen", "choose_threshold"],
         "summaries": ["ChunkSummaries", "ChunkSummary", "summarize_chunk"],
         "tissue_source": ["TISSUE_MODES", "load_tissue", "resolve_tissue", "tissue_annotation", "tissue_key"],
         "tile_reader": ["BLOCK_CACHE_BYTES", "BlockCache", "PREFETCH_BATCHES", "ReaderArgs", "TileBatches", "TileReader", "thread_batches", "use_read_processes"],

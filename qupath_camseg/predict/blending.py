@@ -34,7 +34,10 @@ from qupath_camseg.annotations import rasterize
 from qupath_camseg.predict.chunks import ChunkStore, TilePlan
 from qupath_camseg.wsi import TissueMask
 
-__all__ = ["BandWriter", "StripeAccumulator", "blend_window"]
+__all__ = ["BandWriter", "ChunkFill", "StripeAccumulator", "blend_window"]
+
+#: ``fill(row, col, data) -> data``: replaces pixels of chunk ``(row, col)`` (``uint8 (n, h, w)``).
+ChunkFill = Callable[[int, int, npt.NDArray[np.uint8]], npt.NDArray[np.uint8]]
 
 
 def blend_window(tile_px: int, *, floor: float = 1e-2) -> npt.NDArray[np.float32]:
@@ -117,12 +120,16 @@ class BandWriter:
     (one chunk row, ``uint8 (n, chunk_px, stripe width)``) and writes each full band, from band
     ``b0`` on: the ``needed`` chunks, zeroed outside ``roi`` (level-0 geometry) and ``tissue``, go
     to ``store`` on the ``writer`` threads (their futures appended to ``pending``); ``on_chunk(row,
-    col)`` is called on the writer thread after each chunk is stored."""
+    col)`` is called on the writer thread after each chunk is stored. ``fill(row, col, data)``, when
+    given, may replace pixels of a chunk before the masks (the cascade fills what no computed
+    tile covers from its screen)."""
 
     def __init__(self, plan: TilePlan, store: ChunkStore, needed: npt.NDArray[np.bool_], roi: BaseGeometry | None,
                  c0: int, c1: int, b0: int, writer: Executor, pending: list[Future[None]],
-                 on_chunk: Callable[[int, int], None] | None = None, tissue: TissueMask | None = None) -> None:
+                 on_chunk: Callable[[int, int], None] | None = None, tissue: TissueMask | None = None,
+                 fill: ChunkFill | None = None) -> None:
         self.plan, self.store, self.needed, self.roi, self.tissue = plan, store, needed, roi, tissue
+        self.fill = fill
         self.c0, self.c1, self.x0 = c0, c1, c0 * plan.chunk_px
         self.width = min(c1 * plan.chunk_px, plan.map_size[0]) - self.x0
         self.y_min = b0 * plan.chunk_px
@@ -165,6 +172,8 @@ class BandWriter:
                 continue
             cx, cy, w, h = self.plan.chunk_box(b, c)
             data = self.buf[:, :h, cx - self.x0:cx - self.x0 + w].copy()
+            if self.fill is not None:
+                data = self.fill(b, c, data)
             if self.roi is not None:  # here, not on the writers: a shared prepared geometry is not thread-safe
                 data = _mask_roi(data, self.roi, (cx, cy, w, h), self.plan.ds)
             self.pending.append(self.writer.submit(self._write, b, c, data))

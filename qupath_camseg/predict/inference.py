@@ -24,10 +24,10 @@ import numpy.typing as npt
 import torch
 from shapely.geometry.base import BaseGeometry
 
-from qupath_camseg._runtime import mp_context
+from qupath_camseg._runtime import cpu_threads_tick, mp_context
 from qupath_camseg.errors import CamsegError, SlideReadError
 from qupath_camseg.model import Calibration, LoadedModel
-from qupath_camseg.predict.blending import BandWriter, StripeAccumulator, blend_window
+from qupath_camseg.predict.blending import BandWriter, ChunkFill, StripeAccumulator, blend_window
 from qupath_camseg.predict.chunks import ChunkStore, TilePlan
 from qupath_camseg.predict.options import Progress, no_progress
 from qupath_camseg.predict.tile_reader import (
@@ -62,7 +62,8 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
                   store: ChunkStore, lm: LoadedModel, roi: BaseGeometry | None, *, batch_size: int = 16,
                   workers: int = 4, image: str = "", emit: Progress | None = None,
                   on_chunk: Callable[[int, int], None] | None = None, readers: str = "auto",
-                  tissue: TissueMask | None = None, stain: StainTransform | None = None) -> InferenceStats:
+                  tissue: TissueMask | None = None, stain: StainTransform | None = None,
+                  fill: ChunkFill | None = None) -> InferenceStats:
     """Compute every missing chunk of ``store``.
 
     ``active`` is ``bool (ny, nx)`` (tiles to compute); ``slide_mpp`` overrides the slide's own
@@ -71,7 +72,8 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
     and ``progress`` events; ``on_chunk(row, col)`` is called (on a writer thread) after each
     chunk is stored. ``workers`` tile readers are threads or processes as
     :func:`~qupath_camseg.predict.tile_reader.use_read_processes` decides; ``stain`` (if given)
-    normalises each tile as it is read.
+    normalises each tile as it is read. ``fill`` may replace
+    pixels of each chunk before it is masked and stored (see :class:`BandWriter`).
     """
     t_fn = time.perf_counter()
     emit = emit or no_progress
@@ -94,7 +96,7 @@ def run_inference(slide_path: Path, slide_mpp: float | None, plan: TilePlan, act
     try:
         for stripe in stripes:
             band = BandWriter(plan, store, needed, roi, stripe.c0, stripe.c1, stripe.b0, writer, pending,
-                              on_chunk, tissue)
+                              on_chunk, tissue, fill)
             loop.run_stripe(stripe, source.batches(stripe), band)
         t0 = time.perf_counter()
         for f in pending:
@@ -217,6 +219,7 @@ class _Loop:
         x0, x1 = stripe.c0 * plan.chunk_px, min(stripe.c1 * plan.chunk_px, plan.map_size[0])
         acc = StripeAccumulator(plan, x0, x1, len(self.lm.config.classes), stripe.first_row, self.window)
         for batch in stripe.batches:
+            cpu_threads_tick()  # the model's threads follow the cores other processes leave free
             t0 = time.perf_counter()
             rgb = next(source)
             t1 = time.perf_counter()

@@ -3,8 +3,9 @@
 The second half of the per-slide output stage (the first: :mod:`qupath_camseg.predict.summaries`).
 :func:`build_objects` lays the measurement-tile grid over the tissue (one ``tile`` object per
 cell, classified by its highest mean probability) and merges each class's traced pieces into
-region annotations (:func:`_regions`, the region-polygon stage: union, closing across chunk seams,
-ROI clip, simplify, specks and pinholes removed), each with its shape fingerprint (measurement
+region annotations (:func:`_regions`, the region-polygon stage: the pieces cut by chunk seams
+joined by a union and a closing, ROI clip, simplify, specks and pinholes removed; specks and
+pinholes were already dropped on the raster, see :mod:`qupath_camseg.predict.regions`), each with its shape fingerprint (measurement
 ``camseg fingerprint``, :mod:`qupath_camseg.annotations.fingerprint`). All geometry in level-0 px.
 """
 
@@ -70,7 +71,8 @@ def _region_objects(summaries: list[ChunkSummary], plan: TilePlan, roi: BaseGeom
     objs: list[QPObject] = []
     tumor_area = 0.0
     for k in range(len(class_names)):
-        regions = _regions([p for s in summaries for p in s.pieces[k]], close_px=0.3 * ds, simplify_px=simplify,
+        regions = _regions([p for s in summaries for p in s.pieces[k]], [p for s in summaries for p in s.open_pieces[k]],
+                           close_px=0.3 * ds, simplify_px=simplify,
                            min_area_px=min_area_um2 * um2_px, min_hole_px=min_hole_um2 * um2_px, roi=roi)
         if k == tumor_index:
             tumor_area = float(sum(p.area for p in regions))
@@ -121,22 +123,27 @@ def _tile_objects(summaries: list[ChunkSummary], plan: TilePlan, fractions: Tiss
     return objs
 
 
-def _regions(pieces: list[Polygon], *, close_px: float, simplify_px: float, min_area_px: float,
-             min_hole_px: float, roi: BaseGeometry | None) -> list[Polygon]:
-    """Merge per-chunk polygons into regions: union, morphological closing by ``close_px``
-    (joins the pieces across chunk seams), ROI clip, simplify, drop specks and fill small holes."""
-    if not pieces:
-        return []
-    merged = shapely.union_all(shapely.buffer(np.asarray(pieces, dtype=object), close_px, join_style="mitre"))
-    merged = merged.buffer(-close_px, join_style="mitre")
-    if roi is not None:
-        merged = merged.intersection(roi)
-    if simplify_px > 0:
-        merged = merged.simplify(simplify_px, preserve_topology=True)
+def _regions(closed: list[Polygon], open_pieces: list[Polygon], *, close_px: float, simplify_px: float,
+             min_area_px: float, min_hole_px: float, roi: BaseGeometry | None) -> list[Polygon]:
+    """Regions from whole-region ``closed`` pieces and the ``open_pieces`` cut by chunk seams:
+    the open ones are merged (union, morphological closing by ``close_px``, which joins them across
+    the seams); then ROI clip, simplify, drop specks and fill small holes. Specks and pinholes
+    were already dropped on the raster (:mod:`qupath_camseg.predict.regions`), so the work is
+    bounded by the regions kept; the area tests here are the exact ones on the final outlines."""
+    parts: list[BaseGeometry] = list(closed)
+    if open_pieces:
+        merged = shapely.union_all(shapely.buffer(np.asarray(open_pieces, dtype=object), close_px, join_style="mitre"))
+        parts.append(merged.buffer(-close_px, join_style="mitre"))
+    polys = [p for g in parts for p in getattr(g, "geoms", [g]) if isinstance(p, Polygon) and not p.is_empty]
+    if roi is not None and polys:
+        shapely.prepare(roi)
+        inside = shapely.contains(roi, np.asarray(polys, dtype=object))
+        polys = [p if ok else roi.intersection(p) for p, ok in zip(polys, inside)]
+        polys = [q for g in polys for q in getattr(g, "geoms", [g]) if isinstance(q, Polygon) and not q.is_empty]
     out = []
-    for p in getattr(merged, "geoms", [merged]):
-        if not isinstance(p, Polygon) or p.is_empty:
-            continue
+    for p in polys:
+        if simplify_px > 0:
+            p = p.simplify(simplify_px, preserve_topology=True)
         holes = [h for h in p.interiors if Polygon(h).area >= min_hole_px]
         p = Polygon(p.exterior, holes)
         if p.area >= min_area_px and p.is_valid:

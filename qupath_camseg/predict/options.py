@@ -57,8 +57,12 @@ class PredictOptions:
     ``tissue`` says which tissue is analysed: ``"auto"`` (detected), ``"none"`` (the whole slide:
     every tile, nothing set to 0), or the path of the user's outline (GeoJSON, ASAP XML or mask
     image) or of a folder of them, one per slide (:mod:`qupath_camseg.predict.tissue_source`).
-    ``suggest``: up to this many ``camseg Review`` boxes about ``suggest_um`` µm wide where the model is least sure
-    (:mod:`~qupath_camseg.predict.suggestions`; 0: none).
+    ``suggest``: up to this many ``camseg Review`` boxes about ``suggest_um`` µm wide where the
+    model is least sure (:mod:`~qupath_camseg.predict.suggestions`; 0: none).
+    ``cascade``: ``"auto"``
+    screens the slide first and runs the full model only near screened-positive tissue when the
+    model folder has a calibrated screen (:mod:`qupath_camseg.predict.cascade`); ``"off"``: one
+    full pass over all tissue.
     """
 
     threshold: float = 0.5
@@ -86,6 +90,7 @@ class PredictOptions:
     tissue: str = "auto"
     suggest: int = 20
     suggest_um: float = 256.0
+    cascade: str = "auto"
 
 
 @dataclass

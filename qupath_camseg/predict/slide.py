@@ -48,10 +48,11 @@ from scipy import ndimage
 from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg._io import atomic_write_json, entry_file, file_lock
-from qupath_camseg._runtime import default_reader_workers, device_name, require_memory, versions
+from qupath_camseg._runtime import configure_cpu_threads, default_reader_workers, device_name, require_memory, versions
 from qupath_camseg.annotations import TISSUE_CLASS, QPObject, write_geojson
 from qupath_camseg.errors import InvalidSettingsError, ModelBundleError, SlideNotFoundError
-from qupath_camseg.model import LoadedModel, compile_model, forward_bytes, load_model
+from qupath_camseg.model import LoadedModel, ScreenModel, compile_model, forward_bytes, load_model, load_screen
+from qupath_camseg.predict.cascade import cascade_key, context_px, plan_cascade
 from qupath_camseg.predict.chunks import ChunkStore, TilePlan
 from qupath_camseg.predict.inference import InferenceStats, run_inference
 from qupath_camseg.predict.objects import build_objects, measure_tile_px
@@ -131,6 +132,7 @@ class _Job:
     tumor_index: int
     emit: Progress
     t_start: float
+    screen: ScreenModel | None = None
 
 
 def _job(slide_path: Path, model: LoadedModel | str | Path, out: Path, entry_id: str | None,
@@ -139,6 +141,7 @@ def _job(slide_path: Path, model: LoadedModel | str | Path, out: Path, entry_id:
     if not slide_path.exists():
         raise SlideNotFoundError(f"slide {slide_path} does not exist; check the path")
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=opts.device)
+    configure_cpu_threads(lm.device)  # the cores actually free, re-checked between batches
     if opts.compile:
         lm = compile_model(lm)
     cfg = lm.config
@@ -158,7 +161,19 @@ def _job(slide_path: Path, model: LoadedModel | str | Path, out: Path, entry_id:
                    what=f"a batch of {opts.batch_size} tiles of {tile_px} px (model {lm.path})",
                    fix="lower --batch-size, or check the model's tile_px in model.json (retrain if it was edited)")
     return _Job(slide_path, image_name or slide_path.name, entry_id, lm, opts, out, paths, roi, tile_px,
-                _tumor_index(cfg.class_names), emit, t_start)
+                _tumor_index(cfg.class_names), emit, t_start, _screen(lm, opts, emit, image_name or slide_path.name))
+
+
+def _screen(lm: LoadedModel, opts: PredictOptions, emit: Progress, image: str) -> ScreenModel | None:
+    """The screen of a cascade (``None``: single pass): ``--cascade auto`` with a calibrated screen."""
+    if opts.cascade not in ("auto", "off"):
+        raise InvalidSettingsError(f"--cascade must be auto or off, not {opts.cascade!r}")
+    screen = load_screen(lm) if opts.cascade == "auto" else None
+    if screen is not None and screen.threshold is None:
+        emit({"event": "note", "image": image, "message": "the model's screen was never calibrated (no tumour in "
+              "its validation slides): one full pass"})
+        return None
+    return screen
 
 
 def _tumor_index(names: Sequence[str]) -> int:
@@ -192,6 +207,8 @@ def _open_and_plan(job: _Job, slide: Slide) -> _Planned:
     plan = TilePlan.create(dims, slide_mpp, cfg.mpp, tile_px=job.tile_px, overlap=job.opts.overlap,
                            chunk_px=job.opts.chunk_px, stripe_chunks=job.opts.stripe_chunks)
     store = store_key(job.lm, job.slide_path, slide_mpp, job.roi, job.opts)
+    if job.screen is not None:  # the map depends on the screen too (only then: single-pass stores stay valid)
+        store["cascade"] = cascade_key(job.screen, context_px(job.lm))
     return _Planned(slide_mpp, dims, plan, store, settings_key(store, job.opts, plan))
 
 
@@ -254,33 +271,48 @@ class _Done:
     workers: int
     resumed: bool
     timings: dict[str, float]
+    cascade: dict[str, Any] | None = None
 
 
 def _infer(job: _Job, planned: _Planned, tissue: _Tissue, stain: StainTransform | None = None) -> _Done:
     """Compute the missing chunks (summarised as they are written; tiles normalised by ``stain``
-    if given), then write the outputs."""
+    if given), then write the outputs; with a cascade, screen first (raw tiles) and run the full
+    model only on the tiles it examines."""
     lm, opts, plan = job.lm, job.opts, planned.plan
     store = ChunkStore(entry_file(job.out, "probability", job.entry_id), plan, len(lm.config.classes), planned.store_key,
                        overwrite=opts.overwrite)
     measure_px = measure_tile_px(plan, lm.config.tile_px)
     needed = plan.needed_chunks(tissue.active)
+    mask = _dilated(tissue.mask) if opts.mask_to_tissue and opts.tissue != "none" else None
+    cascade = None if job.screen is None else plan_cascade(
+        job.slide_path, planned.dims, planned.slide_mpp, lm, job.screen, plan, tissue.active, tissue.fractions, mask,
+        job.roi, job.out / "probability" / job.entry_id / "screen", opts, image=job.image)
+    if cascade is not None:
+        job.emit({"event": "note", "image": job.image, "message": f"screened at {cascade.screen_mpp:g} µm/px in "
+                  f"{cascade.screen.seconds:.1f} s: the full model examines {int(cascade.active.sum())} of "
+                  f"{int(tissue.active.sum())} tiles"})
     # chunk summaries (polygons, tile means) start on worker processes as chunks are written;
     # with few cores they would only compete with inference, so they run at the end instead
     workers = opts.workers or default_reader_workers(lm.device)
     processes = min(workers, (os.cpu_count() or 1) // 2)
+    um2_per_map_px = (plan.ds * planned.slide_mpp) ** 2  # specks and pinholes go on the raster
     _, cell_px = suggestion_sizes(plan, lm.config.mpp, opts.suggest_um)
     with ChunkSummaries(store, measure_px=measure_px, threshold_q=math.ceil(opts.threshold * 255 - 1e-9),
-                        processes=processes, expected=int(needed.sum()),
+                        processes=processes, expected=int(needed.sum()), min_area_px=opts.min_area_um2 / um2_per_map_px,
+                        min_hole_px=opts.min_hole_um2 / um2_per_map_px,
                         uncertainty_px=cell_px if opts.suggest > 0 else 0) as summaries:
         t0 = time.perf_counter()
-        stats = run_inference(job.slide_path, opts.slide_mpp, plan, tissue.active, store, lm, job.roi,
-                              batch_size=opts.batch_size, workers=workers, image=job.image, emit=job.emit,
-                              on_chunk=summaries.submit, readers=opts.readers,
-                              tissue=_dilated(tissue.mask) if opts.mask_to_tissue and opts.tissue != "none" else None,
-                              stain=stain)
+        if cascade is not None:
+            cascade.write_screen_only(store, job.roi, mask, summaries.submit)
+        stats = run_inference(job.slide_path, opts.slide_mpp, plan, tissue.active if cascade is None else cascade.active,
+                              store, lm, job.roi, batch_size=opts.batch_size, workers=workers, image=job.image,
+                              emit=job.emit, on_chunk=summaries.submit, readers=opts.readers, tissue=mask,
+                              stain=stain, fill=cascade.fill if cascade is not None else None)
         t_infer = time.perf_counter() - t0
         objs, tumor_area, timings = _write_outputs(job, planned, tissue, store, summaries, measure_px, workers)
-    return _Done(objs, tumor_area, stats, workers, store.resumed, {"inference": t_infer, **timings})
+    screen = {} if cascade is None else {"screen": cascade.screen.seconds}
+    return _Done(objs, tumor_area, stats, workers, store.resumed, {**screen, "inference": t_infer, **timings},
+                 cascade.report(tissue.mask, t_infer) if cascade is not None else {"on": False})
 
 
 def _write_outputs(job: _Job, planned: _Planned, tissue: _Tissue, store: ChunkStore, summaries: ChunkSummaries,
@@ -343,6 +375,7 @@ def _report(job: _Job, planned: _Planned, tissue: _Tissue, done: _Done) -> dict[
         "tumor_regions": sum(o.object_type == "annotation" and o.classification != TISSUE_CLASS and not _is_review(o)
                              for o in done.objects),
         "tissue_source": job.opts.tissue,
+        "cascade": done.cascade,
         "timings_s": {"tissue": tissue.seconds, **done.timings, "total": time.perf_counter() - job.t_start,
                       **stats["timings"]},
         "tiles_per_s": stats["tiles"] / t_infer if t_infer > 0 else None,

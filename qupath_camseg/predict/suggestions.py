@@ -35,7 +35,6 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 import shapely
-
 from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg.annotations import CAMSEG_METADATA, OUR_NAME_PREFIX, QPObject, polygonal_part

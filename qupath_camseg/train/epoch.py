@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from qupath_camseg._dist import Dist
+from qupath_camseg._runtime import cpu_threads_tick
 from qupath_camseg.errors import TrainingDivergedError
 from qupath_camseg.train.loss import dice_ce_loss
 from qupath_camseg.train.placement import autocast
@@ -53,6 +54,7 @@ def train_epoch(s: TrainSession, bar: tqdm | None) -> dict[str, Any]:
     meter = _EpochMeter(n_steps, sums, int(state.get("epoch_bad_steps", 0)))
     batches = iter(s.loaders.train)
     for _ in range(n_steps):
+        cpu_threads_tick()  # the model's threads follow the cores other processes leave free
         t_wait = time.perf_counter()
         images, labels, params = next(batches)
         meter.data_wait += time.perf_counter() - t_wait

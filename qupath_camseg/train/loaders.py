@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from qupath_camseg._dist import Dist
 from qupath_camseg._runtime import (
+    configure_cpu_threads,
     default_loader_workers,
     file_size_limit,
     mp_context,
@@ -24,7 +25,12 @@ from qupath_camseg._runtime import (
 )
 from qupath_camseg.train.collect import TrainingData
 from qupath_camseg.train.config import TrainConfig
-from qupath_camseg.train.datasets import TileSampler, TrainTileDataset, ValTileDataset, val_tiles
+from qupath_camseg.train.datasets import (
+    TileSampler,
+    TrainTileDataset,
+    ValTileDataset,
+    val_tiles,
+)
 from qupath_camseg.train.stain_fit import TrainingStains
 
 __all__ = ["Loaders", "build_loaders"]
@@ -68,6 +74,8 @@ def build_loaders(
     workers = config.workers if config.workers is not None else default_loader_workers(str(device), dist.world_size)
     workers = _fit_shared_memory(workers, batch_bytes=config.batch_size * config.tile_px**2 * 4,
                                  given=config.workers is not None)
+    # the model's threads: the cores left free (loader workers each use about half a core on a CPU)
+    configure_cpu_threads(device.type, busy_workers=0.5 * workers if device.type == "cpu" else 0.0)
     loader_kw: dict[str, Any] = {
         "num_workers": workers,
         "pin_memory": device.type == "cuda",

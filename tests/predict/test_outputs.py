@@ -46,7 +46,7 @@ def _store(tmp_path, size=(448, 320)) -> tuple[ChunkStore, TilePlan, np.ndarray]
 
 
 def _key(summaries):
-    return [(s.row, s.col, [[p.wkb for p in k] for k in s.pieces],
+    return [(s.row, s.col, [[p.wkb for p in k] for k in s.pieces], [[p.wkb for p in k] for k in s.open_pieces],
              sorted((key, v.tobytes()) for key, v in s.tile_means.items())) for s in summaries]
 
 
@@ -71,7 +71,7 @@ def test_summary_pieces_and_means_match_the_chunk(tmp_path):
     s = summarize_chunk(store.read(1, 2), plan.chunk_box(1, 2), ds=DS, measure_px=32, threshold_q=128, row=1, col=2)
     x, y, w, h = plan.chunk_box(1, 2)
     fg = full[0, y:y + h, x:x + w] >= 128
-    area = sum(p.area for p in s.pieces[0]) / DS**2
+    area = sum(p.area for p in s.pieces[0] + s.open_pieces[0]) / DS**2
     assert area == pytest.approx(fg.sum(), rel=0.05)  # marching squares cuts corners a little
     block = full[:, y:y + 32, x + 32:x + 64].reshape(2, -1)
     np.testing.assert_allclose(s.tile_means[(y // 32, (x + 32) // 32)],
@@ -82,7 +82,7 @@ def test_regions_join_across_chunk_seams(tmp_path):
     store, plan, _ = _store(tmp_path)
     with ChunkSummaries(store, measure_px=32, threshold_q=128) as s:
         summaries = s.finish()
-    assert sum(len(x.pieces[0]) for x in summaries) > 2  # the shapes were cut into pieces
+    assert sum(len(x.open_pieces[0]) for x in summaries) > 2  # the shapes were cut into pieces
 
     def everything(boxes):
         return np.ones(len(boxes))
@@ -117,7 +117,7 @@ def test_full_and_empty_chunks_take_the_shortcut_and_still_join(tmp_path):
     with ChunkSummaries(store, measure_px=32, threshold_q=128) as s:
         summaries = s.finish()
     inner = next(x for x in summaries if (x.row, x.col) == (1, 1))
-    assert len(inner.pieces[0]) == 1 and inner.pieces[0][0].equals(shapely.box(64 * DS, 64 * DS, 128 * DS, 128 * DS))
+    assert len(inner.open_pieces[0]) == 1 and inner.open_pieces[0][0].equals(shapely.box(64 * DS, 64 * DS, 128 * DS, 128 * DS))
     objs, area = build_objects(summaries, plan, lambda b: np.ones(len(b)), None, class_names=["Tumor"],
                                colors=[(200, 0, 0)], measure_px=32, min_tile_tissue=0.5, slide_mpp=0.25,
                                min_area_um2=1.0, min_hole_um2=1.0, simplify_um=None, tumor_index=0)
