@@ -32,7 +32,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
                  "--mpp", "1.0", "--tile-px", "256", "--door", "files", "--seed", "5"]) == 0
     assert main(["train", str(project), "--out", str(model), "--mpp", "2", "--tile", "64", "--width", "8",
                  "--depth", "2", "--batch-size", "8", "--steps", "40", "--tiles-per-epoch", "160", "--lr", "2e-3",
-                 "--val-images", HELD_OUT, "--workers", "0", "--seed", "0", "-q"]) == 0
+                 "--val-images", HELD_OUT, "--workers", "0", "--seed", "0", "--no-screen", "-q"]) == 0
     # the same weights without calibration, predicted into a copy of the project
     raw_project, raw_model = root / "raw_project", root / "raw_model"
     shutil.copytree(project, raw_project)
