@@ -44,7 +44,7 @@ def add_screen(project: Path, model_dir: Path, main_config: Any, val_images: tup
         read_model_config,
         save_screen,
     )
-    from qupath_camseg.predict import CalibrationSlide, PredictOptions, calibrate_screen
+    from qupath_camseg.predict import CalibrationSlide, PredictOptions, calibrate_screen, context_px
     from qupath_camseg.train.screen import (
         SCREEN_DIR,
         ScreenSettings,
@@ -62,7 +62,9 @@ def add_screen(project: Path, model_dir: Path, main_config: Any, val_images: tup
     run = load_model(model_dir / SCREEN_DIR, device=config.device)
     truth = [CalibrationSlide(*t) for t in calibration_truth(project, config)]
     screen = ScreenModel(run, {})
+    main = load_model(model_dir, device=config.device)
     calib = calibrate_screen(screen, truth, options=PredictOptions(device=config.device, overwrite=True),
+                             context_um=context_px(main) * main.config.mpp,
                              note=lambda m: click.echo(m, err=True))
     save_screen(model_dir, run.model, read_model_config(model_dir / SCREEN_DIR), calib)
     section = read_model_config(model_dir).screen or {}

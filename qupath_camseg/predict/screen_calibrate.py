@@ -9,7 +9,8 @@ the stored foreground-probability bytes (0–255) of the tumour pixels and of al
 tumour pixels, and reports the recall reached, the share of tissue the screen keeps, and a
 calibration table (``probability_lut``: the tumour share of the tissue pixels at each byte, made
 monotone by isotonic regression) that turns the screen's output into a probability for the parts
-of the map the full model never looks at.
+of the map the full model never looks at; given the full model's context, the table is fitted on
+exactly such pixels (farther than the context from every screened-positive pixel).
 """
 
 from __future__ import annotations
@@ -52,27 +53,47 @@ class CalibrationSlide:
 
 def calibrate_screen(screen: ScreenModel, slides: Sequence[CalibrationSlide], *, target_recall: float = 0.99,
                      options: PredictOptions | None = None, work_dir: Path | None = None,
-                     note: Callable[[str], None] | None = None) -> dict[str, Any]:
+                     note: Callable[[str], None] | None = None, context_um: float = 0.0) -> dict[str, Any]:
     """The screen's ``model.json`` calibration fields (see :func:`choose_threshold`), with
     ``calibrated_on`` (the slides' names). Screen maps go to ``work_dir`` (default: a temporary
-    folder, deleted after)."""
+    folder, deleted after).
+
+    ``context_um`` (µm; the full model's context, :func:`~qupath_camseg.predict.cascade.context_px`
+    times its µm/px): when > 0 and a threshold was found, the calibration table is fitted on the
+    pixels a cascade leaves to the screen, those farther than ``context_um`` from every screened-
+    positive pixel (``lut_population: "beyond_context"``): their tumour share is what the filled
+    map should say, and it is far lower than that of all low-scoring pixels, many of which border
+    a tumour. Otherwise (or when no such tissue exists) on every tissue pixel (``"all_tissue"``)."""
     opts = options or PredictOptions(overwrite=True)
     hist_t = np.zeros(256, np.int64)
     hist_v = np.zeros(256, np.int64)
     with tempfile.TemporaryDirectory(prefix="qcamseg-calib-") as tmp:
         base = Path(work_dir) if work_dir is not None else Path(tmp)
+        maps = []
         for i, s in enumerate(slides):
             if note is not None:
                 note(f"calibrating the screen on {s.name} ({i + 1}/{len(slides)})")
-            t, v = _slide_histograms(screen, s, base / f"{i:04d}", opts)
+            sp, grown = _screen_slide(screen, s, base / f"{i:04d}", opts)
+            t, v = _histograms(sp, grown, s)
             hist_t += t
             hist_v += v
-    return {**choose_threshold(hist_t, hist_v, target_recall), "calibrated_on": [s.name for s in slides]}
+            maps.append((sp, grown, s))
+        out = {**choose_threshold(hist_t, hist_v, target_recall), "lut_population": "all_tissue"}
+        if context_um > 0 and out["threshold"] is not None:
+            far_t, far_v = np.zeros(256, np.int64), np.zeros(256, np.int64)
+            for sp, grown, s in maps:
+                reach = math.ceil(context_um / screen.model.config.mpp)
+                t, v = _histograms(sp, grown, s, beyond=(round(out["threshold"] * 255), reach))
+                far_t += t
+                far_v += v
+            if far_v.sum() > 0:
+                out.update(probability_lut=_isotonic_lut(far_t.astype(np.float64), far_v.astype(np.float64)),
+                           lut_population="beyond_context", context_um=round(float(context_um), 3))
+    return {**out, "calibrated_on": [s.name for s in slides]}
 
 
-def _slide_histograms(screen: ScreenModel, s: CalibrationSlide, folder: Path,
-                      opts: PredictOptions) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Histograms ``(256,)`` of the screen's foreground byte over the tumour and the tissue pixels of one slide."""
+def _screen_slide(screen: ScreenModel, s: CalibrationSlide, folder: Path, opts: PredictOptions) -> tuple[Any, TissueMask]:
+    """Run the screen over one slide as a cascade would: ``(ScreenPass, tissue mask grown by one pixel)``."""
     with open_slide(s.path, mpp=s.slide_mpp) as slide:
         slide_mpp = float(slide.mpp)
         dims = (int(slide.dimensions[0]), int(slide.dimensions[1]))
@@ -81,6 +102,15 @@ def _slide_histograms(screen: ScreenModel, s: CalibrationSlide, folder: Path,
     grown = TissueMask(ndimage.binary_dilation(tissue.mask, np.ones((3, 3), bool)), tissue.downsample)
     sp = run_screen(s.path, dims, slide_mpp, screen, TissueFractions(tissue), grown, None, folder,
                     dataclasses.replace(opts, slide_mpp=s.slide_mpp), image=s.name)
+    return sp, grown
+
+
+def _histograms(sp: Any, grown: TissueMask, s: CalibrationSlide, *, beyond: tuple[int, int] | None = None,
+                ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Histograms ``(256,)`` of the screen's foreground byte over the tumour and the tissue pixels
+    of one slide's screen map; with ``beyond = (threshold byte, reach px)`` only over the pixels
+    farther than ``reach`` screen px (a square, as the cascade grows) from every pixel at or above
+    the threshold. One chunk at a time (with a ``reach`` halo): memory flat in slide size."""
     hist_t = np.zeros(256, np.int64)
     hist_v = np.zeros(256, np.int64)
     ds = sp.plan.ds
@@ -90,10 +120,23 @@ def _slide_histograms(screen: ScreenModel, s: CalibrationSlide, folder: Path,
         on_tissue = _mask_tissue(np.ones((1, h, w), np.uint8), grown, (x, y, w, h), ds)[0] > 0
         labels = rasterize(s.shapes, (x * ds, y * ds, w * ds, h * ds), (w, h), fill=s.fill)
         valid = on_tissue & (labels != 255)
+        if beyond is not None:
+            valid &= ~_near_positive(sp.store, (x, y, w, h), *beyond)
         tumour = valid & (labels >= 1)
         hist_t += np.bincount(q[tumour], minlength=256)
         hist_v += np.bincount(q[valid], minlength=256)
     return hist_t, hist_v
+
+
+def _near_positive(store: Any, box: tuple[int, int, int, int], threshold_q: int, reach: int) -> npt.NDArray[np.bool_]:
+    """``bool (h, w)`` for the map-px ``box``: pixels within ``reach`` px (Chebyshev) of a pixel whose
+    foreground byte is at least ``threshold_q`` (read with a halo of ``reach`` px)."""
+    x, y, w, h = box
+    x0, y0 = max(0, x - reach), max(0, y - reach)
+    halo = (x0, y0, x + w + reach - x0, y + h + reach - y0)
+    fg = _foreground(np.stack([store.read_region(halo, channel=k) for k in range(store.n_channels)]))
+    near = ndimage.maximum_filter((fg >= threshold_q).astype(np.uint8), size=2 * reach + 1, mode="constant") > 0
+    return near[y - y0:y - y0 + h, x - x0:x - x0 + w]
 
 
 def choose_threshold(hist_tumour: npt.NDArray[np.int64], hist_tissue: npt.NDArray[np.int64],

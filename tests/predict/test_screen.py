@@ -99,6 +99,16 @@ def test_calibration_on_a_slide_with_truth(tmp_path):
     ignored = calibrate_screen(screen, [CalibrationSlide("val.tif", path, None, [(truth.tumor, 255)])],
                                options=PredictOptions(chunk_px=32, workers=2, overwrite=True))
     assert ignored["tumour_px"] == 0 and ignored["threshold"] is None  # Ignore* regions are left out
+    # the table the cascade's fill uses: fitted on the pixels beyond the full model's context
+    assert got["lut_population"] == "all_tissue"
+    far = calibrate_screen(screen, [slide], options=PredictOptions(chunk_px=32, workers=2, overwrite=True),
+                           context_um=64.0)
+    assert far["lut_population"] == "beyond_context" and far["context_um"] == 64.0
+    assert far["threshold"] == got["threshold"] and far["recall"] == got["recall"]  # the choice is unchanged
+    b = round(far["threshold"] * 255)
+    lut_all, lut_far = np.asarray(got["probability_lut"]), np.asarray(far["probability_lut"])
+    assert (np.diff(lut_far) >= 0).all()
+    assert lut_far[:b].mean() < lut_all[:b].mean()  # far from any flagged pixel tumour is rarer
 
 
 @pytest.fixture(scope="module")
