@@ -89,9 +89,12 @@ def _components(fg: npt.NDArray[np.bool_], min_area_px: float,
     if min_hole_px <= 1:
         return lab, counts
     filled = False
+    boxes = ndimage.find_objects(lab)  # boxes[i - 1]: label i's (rows, cols) slices
     for i in np.flatnonzero(((counts + 1) / 2) ** 2 >= max(min_area_px, 9))[1:] if n else ():
-        rows, cols = _box(lab, int(i))
-        sub = lab[rows, cols]
+        box = boxes[int(i) - 1]
+        if box is None:
+            continue
+        sub = lab[box]
         comp = sub == i
         inside = ndimage.binary_fill_holes(comp) & ~comp
         if not inside.any():
@@ -99,18 +102,11 @@ def _components(fg: npt.NDArray[np.bool_], min_area_px: float,
         holes, nh = ndimage.label(inside, structure=_EIGHT)
         small = np.bincount(holes.ravel(), minlength=nh + 1) < min_hole_px
         small[0] = False
-        sub[small[holes]] = i
+        sub[small[holes]] = i  # (an island inside a filled pinhole goes with it: its count drops to 0)
         filled = True
     if filled:
         counts = np.bincount(lab.ravel(), minlength=n + 1).astype(np.int64)
     return lab, counts
-
-
-def _box(lab: npt.NDArray[np.int32], i: int) -> tuple[slice, slice]:
-    """The bounding box of label ``i`` in ``lab`` as ``(rows, cols)`` slices."""
-    m = lab == i
-    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def _edge_ids(lab: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
@@ -124,8 +120,11 @@ def _trace(lab: npt.NDArray[np.int32], ids: npt.NDArray[np.int64], origin_px: tu
     """Polygons (level-0 px) of the components ``ids`` of ``lab``, each traced inside its own box."""
     ox, oy = origin_px
     out: list[Polygon] = []
+    boxes = ndimage.find_objects(lab, max_label=int(ids.max()) if len(ids) else 0)
     for i in ids:
-        rows, cols = _box(lab, int(i))
+        if boxes[int(i) - 1] is None:  # swallowed by a filled pinhole
+            continue
+        rows, cols = boxes[int(i) - 1]
         out += vectorize(lab[rows, cols] == i, origin_px=(ox + cols.start * ds, oy + rows.start * ds), downsample=ds)
     return out
 
