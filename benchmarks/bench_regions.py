@@ -57,18 +57,29 @@ def _unet_store(case: str, work: Path, device: str) -> tuple[Any, dict[str, Any]
     from qupath_camseg.synthetic import write_synthetic_project, write_synthetic_slide
 
     side, train_args = _UNET[case]
-    project, model = work / "project", work / f"model-{case}-{train_args[-1]}steps"
+    project, model = work / "project", work / f"model-{case}-{train_args[-1]}steps-raw"
     if not (project / "project.qpproj").is_file():
         write_synthetic_project(project, slides=3, width=4096, height=4096, seed=0, overwrite=True, door="files")
     if not (model / "model.json").is_file():
         subprocess.run([sys.executable, "-m", "qupath_camseg", "train", str(project), "--out", str(model), *train_args,
                         "--device", device, "--seed", "0", "--quiet", "--no-screen"], check=True)
+        _uncalibrated(model)
     slide = work / f"slide_{side}.tif"
     if not slide.is_file():
         write_synthetic_slide(slide, width=side, height=side, seed=1812)
     out = work / f"out-{case}"
     res = predict_slide(slide, model, out, options=PredictOptions(device=device, overwrite=True, cascade="off"))
     return open_store(out / "probability" / slide.stem), res.report
+
+
+def _uncalibrated(model: Path) -> None:
+    """Drop the model's calibration: the issue measured the raw softmax of such early models (the
+    prior shift lowers their probabilities and with them most of the speckle this case is about)."""
+    path = model / "model.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config.pop("calibration", None)
+    config.get("output", {}).pop("calibration", None)
+    path.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
 def open_store(folder: Path) -> Any:

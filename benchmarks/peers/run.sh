@@ -13,6 +13,10 @@ PEERS=${PEERS:-"tiatoolbox==2.1.3 tiatoolbox==1.3.2 wsinfer==0.6.1"}
 PY=${PYTHON:-python}            # qupath-camseg's Python (its venv)
 BASE=${BASE_PYTHON:-python3}    # the Python the peers' venvs are made from (3.10 or 3.11)
 TORCH_INDEX=${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
+# How the peers' torch/torchvision are installed: from the CPU index by default; where the index is
+# out of reach but a CPU torch is on disk (a pip find-links folder), e.g.
+#   TORCH_PIP="torch==2.13.0 torchvision==0.28.0" (torchvision's PyPI wheel then sits on the CPU torch)
+TORCH_PIP=${TORCH_PIP:-"torch torchvision --index-url $TORCH_INDEX"}
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$W"
 
@@ -22,7 +26,8 @@ for peer in $PEERS; do
     if [ ! -x "$venv/bin/python" ]; then
         "$BASE" -m venv "$venv"
         "$venv/bin/pip" install -q --upgrade pip
-        "$venv/bin/pip" install -q torch torchvision --index-url "$TORCH_INDEX"
+        # shellcheck disable=SC2086  # TORCH_PIP is a list of pip arguments
+        "$venv/bin/pip" install -q $TORCH_PIP
         "$venv/bin/pip" install -q "$peer"
     fi
 done
