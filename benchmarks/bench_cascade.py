@@ -196,7 +196,8 @@ def _keep(project: Path, dest: Path, slide: str) -> None:
 
 def _evaluate(project: Path, out: Path, json_path: Path) -> dict[str, Any]:
     _qcamseg("evaluate", str(project), "--predictions", str(out / "predictions"), "--heatmaps", str(out / "heatmaps"),
-             "--images", SLIDES[0], "--images", SLIDES[1], "--json", str(json_path))
+             "--images", SLIDES[0], "--images", SLIDES[1], "--json", str(json_path),
+             "--all-slides")  # new slides; their names repeat the training project's, so roles would say "train"
     ev = json.loads(json_path.read_text())
     per = {s["image"]: s for s in ev.get("slides", [])}
     overall = ev.get("overall", ev)
