@@ -7,7 +7,8 @@ Each sample is a tile of ``tile_px × tile_px`` pixels at ``mpp`` µm/px, read b
 Sampling is class-balanced: a fraction of tiles is centred inside a target-class region, a
 fraction on its border (so edges are learned), a fraction inside the negative regions (annotations
 of other classes, e.g. ``Normal``: corrected false positives; only when there are some), the rest
-anywhere on *tissue* (never blank glass).
+anywhere on *tissue* (never blank glass) - except with ``unannotated="ignore"``, where tissue no
+annotation covers teaches nothing and that share goes to the negative regions too.
 Every sample is a pure function of ``(seed, epoch, index)``: a key ``(epoch, index)`` drawn by
 :class:`TileSampler` fully determines position, image and augmentation, so training is
 reproducible with ``--seed``, independent of the number of workers, and resumable mid-epoch
@@ -32,7 +33,7 @@ import torch
 
 from qupath_camseg.train.augment import IDENTITY_PARAMS, AugmentConfig, augment_tile
 from qupath_camseg.train.config import SamplingConfig
-from qupath_camseg.train.images import LabelledImage
+from qupath_camseg.train.images import IGNORE_INDEX, LabelledImage
 from qupath_camseg.wsi import Slide, StainTransform, open_slide
 
 __all__ = ["TileSampler", "TrainTileDataset", "ValTileDataset", "val_tiles"]
@@ -132,7 +133,13 @@ class TrainTileDataset(torch.utils.data.Dataset):
         self._negative_w = _normalise([img.negative_area() for img in self.images])
         inside, border = (sampling.inside_fraction, sampling.border_fraction) if labels else (0.0, 0.0)
         negative = [sampling.negative_fraction] if self._negative_w is not None else []  # kind 3
-        self._kind_p = np.array([inside, border, max(0.0, 1.0 - inside - border - sum(negative)), *negative])
+        rest = max(0.0, 1.0 - inside - border - sum(negative))
+        if negative and all(img.fill == IGNORE_INDEX for img in self.images):
+            # unannotated tissue is left out of the loss: a tile there teaches (almost) nothing, so
+            # its share goes to the negative regions the user did outline (else the tumour tiles
+            # outweigh every correction and a fine-tune over-calls tumour)
+            negative, rest = [negative[0] + rest], 0.0
+        self._kind_p = np.array([inside, border, rest, *negative])
         if self._tissue_w is None:  # no tissue tile anywhere: only annotated regions
             self._kind_p[2] = 0.0
         self._kind_p = self._kind_p / self._kind_p.sum()

@@ -4,6 +4,7 @@ records its lineage and still resumes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from qupath_camseg.annotations import (
 from qupath_camseg.cli import main
 from qupath_camseg.errors import InvalidSettingsError
 from qupath_camseg.model import load_bundle
-from qupath_camseg.train import INIT_EPOCHS, INIT_LR, TrainConfig, TrainTileDataset, collect_images, train
+from qupath_camseg.train import INIT_EPOCHS, INIT_LR, SamplingConfig, TrainConfig, TrainTileDataset, collect_images, train
 
 TINY = ["--mpp", "2", "--tile", "64", "--width", "4", "--depth", "2", "--batch-size", "4", "--lr", "2e-3", "-q",
         "--tiles-per-epoch", "8", "--workers", "0"]
@@ -98,6 +99,14 @@ def test_accepted_edited_and_normal_regions_reach_the_tile_sampler(project: Path
     idx, box = next((k, b) for k, b in samples if k == 1 and normal.contains(shapely.Point(b[0], b[1])))
     label = ds.images[idx].label_tile(box, (64, 64))
     assert (label == 0).mean() > 0.5  # inside Normal: background, although unannotated pixels are ignored
+    # with unannotated pixels ignored, tiles on bare tissue teach nothing: their share goes to the
+    # negative regions (else tumour tiles outweigh every correction and a fine-tune over-calls)
+    sampling = SamplingConfig()
+    kinds = ds._kind_p  # inside, border, anywhere on tissue, inside negative regions
+    assert kinds[2] == 0 and kinds[3] == pytest.approx(1 - sampling.inside_fraction - sampling.border_fraction)
+    negative = collect_images(proj, dataclasses.replace(config, unannotated="negative"))
+    kinds = TrainTileDataset(negative.train_images, mpp=2.0, tile_px=64, seed=0, augment=None)._kind_p
+    assert kinds[3] == pytest.approx(sampling.negative_fraction) and kinds[2] > 0
 
 
 def test_init_finetunes_records_lineage_and_resumes(project: Path, parent: Path, tmp_path: Path) -> None:
