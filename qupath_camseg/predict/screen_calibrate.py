@@ -65,30 +65,25 @@ def calibrate_screen(screen: ScreenModel, slides: Sequence[CalibrationSlide], *,
     map should say, and it is far lower than that of all low-scoring pixels, many of which border
     a tumour. Otherwise (or when no such tissue exists) on every tissue pixel (``"all_tissue"``)."""
     opts = options or PredictOptions(overwrite=True)
-    hist_t = np.zeros(256, np.int64)
-    hist_v = np.zeros(256, np.int64)
+    reach = math.ceil(context_um / screen.model.config.mpp) if context_um > 0 else 0
+    hist_t = np.zeros((256, 256), np.int64)  # [screen byte, highest byte within reach] of tumour pixels
+    hist_v = np.zeros((256, 256), np.int64)  # ... of all tissue pixels
     with tempfile.TemporaryDirectory(prefix="qcamseg-calib-") as tmp:
         base = Path(work_dir) if work_dir is not None else Path(tmp)
-        maps = []
         for i, s in enumerate(slides):
             if note is not None:
                 note(f"calibrating the screen on {s.name} ({i + 1}/{len(slides)})")
             sp, grown = _screen_slide(screen, s, base / f"{i:04d}", opts)
-            t, v = _histograms(sp, grown, s)
+            t, v = _histograms(sp, grown, s, reach)
             hist_t += t
             hist_v += v
-            maps.append((sp, grown, s))
-        out = {**choose_threshold(hist_t, hist_v, target_recall), "lut_population": "all_tissue"}
-        if context_um > 0 and out["threshold"] is not None:
-            far_t, far_v = np.zeros(256, np.int64), np.zeros(256, np.int64)
-            for sp, grown, s in maps:
-                reach = math.ceil(context_um / screen.model.config.mpp)
-                t, v = _histograms(sp, grown, s, beyond=(round(out["threshold"] * 255), reach))
-                far_t += t
-                far_v += v
-            if far_v.sum() > 0:
-                out.update(probability_lut=_isotonic_lut(far_t.astype(np.float64), far_v.astype(np.float64)),
-                           lut_population="beyond_context", context_um=round(float(context_um), 3))
+    out = {**choose_threshold(hist_t.sum(axis=1), hist_v.sum(axis=1), target_recall), "lut_population": "all_tissue"}
+    if reach > 0 and out["threshold"] is not None:
+        b = round(out["threshold"] * 255)  # beyond the context of every pixel >= b: the highest byte near it is < b
+        far_t, far_v = hist_t[:, :b].sum(axis=1), hist_v[:, :b].sum(axis=1)
+        if far_v.sum() > 0:
+            out.update(probability_lut=_isotonic_lut(far_t.astype(np.float64), far_v.astype(np.float64)),
+                       lut_population="beyond_context", context_um=round(float(context_um), 3))
     return {**out, "calibrated_on": [s.name for s in slides]}
 
 
@@ -105,38 +100,36 @@ def _screen_slide(screen: ScreenModel, s: CalibrationSlide, folder: Path, opts: 
     return sp, grown
 
 
-def _histograms(sp: Any, grown: TissueMask, s: CalibrationSlide, *, beyond: tuple[int, int] | None = None,
-                ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Histograms ``(256,)`` of the screen's foreground byte over the tumour and the tissue pixels
-    of one slide's screen map; with ``beyond = (threshold byte, reach px)`` only over the pixels
-    farther than ``reach`` screen px (a square, as the cascade grows) from every pixel at or above
-    the threshold. One chunk at a time (with a ``reach`` halo): memory flat in slide size."""
-    hist_t = np.zeros(256, np.int64)
-    hist_v = np.zeros(256, np.int64)
+def _histograms(sp: Any, grown: TissueMask, s: CalibrationSlide,
+                reach: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Joint histograms ``(256, 256)`` over the tumour and the tissue pixels of one slide's screen
+    map: ``[screen byte, highest screen byte within reach px]`` (a square, as the cascade grows; 0
+    with ``reach`` 0), so that for any threshold the pixels beyond the cascade's reach are a slice.
+    One chunk at a time (with a ``reach`` halo): memory flat in slide size."""
+    hist_t = np.zeros(256 * 256, np.int64)
+    hist_v = np.zeros(256 * 256, np.int64)
     ds = sp.plan.ds
     for row, col, data in sp.store.iter_chunks():
         x, y, w, h = sp.plan.chunk_box(row, col)
-        q = _foreground(data)
+        q = _foreground(data).astype(np.int64)
         on_tissue = _mask_tissue(np.ones((1, h, w), np.uint8), grown, (x, y, w, h), ds)[0] > 0
         labels = rasterize(s.shapes, (x * ds, y * ds, w * ds, h * ds), (w, h), fill=s.fill)
         valid = on_tissue & (labels != 255)
-        if beyond is not None:
-            valid &= ~_near_positive(sp.store, (x, y, w, h), *beyond)
-        tumour = valid & (labels >= 1)
-        hist_t += np.bincount(q[tumour], minlength=256)
-        hist_v += np.bincount(q[valid], minlength=256)
-    return hist_t, hist_v
+        pair = q * 256 + (_highest_near(sp.store, (x, y, w, h), reach) if reach > 0 else 0)
+        hist_t += np.bincount(pair[valid & (labels >= 1)], minlength=256 * 256)
+        hist_v += np.bincount(pair[valid], minlength=256 * 256)
+    return hist_t.reshape(256, 256), hist_v.reshape(256, 256)
 
 
-def _near_positive(store: Any, box: tuple[int, int, int, int], threshold_q: int, reach: int) -> npt.NDArray[np.bool_]:
-    """``bool (h, w)`` for the map-px ``box``: pixels within ``reach`` px (Chebyshev) of a pixel whose
-    foreground byte is at least ``threshold_q`` (read with a halo of ``reach`` px)."""
+def _highest_near(store: Any, box: tuple[int, int, int, int], reach: int) -> npt.NDArray[np.int64]:
+    """``int64 (h, w)`` for the map-px ``box``: the highest foreground byte within ``reach`` px
+    (Chebyshev) of each pixel (read with a halo of ``reach`` px; 0 beyond the map)."""
     x, y, w, h = box
     x0, y0 = max(0, x - reach), max(0, y - reach)
     halo = (x0, y0, x + w + reach - x0, y + h + reach - y0)
     fg = _foreground(np.stack([store.read_region(halo, channel=k) for k in range(store.n_channels)]))
-    near = ndimage.maximum_filter((fg >= threshold_q).astype(np.uint8), size=2 * reach + 1, mode="constant") > 0
-    return near[y - y0:y - y0 + h, x - x0:x - x0 + w]
+    high = ndimage.maximum_filter(fg, size=2 * reach + 1, mode="constant", cval=0)
+    return high[y - y0:y - y0 + h, x - x0:x - x0 + w].astype(np.int64)
 
 
 def choose_threshold(hist_tumour: npt.NDArray[np.int64], hist_tissue: npt.NDArray[np.int64],
