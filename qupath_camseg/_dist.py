@@ -108,6 +108,14 @@ class Dist:
 
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    def finish(self) -> None:
+        """End a run that succeeded on every rank: wait for all ranks, then leave the group together.
+        ``destroy_process_group`` is collective; a rank that leaves while another still works (rank 0
+        calibrating after the last step) can abort in gloo's teardown. After a failure do not call
+        this: the failing rank exits and ``torchrun`` stops the others."""
+        self.barrier()
+        self.close()
+
     def close(self) -> None:
         if self._owned:
             import torch.distributed as tdist

@@ -73,10 +73,9 @@ def train(
     """
     config = config or TrainConfig()
     dist = Dist.from_env(config.device)
-    try:
-        return _train(project_path, out_dir, config, dist, resume=resume, progress=progress, on_data=on_data)
-    finally:
-        dist.close()
+    result = _train(project_path, out_dir, config, dist, resume=resume, progress=progress, on_data=on_data)
+    dist.finish()  # together: rank 0 calibrated alone after the last step
+    return result
 
 
 def _train(

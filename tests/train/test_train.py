@@ -345,6 +345,53 @@ def test_dice_ce_loss_ignores_label_255() -> None:
     assert math.isfinite(float(ce.detach())) and 0 <= float(dice.detach()) <= 1
 
 
+class _RecordingDist:
+    """Stand-in for a 2-rank :class:`~qupath_camseg._dist.Dist` that records the calls ending a run."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.world_size, self.rank, self.is_main = 2, 1, False
+
+    def barrier(self) -> None:
+        self.calls.append("barrier")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+    def finish(self) -> None:
+        from qupath_camseg._dist import Dist
+
+        Dist.finish(self)  # type: ignore[arg-type]  # the real method over the recorded calls
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_ranks_leave_the_process_group_together_and_only_after_success(
+    monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    """destroy_process_group is collective: a rank that left while rank 0 still calibrated aborted in
+    gloo's teardown (CI, torchrun --resume). After success every rank waits, then leaves; after a
+    failure none tears the group down (torchrun stops the others)."""
+    from qupath_camseg.train import loop
+
+    fake = _RecordingDist()
+    monkeypatch.setattr(loop.Dist, "from_env", classmethod(lambda cls, *a, **k: fake))
+
+    def run(*args: object, **kwargs: object) -> dict[str, str]:
+        fake.calls.append("train")
+        if fails:
+            raise RuntimeError("boom")
+        return {"out_dir": "x"}
+
+    monkeypatch.setattr(loop, "_train", run)
+    if fails:
+        with pytest.raises(RuntimeError):
+            loop.train("p", "o")
+        assert fake.calls == ["train"]
+    else:
+        assert loop.train("p", "o") == {"out_dir": "x"}
+        assert fake.calls == ["train", "barrier", "close"]
+
+
 def _torchrun(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
