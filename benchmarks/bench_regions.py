@@ -131,9 +131,20 @@ def speckle_store(folder: Path, *, map_size: tuple[int, int] = (47_616, 107_520)
     return store
 
 
-def time_new(store: Any, *, min_area_um2: float = 2000.0, min_hole_um2: float = 2000.0,
+def _areas(min_area_um2: float | None, min_hole_um2: float | None) -> tuple[float, float]:
+    """Speck and hole areas (µm²): as given, else ``predict``'s defaults (:class:`PredictOptions`)."""
+    from qupath_camseg.predict import PredictOptions
+
+    o = PredictOptions()
+    return (o.min_area_um2 if min_area_um2 is None else min_area_um2,
+            o.min_hole_um2 if min_hole_um2 is None else min_hole_um2)
+
+
+def time_new(store: Any, *, min_area_um2: float | None = None, min_hole_um2: float | None = None,
              slide_mpp: float = 0.25) -> dict[str, Any]:
-    """The new polygon stage on ``store`` in this process: chunk summaries, then the regions."""
+    """The new polygon stage on ``store`` in this process: chunk summaries, then the regions
+    (speck and hole areas: ``predict``'s defaults unless given)."""
+    min_area_um2, min_hole_um2 = _areas(min_area_um2, min_hole_um2)
     from qupath_camseg.predict import ChunkSummaries
     from qupath_camseg.predict.objects import _region_objects
 
@@ -155,9 +166,10 @@ def time_new(store: Any, *, min_area_um2: float = 2000.0, min_hole_um2: float = 
             "pieces_traced": sum(len(x.pieces[0]) + len(x.open_pieces[0]) for x in summaries)}
 
 
-def time_old(store: Any, *, min_area_um2: float = 2000.0, min_hole_um2: float = 2000.0,
+def time_old(store: Any, *, min_area_um2: float | None = None, min_hole_um2: float | None = None,
              slide_mpp: float = 0.25) -> dict[str, Any]:
     """The old polygon stage on ``store`` (channel 0): trace everything, merge, then drop specks."""
+    min_area_um2, min_hole_um2 = _areas(min_area_um2, min_hole_um2)
     from reference_regions import reference_pieces, reference_regions
 
     ds, px = store.plan.ds, 1 / slide_mpp**2

@@ -40,7 +40,9 @@ class PredictOptions:
 
     ``overlap`` is the tile overlap fraction; ``min_tissue`` the tissue fraction a tile needs to be
     computed (``min_tile_tissue`` for a measurement tile object); ``min_area_um2`` and
-    ``min_hole_um2`` drop specks and fill pinholes; ``simplify_um`` is the outline tolerance.
+    ``min_hole_um2`` drop specks and fill pinholes (a hole under 100 µm², less than one cell, is map
+    noise; a larger one is what the model saw, a lumen, necrosis or a normal island, and is kept, as
+    QuPath's own Create objects keeps every hole by default); ``simplify_um`` is the outline tolerance.
     The tissue mask is computed at ``tissue_mask_mpp`` µm/px, coarser for slides whose mask would
     exceed ``tissue_mask_max_px`` pixels (so memory does not grow with the slide: a 15 mm slide
     gets a ≈ 15 µm/px mask, a Camelyon slide a ≈ 36 µm/px one). ``workers`` tile readers
@@ -80,7 +82,7 @@ class PredictOptions:
     tissue_mask_mpp: float = 8.0
     tissue_mask_max_px: int = 1 << 20
     min_area_um2: float = 2000.0
-    min_hole_um2: float = 2000.0
+    min_hole_um2: float = 100.0
     simplify_um: float | None = None
     chunk_px: int = 512
     stripe_chunks: int = 16

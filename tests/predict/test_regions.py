@@ -151,3 +151,22 @@ def test_an_island_inside_a_filled_pinhole_goes_with_it():
     got = chunk_regions(fg, origin_px=(0.0, 0.0), ds=1.0, min_area_px=5, min_hole_px=30)
     assert len(got.closed) == 1 and not got.open
     assert got.closed[0].area == pytest.approx(30 * 30, abs=2) and not got.closed[0].interiors
+
+
+def test_default_fills_subcellular_pinholes_and_keeps_holes_the_model_saw(tmp_path):
+    """``predict``'s defaults: a pinhole smaller than a cell (16 µm²) is map noise and is filled; a
+    hole of 400 µm² (20 µm across: a lumen, a normal island - the demo's truth has one of 587 µm²)
+    is kept, as QuPath's Create objects keeps holes by default."""
+    from qupath_camseg.predict import PredictOptions
+
+    opts = PredictOptions()
+    full = np.zeros((1, 192, 192), np.uint8)
+    yy, xx = np.mgrid[0:192, 0:192] + 0.5
+    full[0][(xx - 96) ** 2 + (yy - 96) ** 2 <= 70**2] = 230  # 1 map px = 1 µm²
+    full[0, 60:80, 60:80] = 10  # 400 µm² hole
+    full[0, 120:124, 120:124] = 10  # 16 µm² pinhole
+    store, plan = _store(tmp_path, full)
+    (region,) = _new(store, plan, min_area=opts.min_area_um2, min_hole=opts.min_hole_um2)
+    holes = [shapely.Polygon(h) for h in region.interiors]
+    assert len(holes) == 1 and holes[0].area / DS**2 == pytest.approx(400, rel=0.15)
+    assert holes[0].contains(shapely.Point(70 * DS, 70 * DS))
