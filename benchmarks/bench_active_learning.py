@@ -14,6 +14,9 @@ annotated validation slide (model selection; the same for every arm, not counted
   ``Tumor``, the rest of the box's tissue as ``Normal``; fine-tune with ``--init`` (the default
   short schedule: 3 epochs of ``--tiles-per-epoch``).
 * **random**: the same, with ``--k`` boxes of the same size centred at random on pool tissue.
+* **retrained**: after its last round, each arm's annotations train one model from scratch with the
+  full arm's recipe and steps - the rounds fine-tune (``--init``) for quick feedback, and the final
+  model is retrained on everything gathered (README, "Correct and retrain").
 * **full**: every pool slide annotated completely (tumour + the rest of the tissue as Normal),
   trained from scratch for as many steps as the whole suggest chain.
 
@@ -270,12 +273,24 @@ def _run_arm(arm: Arm, slides: list[Slide], args: argparse.Namespace, side: floa
         else:
             chosen = _random_boxes(arm, pool, args.k, side, rng)
         info = _annotate(arm, chosen)
-        arm.model = _train(arm.project, work / "models" / f"{arm.name}-{r}", args, val, init=arm.model, steps=None,
-                           seed=args.seed + r)
+        if chosen:  # nothing new to teach (no box to review): the pathologist keeps the model
+            arm.model = _train(arm.project, work / "models" / f"{arm.name}-{r}", args, val, init=arm.model,
+                               steps=None, seed=args.seed + r)
         _predict(arm.project, arm.model, held, args, suggest=0)
         arm.rounds.append({"round": r, "annotated_mm2": round(arm.area_mm2, 4), "heldout_dice": round(_dice(arm.project, held), 4),
                            **info, "seconds": round(time.perf_counter() - t0, 1)})
         print(f"{arm.name:8} round {r}: {arm.rounds[-1]}", flush=True)
+
+
+def _retrain(arm: Arm, slides: list[Slide], args: argparse.Namespace, work: Path, steps: int) -> dict[str, Any]:
+    """After the last round: one model trained from scratch on everything the arm annotated, with
+    the full arm's recipe and steps (what README's "Correct and retrain" recommends at the end)."""
+    pool, val, held = _split(slides, args)
+    model = _train(arm.project, work / "models" / f"{arm.name}-retrained", args, val, init=None, steps=steps,
+                   seed=args.seed)
+    _predict(arm.project, model, held, args, suggest=0)
+    return {"annotated_mm2": round(arm.area_mm2, 4), "heldout_dice": round(_dice(arm.project, held), 4),
+            "steps": steps}
 
 
 def _full(base: Path, slides: list[Slide], args: argparse.Namespace, work: Path, steps: int) -> dict[str, Any]:
@@ -360,6 +375,10 @@ def _figure(result: dict[str, Any], path: Path) -> None:
         rows = [result["round0"]] + result["arms"][name]
         ax1.plot([r["round"] for r in rows], [r["heldout_dice"] for r in rows], "o-", color=colour, label=name)
         ax2.plot([r["annotated_mm2"] for r in rows], [r["heldout_dice"] for r in rows], "o-", color=colour, label=name)
+        again = (result.get("retrained") or {}).get(name)
+        if again:
+            ax2.plot([again["annotated_mm2"]], [again["heldout_dice"]], "*", ms=13, color=colour,
+                     label=f"{name}: retrained from scratch")
     for ax in (ax1, ax2):
         ax.axhline(full["heldout_dice"], color="k", ls="--", label=f"full annotation ({full['annotated_mm2']:.1f} mm²)")
         ax.set_ylabel("held-out Dice")
@@ -386,6 +405,23 @@ def _acceptance(result: dict[str, Any]) -> dict[str, Any]:
         "suggest_minus_random_dice_per_round": [round(a["heldout_dice"] - b["heldout_dice"], 4) for a, b in zip(sug, rnd)],
         "suggest_beats_random_every_round": all(a["heldout_dice"] > b["heldout_dice"] for a, b in zip(sug, rnd)),
         "area_suggest_over_random_per_round": [round(a["annotated_mm2"] / b["annotated_mm2"], 3) for a, b in zip(sug, rnd)],
+        **_retrained_acceptance(result),
+    }
+
+
+def _retrained_acceptance(result: dict[str, Any]) -> dict[str, Any]:
+    """The same two points for the models retrained from scratch on each arm's final annotations."""
+    full, again = result["full"], result.get("retrained") or {}
+    if not {"suggest", "random"} <= set(again):
+        return {}
+    sug, rnd = again["suggest"], again["random"]
+    return {
+        "retrained_suggest_minus_full_dice": round(sug["heldout_dice"] - full["heldout_dice"], 4),
+        "retrained_suggest_area_fraction_of_full": round(sug["annotated_mm2"] / full["annotated_mm2"], 4),
+        "retrained_suggest_reaches_full_with_at_most_a_third": bool(
+            sug["heldout_dice"] >= full["heldout_dice"] and sug["annotated_mm2"] <= full["annotated_mm2"] / 3),
+        "retrained_suggest_minus_random_dice": round(sug["heldout_dice"] - rnd["heldout_dice"], 4),
+        "retrained_suggest_area_over_random": round(sug["annotated_mm2"] / rnd["annotated_mm2"], 3),
     }
 
 
@@ -431,11 +467,14 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"round0": {"round": 0, "annotated_mm2": round(area0, 4), "heldout_dice": round(_dice(base, held), 4)},
                               "arms": {}}
     print(f"round 0: {result['round0']}", flush=True)
+    steps_chain = args.steps0 + args.rounds * 3 * -(-args.tiles_per_epoch // 8)
+    result["retrained"] = {}
     for name in ("suggest", "random"):
         arm = Arm(name, _copy(base, work / name), model0, area_mm2=area0)
         _run_arm(arm, slides, args, side, work)
         result["arms"][name] = arm.rounds
-    steps_chain = args.steps0 + args.rounds * 3 * -(-args.tiles_per_epoch // 8)
+        result["retrained"][name] = _retrain(arm, slides, args, work, steps_chain)
+        print(f"{name:8} retrained: {result['retrained'][name]}", flush=True)
     result["full"] = _full(base, slides, args, work, steps_chain)
     print(f"full: {result['full']}", flush=True)
     result["acceptance"] = _acceptance(result)

@@ -23,7 +23,11 @@ def test_smoke_run_writes_rounds_acceptance_cost_and_figure(tmp_path: Path) -> N
         (row,) = data["arms"][arm]
         assert row["boxes"] == 2 and row["annotated_mm2"] > data["round0"]["annotated_mm2"]
         assert 0 <= row["heldout_dice"] <= 1
+        again = data["retrained"][arm]  # from scratch on the arm's final annotations, the full arm's steps
+        assert again["annotated_mm2"] == row["annotated_mm2"] and again["steps"] == data["full"]["steps"]
+        assert 0 <= again["heldout_dice"] <= 1
     assert data["full"]["annotated_mm2"] > data["arms"]["suggest"][0]["annotated_mm2"]
+    assert "retrained_suggest_reaches_full_with_at_most_a_third" in data["acceptance"]
     assert set(data["acceptance"]) >= {"reaches_full_with_at_most_a_third", "suggest_beats_random_every_round"}
     assert len(data["suggestion_cost"]) == 2
     for cost in data["suggestion_cost"].values():

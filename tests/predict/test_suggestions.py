@@ -130,7 +130,7 @@ def test_predict_slide_writes_review_suggestions(tmp_path):
     for o in reviews:  # about 160 µm wide, inside the slide, and really unsure
         x0, y0, x1, y1 = o.geometry.bounds
         assert 0 <= x0 < x1 <= 2048 and 0 <= y0 < y1 <= 1536 and x1 - x0 == pytest.approx(160, rel=0.3)
-        assert o.measurements[UNCERTAINTY_KEY] >= 0.05
+        assert o.measurements[UNCERTAINTY_KEY] * (x1 - x0) >= 1.0  # at least a line of full uncertainty across
     none = predict_slide(slide, _fake_model(), tmp_path / "none", options=_opts(suggest=0))
     assert none.report["suggestions"] == 0
     assert "settings_key" in none.report and none.report["settings_key"] != res.report["settings_key"]
@@ -166,3 +166,19 @@ def test_suggestions_stay_inside_the_roi_and_are_ranked_without_gaps(tmp_path):
     assert any(o.geometry.area < everywhere[0].geometry.area for o in inside)  # a box cut at the ROI's edge
     assert [o.measurements["review rank"] for o in inside] == list(range(1, len(inside) + 1))
     validate_qupath_geojson(objects_to_geojson(inside))
+
+
+def test_a_sharp_border_one_pixel_wide_is_suggested_and_a_lone_pixel_is_not(tmp_path):
+    """A calibrated model is sharp: its unsure pixels are a border about one pixel wide. A box crossed
+    by such a border (mean uncertainty 1/48 here, far below 0.05) is suggested; a box holding a few
+    unsure pixels, less than a line across it, is not."""
+    summaries, plan, _, _ = _summaries(tmp_path, cell_px=8)
+    for s in summaries:
+        s.uncertainty = np.zeros_like(s.uncertainty)
+    first = summaries[0]
+    first.uncertainty[:6, 0] = 8.0  # one map px wide, 48 px long: 8 px per 8-px cell, down six cells
+    (box,) = review_objects(summaries, plan, n=20, box_px=48, cell_px=8)
+    assert box.measurements[UNCERTAINTY_KEY] == pytest.approx(48 / 48**2, abs=1e-4)  # stored to 4 places
+    first.uncertainty[:6, 0] = 0.0
+    first.uncertainty[2, 2] = 20.0  # 20 unsure pixels: less than a line across a 48 px box
+    assert review_objects(summaries, plan, n=20, box_px=48, cell_px=8) == []
