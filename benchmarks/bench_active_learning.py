@@ -58,6 +58,7 @@ from shapely.geometry.base import BaseGeometry
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 MODEL_MPP, TILE_PX, ARCH = 2.0, 128, {"name": "unet", "width": 8, "depth": 3}
+BATCH = 8  # tiles per step, every arm
 
 
 # ------------------------------------------------------------------------------ the project
@@ -183,7 +184,7 @@ def _train(project: Path, out: Path, args: argparse.Namespace, val: Slide, *, in
     if (out / "model.json").is_file():
         return out  # a rerun of the benchmark with --workdir: reuse
     common = {"unannotated": "ignore", "val_images": (val.name,), "tiles_per_epoch": args.tiles_per_epoch,
-              "batch_size": 8, "workers": 0, "device": "cpu", "seed": seed}
+              "batch_size": BATCH, "workers": 0, "device": "cpu", "seed": seed}
     if init is None:
         cfg = TrainConfig(mpp=MODEL_MPP, tile_px=TILE_PX, arch=dict(ARCH), steps=steps, **common)
     else:
@@ -285,7 +286,7 @@ def _run_arm(arm: Arm, slides: list[Slide], args: argparse.Namespace, side: floa
 def _retrain(arm: Arm, slides: list[Slide], args: argparse.Namespace, work: Path, steps: int) -> dict[str, Any]:
     """After the last round: one model trained from scratch on everything the arm annotated, with
     the full arm's recipe and steps (what README's "Correct and retrain" recommends at the end)."""
-    pool, val, held = _split(slides, args)
+    _, val, held = _split(slides, args)
     model = _train(arm.project, work / "models" / f"{arm.name}-retrained", args, val, init=None, steps=steps,
                    seed=args.seed)
     _predict(arm.project, model, held, args, suggest=0)
@@ -467,7 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"round0": {"round": 0, "annotated_mm2": round(area0, 4), "heldout_dice": round(_dice(base, held), 4)},
                               "arms": {}}
     print(f"round 0: {result['round0']}", flush=True)
-    steps_chain = args.steps0 + args.rounds * 3 * -(-args.tiles_per_epoch // 8)
+    from qupath_camseg.train import INIT_EPOCHS  # each round's fine-tune: the default --init schedule
+
+    steps_chain = args.steps0 + args.rounds * INIT_EPOCHS * -(-args.tiles_per_epoch // BATCH)
     result["retrained"] = {}
     for name in ("suggest", "random"):
         arm = Arm(name, _copy(base, work / name), model0, area_mm2=area0)

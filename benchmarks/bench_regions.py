@@ -144,10 +144,10 @@ def time_new(store: Any, *, min_area_um2: float | None = None, min_hole_um2: flo
              slide_mpp: float = 0.25) -> dict[str, Any]:
     """The new polygon stage on ``store`` in this process: chunk summaries, then the regions
     (speck and hole areas: ``predict``'s defaults unless given)."""
-    min_area_um2, min_hole_um2 = _areas(min_area_um2, min_hole_um2)
     from qupath_camseg.predict import ChunkSummaries
     from qupath_camseg.predict.objects import _region_objects
 
+    min_area_um2, min_hole_um2 = _areas(min_area_um2, min_hole_um2)
     plan = store.plan
     um2 = (plan.ds * slide_mpp) ** 2
     t0 = time.perf_counter()
@@ -169,9 +169,9 @@ def time_new(store: Any, *, min_area_um2: float | None = None, min_hole_um2: flo
 def time_old(store: Any, *, min_area_um2: float | None = None, min_hole_um2: float | None = None,
              slide_mpp: float = 0.25) -> dict[str, Any]:
     """The old polygon stage on ``store`` (channel 0): trace everything, merge, then drop specks."""
-    min_area_um2, min_hole_um2 = _areas(min_area_um2, min_hole_um2)
     from reference_regions import reference_pieces, reference_regions
 
+    min_area_um2, min_hole_um2 = _areas(min_area_um2, min_hole_um2)
     ds, px = store.plan.ds, 1 / slide_mpp**2
     t0 = time.perf_counter()
     pieces = reference_pieces(store, 128)
