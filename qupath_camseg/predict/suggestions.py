@@ -19,11 +19,15 @@ assembles the slide's cell grid (≤ :data:`MAX_CELLS` cells, so memory stays fl
 scores every box position by a summed-area table, and picks the best box, suppresses every box
 position within 1.5 box widths of it (non-maximum suppression, so the boxes spread over the
 slide), and repeats, up to ``n`` boxes whose uncertainty adds up to at least :data:`MIN_UNCERTAIN_LINES`
-pixel-wide lines across the box (mean ``u`` ≥ 1 / box side): a calibrated model is sharp, so its
-unsure pixels are a border one or two pixels wide, and a border crossing a box is exactly what to
-review (a floor on the *mean*, such as 0.05, dropped every such box: on one generated project the
-round-0 model's best boxes read 0.01-0.03 and no box was suggested although it missed tumour); a
-confident slide, with no border near the threshold, still gets none.
+pixel-wide lines across the box (mean ``u`` ≥ 0.25 / box side): a calibrated model is sharp, so its
+unsure pixels are a border a pixel wide or less, and a border crossing a box is exactly what to
+review. A floor on the *mean*, such as 0.05, dropped every such box (on one generated project the
+round-0 model's best boxes read 0.01-0.03 and no box was suggested although it missed tumour), and
+so did a floor of one whole line: the models of the correction loop, fitted to temperatures of
+0.15-0.2, cross the threshold within half a pixel, and their best boxes summed 0.5-0.96 lines, so
+the loop ran dry after one round while the model still missed tumour. A quarter of a line keeps
+such borders and still leaves out a few stray unsure pixels; a confident slide, with no border near
+the threshold, still gets none.
 
 Flipped/rotated passes would measure disagreement too, but cost a whole second inference (the
 suggestions must add < 10 % to ``predict``), so the threshold margin is used alone.
@@ -57,7 +61,7 @@ UNCERTAINTY_KEY = "uncertainty"
 RANK_KEY = "review rank"
 #: A box is suggested when its uncertainty adds up to this many pixel-wide lines across it (a
 #: confident slide gets fewer; see the module docstring).
-MIN_UNCERTAIN_LINES = 1.0
+MIN_UNCERTAIN_LINES = 0.25
 #: The slide's cell grid holds at most this many cells (4 MiB as float32).
 MAX_CELLS = 1 << 20
 _CELLS_PER_BOX = 8
