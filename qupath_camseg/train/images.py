@@ -30,9 +30,9 @@ from shapely.geometry.base import BaseGeometry
 from shapely.strtree import STRtree
 
 from qupath_camseg.annotations import QPObject, is_ignore_class, is_tissue_class, iter_objects, rasterize
-from qupath_camseg.wsi import detect_tissue, level0_size, open_slide, tissue_tiles
+from qupath_camseg.wsi import TissueMask, detect_tissue, level0_size, open_slide, tissue_tiles
 
-__all__ = ["IGNORE_INDEX", "LabelledImage", "build_shapes", "prepare_image"]
+__all__ = ["IGNORE_INDEX", "LabelledImage", "annotated_fraction", "build_shapes", "prepare_image"]
 
 #: Label of pixels left out of the loss (``Ignore*`` classes; unannotated ones with ``unannotated="ignore"``).
 IGNORE_INDEX = 255
@@ -47,7 +47,8 @@ class LabelledImage:
     wins). ``regions[label]``: the union of that target class. ``tissue_xy``: ``(n, 2)`` origins of
     half-overlapping tiles with at least ``min_tissue`` tissue (training negatives);
     ``grid_xy``: origins of the non-overlapping grid tiles touching tissue (validation).
-    ``tile_px_level0``: the tile size in level-0 px.
+    ``tile_px_level0``: the tile size in level-0 px. ``annotated_fraction``: the share (0-1) of the
+    slide's tissue mask that its annotations cover, whatever their class (1: outlined completely).
     """
 
     name: str
@@ -62,6 +63,7 @@ class LabelledImage:
     tissue_xy: npt.NDArray[np.int64]
     grid_xy: npt.NDArray[np.int64]
     mpp_override: float | None = None
+    annotated_fraction: float = 1.0
     _tree: STRtree | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -221,7 +223,22 @@ def prepare_image(
         tissue_xy=_origins(tiles),
         grid_xy=_origins(grid),
         mpp_override=mpp_override,
+        annotated_fraction=annotated_fraction(shapes, tissue),
     )
+
+
+def annotated_fraction(shapes: Sequence[tuple[BaseGeometry, int]], tissue: TissueMask) -> float:
+    """The share (0-1) of ``tissue``'s pixels whose centres lie in one of ``shapes`` (level-0 px,
+    any label); 1.0 for a slide without tissue."""
+    n_tissue = int(tissue.mask.sum())
+    if not n_tissue:
+        return 1.0
+    if not shapes:
+        return 0.0
+    rows, cols = tissue.mask.shape
+    box = (0, 0, int(round(cols * tissue.downsample)), int(round(rows * tissue.downsample)))
+    covered = rasterize(((g, 1) for g, _ in shapes), box, (cols, rows)) > 0
+    return float((covered & tissue.mask).sum()) / n_tissue
 
 
 def _origins(tiles: Sequence[tuple[int, int, int, int]]) -> npt.NDArray[np.int64]:

@@ -7,14 +7,15 @@ import pytest
 import torch
 
 from qupath_camseg.annotations import QPObject
-from qupath_camseg.train.calibrate import fit_temperature
+from qupath_camseg.train.calibrate import EXHAUSTIVE_FRACTION, fit_temperature, fit_temperature_and_bias
 from qupath_camseg.train.datasets import TrainTileDataset
-from qupath_camseg.train.images import IGNORE_INDEX, prepare_image
+from qupath_camseg.train.images import IGNORE_INDEX, annotated_fraction, prepare_image
 from qupath_camseg.train.priors import (
     sampled_label_counts,
     tissue_label_counts,
     training_priors,
 )
+from qupath_camseg.wsi import TissueMask
 
 MPP = 2.0
 TILE = 64  # = the priors' label raster, so their counts are the training labels' exactly
@@ -76,3 +77,42 @@ def test_fit_temperature_recovers_the_temperature_that_made_the_labels(t_true: f
     labels = torch.multinomial(probs, 1, generator=gen).squeeze(1)
     t = fit_temperature(logits, labels, bias)
     assert t == pytest.approx(t_true, rel=0.05)
+
+
+@pytest.mark.parametrize(("t_true", "bias"), [(0.2, [0.0, -1.9]), (2.5, [0.0, 1.1]), (1.0, [0.0, -0.5, 0.4])])
+def test_fit_temperature_and_bias_recovers_both(t_true: float, bias: list[float]) -> None:
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(60_000, len(bias), generator=gen) * 3
+    probs = torch.softmax(logits / t_true + torch.tensor(bias), dim=1)
+    labels = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+    t, b = fit_temperature_and_bias(logits, labels)
+    assert t == pytest.approx(t_true, rel=0.05)
+    assert b[0] == 0.0 and b[1:] == pytest.approx(bias[1:], abs=0.1)
+    # the temperature alone cannot move the threshold: its fit leaves a worse likelihood
+    t_only = fit_temperature(logits, labels, [0.0] * len(bias))
+
+    def nll(temp: float, b_: list[float]) -> float:
+        return float(torch.nn.functional.cross_entropy(logits.double() / temp + torch.tensor(b_).double(), labels))
+
+    assert nll(t, b) <= nll(t_only, [0.0] * len(bias)) + 1e-9
+
+
+def test_annotated_fraction_tells_a_complete_outline_from_a_partial_one(slide_image) -> None:
+    img, truth = slide_image
+    tissue = TissueMask(np.zeros((4, 4), bool), 256.0)
+    assert annotated_fraction([], tissue) == 1.0  # no tissue: nothing left to outline
+    mask = _tissue(img)
+    tumour = [(g, 1) for g in truth.tumor.geoms]
+    normal = [(truth.tissue.buffer(64).difference(truth.tumor), 0)]
+    share = truth.tumor.area / truth.tissue.area
+    assert annotated_fraction([], mask) == 0.0
+    assert annotated_fraction(tumour, mask) == pytest.approx(share, abs=0.1)
+    assert annotated_fraction(tumour + normal, mask) >= EXHAUSTIVE_FRACTION
+    assert img.annotated_fraction == pytest.approx(annotated_fraction(img.shapes, mask))
+
+
+def _tissue(img) -> TissueMask:
+    from qupath_camseg.wsi import detect_tissue, open_slide
+
+    with open_slide(img.path) as slide:
+        return detect_tissue(slide)

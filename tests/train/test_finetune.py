@@ -51,6 +51,17 @@ def _annotations(project: Path, entry: str) -> Path:
     return project / "camseg" / "annotations" / f"{entry}.geojson"
 
 
+def _copy_project(project: Path, proj: Path) -> Path:
+    """A copy of ``project`` at ``proj`` (its image URIs moved along)."""
+    import shutil
+
+    shutil.copytree(project, proj)
+    text = (proj / "project.qpproj").read_text(encoding="utf-8")
+    (proj / "project.qpproj").write_text(text.replace(project.as_uri(), proj.as_uri()).replace(
+        f"file:{project.as_posix()}/", f"file:{proj.as_posix()}/"), encoding="utf-8")
+    return proj
+
+
 def _prediction(geom, cls: str = "Tumor") -> QPObject:
     return QPObject(geom, classification=cls, name=f"camseg {cls}", metadata=dict(CAMSEG_METADATA),
                     measurements={FINGERPRINT_KEY: float(shape_fingerprint(geom, cls))})
@@ -67,13 +78,7 @@ def _centres_in(ds: TrainTileDataset, image: str, region, n: int = 400) -> int:
 
 
 def test_accepted_edited_and_normal_regions_reach_the_tile_sampler(project: Path, tmp_path: Path) -> None:
-    import shutil
-
-    proj = tmp_path / "p"
-    shutil.copytree(project, proj)
-    text = (proj / "project.qpproj").read_text(encoding="utf-8")
-    (proj / "project.qpproj").write_text(text.replace(project.as_uri(), proj.as_uri()).replace(
-        f"file:{project.as_posix()}/", f"file:{proj.as_posix()}/"), encoding="utf-8")
+    proj = _copy_project(project, tmp_path / "p")
     # entry 1: its outlines replaced by three camseg predictions: one accepted (marker removed, as
     # "camseg Accept predictions" does), one the user reshaped, one left alone (never a label)
     accepted = shapely.box(200, 200, 420, 420)
@@ -172,3 +177,26 @@ def test_init_refuses_mismatched_options_in_one_line(project: Path, parent: Path
     # the same values as the parent's are fine
     same = TrainConfig(init=str(parent), mpp=2.0, tile_px=64, steps=1, tiles_per_epoch=4, batch_size=4, workers=0)
     assert train(project, tmp_path / "ok", same)["steps"] == 1
+
+
+def test_partial_annotations_fit_their_threshold_on_a_validation_slide_outlined_completely(
+        project: Path, tmp_path: Path) -> None:
+    """With ``--unannotated ignore`` (the correction loop) the training slides' tissue priors are
+    unknown. A validation slide outlined completely (Tumor and Normal) holds them, so the logit bias
+    is fitted there with the temperature; with its tumour outlines only it does not, the bias stays
+    0 and model.json says what to outline."""
+    proj = _copy_project(project, tmp_path / "p")
+    val = _annotations(proj, "2")
+    tumour = [o for o in read_geojson(val) if o.classification == "Tumor"]
+    rest = shapely.box(0, 0, 1536, 1536).difference(shapely.union_all([o.geometry for o in tumour]))
+    write_geojson(val, [*tumour, QPObject(rest, classification="Normal", name=None)])
+    args = [*TINY, "--steps", "6", "--unannotated", "ignore", "--val-images", "tumor_002.tif"]
+    assert main(["train", str(proj), "--out", str(tmp_path / "complete"), *args]) == 0
+    cal = json.loads((tmp_path / "complete" / "model.json").read_text(encoding="utf-8"))["calibration"]
+    assert cal["bias_fitted_on_validation"] is True and cal["logit_bias"][0] == 0.0 and cal["logit_bias"][1] != 0.0
+    assert "outlined completely" in cal["prior_note"]
+    write_geojson(val, tumour)
+    assert main(["train", str(proj), "--out", str(tmp_path / "partial"), *args]) == 0
+    cal = json.loads((tmp_path / "partial" / "model.json").read_text(encoding="utf-8"))["calibration"]
+    assert cal["logit_bias"] == [0.0, 0.0] and "bias_fitted_on_validation" not in cal
+    assert "tumor_002.tif" in cal["prior_note"] and "outline the whole tissue" in cal["prior_note"]
