@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg._dist import Dist, env_rank, shard_by_weight
 from qupath_camseg._io import entry_file
@@ -25,6 +26,7 @@ from qupath_camseg.predict.options import PredictOptions, PredictResult, Progres
 from qupath_camseg.predict.report import read_report
 from qupath_camseg.predict.run_lock import run_lock
 from qupath_camseg.predict.slide import predict_slide
+from qupath_camseg.predict.suggestions import reviewed_ground
 from qupath_camseg.qupath import ProjectEntry, find_qupath_installation, open_project
 
 __all__ = ["predict_project"]
@@ -121,7 +123,7 @@ def _predict_project(project_path: str | Path, model: LoadedModel | str | Path, 
     try:
         mine = [i for i in range(len(resolved)) if owner[i] == rank]
         _run_own_shard(Path(project_path), resolved, mine, lm, out_dir, opts, emit, outcomes,
-                       write_back=project_write and world == 1)
+                       write_back=project_write and world == 1, read_door="paquo" if project_write else "files")
         outcomes.status = dist.all_reduce(outcomes.status)
     finally:
         dist.close()
@@ -159,22 +161,37 @@ def _file_size(path: Path | CamsegError) -> int:
 
 
 def _run_own_shard(project_path: Path, resolved: _Resolved, mine: list[int], lm: LoadedModel, out_dir: Path,
-                   opts: PredictOptions, emit: Progress, outcomes: _Outcomes, *, write_back: bool) -> None:
+                   opts: PredictOptions, emit: Progress, outcomes: _Outcomes, *, write_back: bool,
+                   read_door: str) -> None:
     """Predict the images ``mine`` (indices into ``resolved``), recording each one's outcome in
-    ``outcomes``; ``write_back``: each new result into the hierarchy."""
+    ``outcomes``; ``write_back``: each new result into the hierarchy; ``read_door``: where the
+    annotations that keep review boxes off labelled ground are read."""
     for i in mine:
         e, img = resolved[i]
         try:
             if isinstance(img, CamsegError):
                 raise img
+            reviewed = _reviewed(project_path, e, read_door, emit) if opts.suggest else None
             res = predict_slide(img, lm, out_dir, entry_id=e.entry_id, image_name=e.image_name,
-                                options=opts, progress=emit)
+                                options=opts, progress=emit, reviewed=reviewed)
             outcomes.results[i] = res
             outcomes.status[i] = _SKIPPED if res.skipped else _DONE
             if write_back and not res.skipped:
                 _write_back(project_path, e.entry_id, res.objects, emit, e.image_name)
         except CamsegError as err:
             outcomes.fail(i, e.image_name, err, emit)
+
+
+def _reviewed(project_path: Path, entry: ProjectEntry, door: str, emit: Progress) -> BaseGeometry | None:
+    """What the pathologist has labelled on ``entry`` (level-0 px; read through ``door``), where no
+    review box is suggested; an unreadable annotation file costs the suggestions that, not the run."""
+    try:
+        with open_project(project_path, "r", door=door) as proj:  # type: ignore[arg-type]
+            return reviewed_ground(proj.read_annotations(entry))
+    except CamsegError as err:
+        emit({"event": "note", "image": entry.image_name,
+              "message": f"review boxes may fall on ground you annotated already (annotations not read: {err})"})
+        return None
 
 
 def _gather(project_path: Path, resolved: _Resolved, out_dir: Path, emit: Progress, outcomes: _Outcomes, *,

@@ -74,7 +74,7 @@ _TUMOR_NAMES = ("tumor", "tumour", "metastasis", "metastases", "cancer", "carcin
 def predict_slide(
     slide_path: str | Path, model: LoadedModel | str | Path, out_dir: str | Path, *,
     entry_id: str | None = None, image_name: str | None = None, options: PredictOptions | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, reviewed: BaseGeometry | None = None,
 ) -> PredictResult:
     """Predict one slide into ``out_dir`` (see the module docstring for the files written).
 
@@ -82,18 +82,21 @@ def predict_slide(
     names the outputs (default: the slide's file stem). A finished image with the same settings is
     skipped unless ``options.overwrite``; an interrupted one resumes from its finished chunks.
     ``progress`` receives event dicts (``start``, ``note``, ``progress``, ``done``, ``skip``; see
-    :data:`~qupath_camseg.predict.options.ProgressEvent`). Holds ``<out_dir>/camseg.lock`` from the
-    start (:func:`~qupath_camseg.predict.run_lock.run_lock`).
+    :data:`~qupath_camseg.predict.options.ProgressEvent`). ``reviewed`` (level-0 px): what the
+    pathologist has annotated on this slide already; no review suggestion counts the doubt there
+    (:func:`~qupath_camseg.predict.suggestions.review_objects`). Holds ``<out_dir>/camseg.lock``
+    from the start (:func:`~qupath_camseg.predict.run_lock.run_lock`).
     """
     with run_lock(out_dir, what=f"output folder {out_dir}"):
         return _predict_slide(Path(slide_path), model, Path(out_dir), entry_id, image_name,
-                              options or PredictOptions(), progress or no_progress)
+                              options or PredictOptions(), progress or no_progress, reviewed)
 
 
 def _predict_slide(slide_path: Path, model: LoadedModel | str | Path, out_dir: Path, entry_id: str | None,
-                   image_name: str | None, options: PredictOptions, progress: Progress) -> PredictResult:
+                   image_name: str | None, options: PredictOptions, progress: Progress,
+                   reviewed: BaseGeometry | None) -> PredictResult:
     """:func:`predict_slide`, under its lock."""
-    job = _job(slide_path, model, out_dir, entry_id, image_name, options, progress)
+    job = replace(_job(slide_path, model, out_dir, entry_id, image_name, options, progress), reviewed=reviewed)
     outputs = {k: str(v) for k, v in job.paths.items()}
     with open_slide(job.slide_path, mpp=job.opts.slide_mpp) as slide:
         planned = _open_and_plan(job, slide)
@@ -133,6 +136,7 @@ class _Job:
     emit: Progress
     t_start: float
     screen: ScreenModel | None = None
+    reviewed: BaseGeometry | None = None
 
 
 def _job(slide_path: Path, model: LoadedModel | str | Path, out: Path, entry_id: str | None,
@@ -342,7 +346,8 @@ def _write_outputs(job: _Job, planned: _Planned, tissue: _Tissue, store: ChunkSt
             objs = [o for o in [tissue_annotation(tissue.mask, tissue.outline, job.roi)] if o is not None] + objs
         t_objects = time.perf_counter() - t0 - t_summaries
         box_px, cell_px = suggestion_sizes(plan, cfg.mpp, opts.suggest_um)
-        objs += review_objects(chunk_summaries, plan, n=opts.suggest, box_px=box_px, cell_px=cell_px, roi=job.roi)
+        objs += review_objects(chunk_summaries, plan, n=opts.suggest, box_px=box_px, cell_px=cell_px, roi=job.roi,
+                               reviewed=job.reviewed)
         t_suggest = time.perf_counter() - t0 - t_summaries - t_objects
         write_geojson(job.paths["geojson"], objs)
         t_geojson = time.perf_counter() - t0 - t_summaries - t_objects - t_suggest

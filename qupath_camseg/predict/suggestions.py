@@ -29,6 +29,11 @@ the loop ran dry after one round while the model still missed tumour. A quarter 
 such borders and still leaves out a few stray unsure pixels; a confident slide, with no border near
 the threshold, still gets none.
 
+Ground the pathologist has annotated already (``reviewed``: their classified outlines, read by
+``predict_project``) does not count: the model may still be unsure there until it is trained on it,
+but a look there teaches nothing new (on a generated project, from round 5 of the loop almost every
+box a model offered lay on its own training boxes, and the loop ran dry).
+
 Flipped/rotated passes would measure disagreement too, but cost a whole second inference (the
 suggestions must add < 10 % to ``predict``), so the threshold margin is used alone.
 This module runs in ``spawn``-ed summary workers: numpy only (no torch).
@@ -46,11 +51,21 @@ import numpy.typing as npt
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from qupath_camseg.annotations import CAMSEG_METADATA, OUR_NAME_PREFIX, QPObject, polygonal_part
+from qupath_camseg.annotations import (
+    CAMSEG_METADATA,
+    OUR_NAME_PREFIX,
+    QPObject,
+    is_ours,
+    is_tissue_class,
+    iter_objects,
+    polygonal_part,
+    rasterize,
+)
 from qupath_camseg.predict.chunks import TilePlan
 
 __all__ = ["MAX_CELLS", "MIN_UNCERTAIN_LINES", "RANK_KEY", "REVIEW_CLASS", "REVIEW_NAME", "UNCERTAINTY_KEY",
-           "chunk_uncertainty", "review_objects", "suggestion_cell_px", "suggestion_sizes", "uncertainty_lut"]
+           "chunk_uncertainty", "review_objects", "reviewed_ground", "suggestion_cell_px", "suggestion_sizes",
+           "uncertainty_lut"]
 
 #: Name (then `` <rank>``) and class of a suggestion; the Groovy scripts find them by this name.
 REVIEW_NAME = f"{OUR_NAME_PREFIX} Review"
@@ -65,6 +80,8 @@ MIN_UNCERTAIN_LINES = 0.25
 #: The slide's cell grid holds at most this many cells (4 MiB as float32).
 MAX_CELLS = 1 << 20
 _CELLS_PER_BOX = 8
+#: Sample points per cell side when measuring how much of a cell is annotated already.
+_COVER_SAMPLES = 4
 #: The uncertainty band: this fraction of the way from the threshold to 0 or 1 (see the module docstring).
 _BAND = 0.5
 
@@ -139,6 +156,32 @@ def _slide_grid(summaries: Sequence[_Summary], plan: TilePlan, cell_px: int) -> 
     return grid
 
 
+def _unreviewed(grid: npt.NDArray[np.float64], plan: TilePlan, cell_px: int,
+                reviewed: BaseGeometry | None) -> npt.NDArray[np.float64]:
+    """``grid`` (cell sums of ``u``) with each cell scaled by the share of it that ``reviewed``
+    (level-0 px: what the pathologist has annotated already) leaves uncovered, measured on
+    :data:`_COVER_SAMPLES`² points per cell."""
+    if reviewed is None or reviewed.is_empty:
+        return grid
+    rows, cols = grid.shape
+    side = cell_px * plan.ds  # level-0 px per cell
+    covered = rasterize([(reviewed, 1)], (0.0, 0.0, cols * side, rows * side),
+                        (cols * _COVER_SAMPLES, rows * _COVER_SAMPLES))
+    share = covered.reshape(rows, _COVER_SAMPLES, cols, _COVER_SAMPLES).mean(axis=(1, 3))
+    return grid * (1.0 - share)
+
+
+def reviewed_ground(objs: Sequence[QPObject]) -> BaseGeometry | None:
+    """The ground (level-0 px) the pathologist has labelled among an image's annotations ``objs``
+    (children included): their own area annotations with a class - ``Tumor``, ``Normal``,
+    ``Ignore*``, accepted or edited predictions - but not tissue outlines, review boxes or our
+    untouched predictions; ``None`` when there is none."""
+    parts = [o.geometry for o in iter_objects(objs)
+             if o.object_type == "annotation" and o.is_area and o.classification and not is_ours(o)
+             and not is_tissue_class(o.classification) and o.classification != REVIEW_CLASS]
+    return shapely.union_all(parts) if parts else None
+
+
 def _pick(scores: npt.NDArray[np.float64], n: int, k: int, min_score: float) -> list[tuple[int, int, float]]:
     """Greedy non-maximum suppression on window ``scores``: up to ``n`` ``(row, col, score)``,
     each at least ``1.5 k`` cells from those before it, none below ``min_score``."""
@@ -156,14 +199,17 @@ def _pick(scores: npt.NDArray[np.float64], n: int, k: int, min_score: float) -> 
 
 
 def review_objects(summaries: Sequence[_Summary], plan: TilePlan, *, n: int, box_px: int,
-                   cell_px: int, roi: BaseGeometry | None = None) -> list[QPObject]:
+                   cell_px: int, roi: BaseGeometry | None = None,
+                   reviewed: BaseGeometry | None = None) -> list[QPObject]:
     """Up to ``n`` ranked ``camseg Review`` annotations (level-0 px boxes of about ``box_px`` map
     px, a whole number of ``cell_px`` cells) from the chunk summaries' uncertainty grids, each
     with measurements :data:`UNCERTAINTY_KEY` (mean ``u`` in the box) and :data:`RANK_KEY`.
-    With a ``roi`` (level-0 px) each box is cut to it: nothing is suggested outside the analysed area."""
+    With a ``roi`` (level-0 px) each box is cut to it: nothing is suggested outside the analysed area.
+    ``reviewed`` (level-0 px): ground the pathologist has annotated already; its uncertainty does not
+    count (a look there teaches nothing new: the label is given, the model has yet to learn it)."""
     if n < 1 or cell_px < 1:
         return []
-    grid = _slide_grid(summaries, plan, cell_px)
+    grid = _unreviewed(_slide_grid(summaries, plan, cell_px), plan, cell_px, reviewed)
     k = max(1, min(round(box_px / cell_px), *grid.shape))
     sat = np.zeros((grid.shape[0] + 1, grid.shape[1] + 1))
     sat[1:, 1:] = grid.cumsum(0).cumsum(1)

@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 import shapely
 
-from qupath_camseg.annotations import is_ours, objects_to_geojson, read_geojson, validate_qupath_geojson
+from qupath_camseg.annotations import (
+    CAMSEG_METADATA,
+    TISSUE_CLASS,
+    QPObject,
+    is_ours,
+    objects_to_geojson,
+    read_geojson,
+    validate_qupath_geojson,
+    write_geojson,
+)
 from qupath_camseg.predict import (
     RANK_KEY,
     REVIEW_CLASS,
@@ -21,7 +30,7 @@ from qupath_camseg.predict import (
     predict_slide,
     review_objects,
 )
-from qupath_camseg.predict.suggestions import suggestion_cell_px, uncertainty_lut
+from qupath_camseg.predict.suggestions import reviewed_ground, suggestion_cell_px, uncertainty_lut
 
 CHUNK, DS = 64, 2.0  # map px per chunk, level-0 px per map px
 
@@ -184,3 +193,59 @@ def test_a_sharp_border_under_a_pixel_wide_is_suggested_and_stray_pixels_are_not
     first.uncertainty[:6, 0] = 0.0
     first.uncertainty[2, 2] = 10.0  # 10 unsure pixels: less than a quarter of a line across a 48 px box
     assert review_objects(summaries, plan, n=20, box_px=48, cell_px=8) == []
+
+
+def test_ground_the_pathologist_annotated_gets_no_box(tmp_path):
+    """The model may stay unsure on ground it is yet to be trained on; a look there teaches nothing
+    new, so that doubt does not count: the box moves to the next unsure place."""
+    summaries, plan, _, patches = _summaries(tmp_path, cell_px=8)
+    everywhere = review_objects(summaries, plan, n=20, box_px=48, cell_px=8)
+    x, y, w, h = patches[0]
+    first = shapely.box(x * DS, y * DS, (x + w) * DS, (y + h) * DS)
+    assert everywhere[0].geometry.intersection(first).area > 0.9 * first.area
+    labelled = first.buffer(8 * DS)  # the pathologist outlined that unsure patch and a little more
+    left = review_objects(summaries, plan, n=20, box_px=48, cell_px=8, reviewed=labelled)
+    assert left and all(o.geometry.intersection(first).area == 0 for o in left)
+    assert len(left) < len(everywhere)
+    half = shapely.box(0, 0, (x + w / 2) * DS, plan.map_size[1] * plan.ds)  # half of the patch: half its score
+    (cut, *_) = review_objects(summaries, plan, n=1, box_px=48, cell_px=8, reviewed=half)
+    assert cut.geometry.intersects(first)
+    u0 = everywhere[0].measurements[UNCERTAINTY_KEY]
+    assert cut.measurements[UNCERTAINTY_KEY] < 0.75 * u0
+
+
+def test_reviewed_ground_is_what_the_pathologist_labelled():
+    box = shapely.box
+    mine = [QPObject(box(0, 0, 10, 10), classification="Tumor"), QPObject(box(20, 0, 30, 10), classification="Normal"),
+            QPObject(box(40, 0, 50, 10), classification="Ignore*")]
+    not_labels = [QPObject(box(0, 0, 99, 99), classification=TISSUE_CLASS),  # the analysed tissue, locked
+                  QPObject(box(60, 0, 70, 10)),  # no class: a region of interest, not a label
+                  QPObject(box(80, 0, 90, 10), classification=REVIEW_CLASS),  # a review box kept
+                  QPObject(box(0, 20, 10, 30), classification="Tumor", name="camseg Tumor",
+                           metadata=dict(CAMSEG_METADATA))]  # our prediction, untouched
+    ground = reviewed_ground(mine + not_labels)
+    assert ground is not None and ground.area == pytest.approx(300)
+    assert reviewed_ground(not_labels) is None
+
+
+def test_predict_project_keeps_review_boxes_off_annotated_ground(tmp_path):
+    from tests.predict.test_predict import _fake_model, _opts  # the darkness test network
+    from qupath_camseg.predict import predict_project
+    from qupath_camseg.synthetic import write_synthetic_project
+
+    proj = tmp_path / "p"
+    write_synthetic_project(proj, slides=1, width=2048, height=1536, seed=11, door="files")
+    opts = _opts(suggest=3, suggest_um=160.0, overwrite=True)
+    predictions = proj / "camseg" / "predictions" / "1.geojson"
+    annotations = proj / "camseg" / "annotations" / "1.geojson"
+
+    def boxes() -> list[QPObject]:
+        predict_project(proj, _fake_model(), options=opts, project_write=False)
+        return [o for o in read_geojson(predictions) if o.classification == REVIEW_CLASS]
+
+    before = boxes()
+    assert before
+    looked = before[0].geometry
+    write_geojson(annotations, [*read_geojson(annotations), QPObject(looked, classification="Normal")])
+    after = boxes()
+    assert after and all(o.geometry.intersection(looked).area < 0.25 * looked.area for o in after)
