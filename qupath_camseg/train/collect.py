@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg.annotations import (
     TISSUE_CLASS,
@@ -47,8 +46,7 @@ class TrainingData:
     ``annotations``: the number of the user's area annotations read per image (name → count);
     ``objects``: the annotations each image's labels come from, by entry ID; ``lineage``: the
     parent model and what was added since (:func:`~qupath_camseg.train.lineage.parent_lineage`),
-    for runs fine-tuned with ``init``; ``added``: those added annotations' outlines (level-0 px) by
-    entry ID, where the sampler centres a share of a fine-tune's tiles.
+    for runs fine-tuned with ``init``.
     """
 
     train_images: list[LabelledImage]
@@ -60,7 +58,6 @@ class TrainingData:
     annotations: dict[str, int] = field(default_factory=dict)
     objects: dict[str, list[QPObject]] = field(default_factory=dict)
     lineage: dict[str, Any] | None = None
-    added: dict[str, list[BaseGeometry]] = field(default_factory=dict)
 
 
 def collect_images(project_path: str | os.PathLike[str], config: TrainConfig) -> TrainingData:

@@ -43,16 +43,13 @@ FIXED_ON_RESUME = (
 class SamplingConfig:
     """Where training tiles come from: fractions centred inside / on the border of target-class
     regions, inside negative regions (annotations of other classes, e.g. ``Normal``; only when
-    there are some), the rest random tissue; and the tissue fraction a negative tile must hold.
-    A fine-tuning run (``--init``) first gives ``added_fraction`` of its tiles to the annotations
-    added since the parent model (any class; none when nothing was added), the rest as above."""
+    there are some), the rest random tissue; and the tissue fraction a negative tile must hold."""
 
     inside_fraction: float = 0.35
     border_fraction: float = 0.15
     min_tissue: float = 0.25
     jitter: float = 0.25  # max offset of a centred tile, as a fraction of the tile size
     negative_fraction: float = 0.15  # centred inside background-class annotations (e.g. Normal), when any
-    added_fraction: float = 0.5  # fine-tuning (--init): centred inside the annotations added since the parent
 
 
 @dataclass

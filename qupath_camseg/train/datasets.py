@@ -8,11 +8,7 @@ Sampling is class-balanced: a fraction of tiles is centred inside a target-class
 fraction on its border (so edges are learned), a fraction inside the negative regions (annotations
 of other classes, e.g. ``Normal``: corrected false positives; only when there are some), the rest
 anywhere on *tissue* (never blank glass) - except with ``unannotated="ignore"``, where tissue no
-annotation covers teaches nothing and that share goes to the negative regions too. A fine-tuning
-run (``--init``) centres ``added_fraction`` of its tiles inside the annotations added since its
-parent (``added``), so a round of corrections is learned in a short schedule: spread by area
-over everything, a round's few small boxes drew a tenth of the tiles beside the outlines of earlier
-rounds (9 % for the four boxes of one round of the loop benchmark; 54 % with the default 0.5).
+annotation covers teaches nothing and that share goes to the negative regions too.
 Every sample is a pure function of ``(seed, epoch, index)``: a key ``(epoch, index)`` drawn by
 :class:`TileSampler` fully determines position, image and augmentation, so training is
 reproducible with ``--seed``, independent of the number of workers, and resumable mid-epoch
@@ -34,11 +30,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg.train.augment import IDENTITY_PARAMS, AugmentConfig, augment_tile
 from qupath_camseg.train.config import SamplingConfig
-from qupath_camseg.train.images import IGNORE_INDEX, LabelledImage, polygon_parts, random_point_in
+from qupath_camseg.train.images import IGNORE_INDEX, LabelledImage
 from qupath_camseg.wsi import Slide, StainTransform, open_slide
 
 __all__ = ["TileSampler", "TrainTileDataset", "ValTileDataset", "val_tiles"]
@@ -126,7 +121,6 @@ class TrainTileDataset(torch.utils.data.Dataset):
         sampling: SamplingConfig = SamplingConfig(),  # noqa: B008 - frozen dataclass
         augment: AugmentConfig | None = AugmentConfig(),  # noqa: B008 - frozen dataclass
         stains: Sequence[StainTransform] | None = None,
-        added: Sequence[Sequence[BaseGeometry]] | None = None,
     ) -> None:
         self.reader = _SlideReader(images, mpp, tile_px, stains)
         self.images = self.reader.images
@@ -137,24 +131,18 @@ class TrainTileDataset(torch.utils.data.Dataset):
         self._label_w = {lab: _normalise([img.region_area(lab) for img in self.images]) for lab in labels}
         self._tissue_w = _normalise([float(len(img.tissue_xy)) for img in self.images])
         self._negative_w = _normalise([img.negative_area() for img in self.images])
-        # fine-tuning: the annotations added since the parent model, per image (kind 4)
-        self._added = [polygon_parts(a) for a in added] if added is not None else [None] * len(self.images)
-        self._added_w = _normalise([float(sum(p.area for p in a[0])) if a else 0.0 for a in self._added])
         inside, border = (sampling.inside_fraction, sampling.border_fraction) if labels else (0.0, 0.0)
-        negative = sampling.negative_fraction if self._negative_w is not None else 0.0  # kind 3
-        rest = max(0.0, 1.0 - inside - border - negative)
+        negative = [sampling.negative_fraction] if self._negative_w is not None else []  # kind 3
+        rest = max(0.0, 1.0 - inside - border - sum(negative))
         if negative and all(img.fill == IGNORE_INDEX for img in self.images):
             # unannotated tissue is left out of the loss: a tile there teaches (almost) nothing, so
             # its share goes to the negative regions the user did outline (else the tumour tiles
             # outweigh every correction and a fine-tune over-calls tumour)
-            negative, rest = negative + rest, 0.0
-        kinds = np.array([inside, border, rest, negative, 0.0])
+            negative, rest = [negative[0] + rest], 0.0
+        self._kind_p = np.array([inside, border, rest, *negative])
         if self._tissue_w is None:  # no tissue tile anywhere: only annotated regions
-            kinds[2] = 0.0
-        kinds = kinds / kinds.sum()
-        if self._added_w is not None:  # a fine-tune: its new annotations first, the rest as before
-            kinds = np.array([*(kinds[:4] * (1.0 - sampling.added_fraction)), sampling.added_fraction])
-        self._kind_p = kinds
+            self._kind_p[2] = 0.0
+        self._kind_p = self._kind_p / self._kind_p.sum()
 
     def __len__(self) -> int:  # keys are drawn by TileSampler; length is not meaningful
         return 2**31 - 1
@@ -171,10 +159,6 @@ class TrainTileDataset(torch.utils.data.Dataset):
             idx = int(rng.choice(len(self.images), p=self._negative_w))
             img = self.images[idx]
             cx, cy = img.inside_point(0, rng)
-        elif kind == 4:  # inside an annotation added since the parent model
-            idx = int(rng.choice(len(self.images), p=self._added_w))
-            img = self.images[idx]
-            cx, cy = random_point_in(*self._added[idx], rng)  # type: ignore[misc]
         else:
             idx = int(rng.choice(len(self.images), p=self._tissue_w))
             img = self.images[idx]

@@ -32,8 +32,7 @@ from shapely.strtree import STRtree
 from qupath_camseg.annotations import QPObject, is_ignore_class, is_tissue_class, iter_objects, rasterize
 from qupath_camseg.wsi import TissueMask, detect_tissue, level0_size, open_slide, tissue_tiles
 
-__all__ = ["IGNORE_INDEX", "LabelledImage", "annotated_fraction", "build_shapes", "polygon_parts", "prepare_image",
-           "random_point_in"]
+__all__ = ["IGNORE_INDEX", "LabelledImage", "annotated_fraction", "build_shapes", "prepare_image"]
 
 #: Label of pixels left out of the loss (``Ignore*`` classes; unannotated ones with ``unannotated="ignore"``).
 IGNORE_INDEX = 255
@@ -121,7 +120,15 @@ class LabelledImage:
         """A uniformly random point inside target class ``label`` (area-weighted over its parts);
         label 0: inside the negative regions."""
         parts, area_w, _ = self._parts[label]
-        return random_point_in(parts, area_w, rng)
+        part = parts[int(rng.choice(len(parts), p=area_w))]
+        x0, y0, x1, y1 = part.bounds
+        for _ in range(20):
+            xs, ys = rng.uniform(x0, x1, 64), rng.uniform(y0, y1, 64)
+            inside = np.flatnonzero(shapely.contains_xy(part, xs, ys))
+            if inside.size:
+                return float(xs[inside[0]]), float(ys[inside[0]])
+        point = part.representative_point()  # very thin shapes
+        return float(point.x), float(point.y)
 
     def border_point(self, label: int, rng: np.random.Generator) -> tuple[float, float]:
         """A random point on the outline of target class ``label`` (length-weighted)."""
@@ -129,30 +136,6 @@ class LabelledImage:
         part = parts[int(rng.choice(len(parts), p=length_w))]
         point = shapely.line_interpolate_point(part.exterior, rng.random(), normalized=True)
         return float(point.x), float(point.y)
-
-
-def polygon_parts(geoms: Sequence[BaseGeometry]) -> tuple[list[Polygon], npt.NDArray[np.float64]] | None:
-    """The polygons of ``geoms`` (level-0 px) with their area weights (summing to 1); ``None``
-    when they hold no area."""
-    parts = [p for g in geoms for p in getattr(g, "geoms", [g]) if isinstance(p, Polygon) and p.area > 0]
-    if not parts:
-        return None
-    areas = np.array([p.area for p in parts], np.float64)
-    return parts, areas / areas.sum()
-
-
-def random_point_in(parts: Sequence[Polygon], area_w: npt.NDArray[np.float64],
-                    rng: np.random.Generator) -> tuple[float, float]:
-    """A uniformly random point (level-0 px) inside ``parts``, one picked by ``area_w``."""
-    part = parts[int(rng.choice(len(parts), p=area_w))]
-    x0, y0, x1, y1 = part.bounds
-    for _ in range(20):
-        xs, ys = rng.uniform(x0, x1, 64), rng.uniform(y0, y1, 64)
-        inside = np.flatnonzero(shapely.contains_xy(part, xs, ys))
-        if inside.size:
-            return float(xs[inside[0]]), float(ys[inside[0]])
-    point = part.representative_point()  # very thin shapes
-    return float(point.x), float(point.y)
 
 
 def build_shapes(

@@ -4,10 +4,7 @@ A run with ``init`` starts from the parent bundle's weights and takes its archit
 (µm/px), tile size and classes (:func:`init_settings`: an option that says otherwise is refused in
 one line, as for ``--resume``). Unless ``--epochs``/``--steps``/``--lr`` are given it trains a
 short schedule: :data:`INIT_EPOCHS` epochs at peak learning rate :data:`INIT_LR` (a third of a
-fresh run's), with half its tiles centred inside the annotations added since the parent
-(``SamplingConfig.added_fraction``; :mod:`qupath_camseg.train.datasets`), the other half as a
-fresh run draws them from all annotations: enough to take in a round of corrections without
-forgetting the rest.
+fresh run's), enough to take in a round of corrections without forgetting the rest.
 
 The lineage (:func:`parent_lineage`, saved in ``train_config.json`` and in ``model.json`` under
 ``training.lineage``) names the parent (folder, SHA-256 of its weights, when it was made) and what
@@ -24,8 +21,6 @@ import hashlib
 import math
 from pathlib import Path
 from typing import Any
-
-from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg.annotations import fingerprint_neighbours, iter_objects, shape_fingerprint
 from qupath_camseg.errors import CamsegError, InvalidSettingsError
@@ -117,15 +112,14 @@ def annotation_fingerprints(objs: list[Any]) -> list[int]:
 def record_lineage(data: TrainingData, init_dir: str | None, *, resumed: bool = False) -> None:
     """Add to ``data`` what a later fine-tuning needs and what this one comes from: each image's
     annotation fingerprints (``summary["images"][i]["annotations"]``) and, with ``init_dir``, the
-    lineage (``data.lineage``) and the annotations added since the parent (``data.added``, which
-    the tile sampler centres a share of its tiles in). A resumed run whose parent folder has gone
-    since keeps going; its lineage then says so, and its sampler no longer knows what was added."""
+    lineage (``data.lineage``). A resumed run whose parent folder has gone since keeps going; its
+    lineage then says so."""
     for rec in data.summary["images"]:
         rec["annotations"] = annotation_fingerprints(data.objects.get(rec["entry_id"], []))
     if init_dir is None:
         return
     try:
-        data.lineage, data.added = _compare(init_dir, data)
+        data.lineage = parent_lineage(init_dir, data)
     except (CamsegError, OSError):
         if not resumed:
             raise
@@ -134,23 +128,15 @@ def record_lineage(data: TrainingData, init_dir: str | None, *, resumed: bool = 
 
 def parent_lineage(init_dir: str, data: TrainingData) -> dict[str, Any]:
     """The lineage of a run fine-tuned from ``init_dir`` on ``data`` (see the module docstring)."""
-    return _compare(init_dir, data)[0]
-
-
-def _compare(init_dir: str, data: TrainingData) -> tuple[dict[str, Any], dict[str, list[BaseGeometry]]]:
-    """The lineage of a run fine-tuned from ``init_dir`` on ``data``, and the outlines (level-0 px)
-    of the annotations added since the parent, by entry ID."""
     folder = Path(init_dir)
     parent = read_model_config(folder)
     digest = hashlib.sha256((folder / WEIGHTS_NAME).read_bytes()).hexdigest()
     before = {(i.get("entry_id"), i.get("name")): set(i.get("annotations") or [])
               for i in (parent.training.get("data") or {}).get("images", [])}
-    images, added = [], {}
+    images = []
     for rec in data.summary["images"]:
         old = before.get((rec["entry_id"], rec["name"]), set())
-        new, kept = _new_objects(data.objects.get(rec["entry_id"], []), old)
-        images.append(_added(rec, new, len(old - kept)))
-        added[rec["entry_id"]] = [o.geometry for o in new]
+        images.append(_added(rec, data.objects.get(rec["entry_id"], []), old))
     changed = [i for i in images if i["annotations_added"] or i["annotations_gone"]]
     generation = int((parent.training.get("lineage") or {}).get("generation") or 0)
     area: dict[str, float] = {}
@@ -164,31 +150,23 @@ def _compare(init_dir: str, data: TrainingData) -> tuple[dict[str, Any], dict[st
         "annotations_added": sum(i["annotations_added"] for i in images),
         "area_added_mm2": area,
         "images": changed,
-    }, added
+    }
 
 
-def _new_objects(objs: list[Any], old: set[int]) -> tuple[list[Any], set[int]]:
-    """The area annotations among ``objs`` (children included) whose fingerprint (up to float
-    rounding) is not among the parent's ``old`` ones, and the parent's fingerprints still there."""
-    new, kept = [], set()
+def _added(rec: dict[str, Any], objs: list[Any], old: set[int]) -> dict[str, Any]:
+    """One image's changes since the parent: annotations whose fingerprint (up to float rounding)
+    is not among the parent's ``old`` ones, their area (mm², per class), and parent annotations gone."""
+    mpp2 = float(rec["slide_mpp"]) ** 2
+    added, area, kept = 0, {}, set()
     for o in iter_objects(objs):
         if o.object_type != "annotation" or not o.is_area:
             continue
         near = fingerprint_neighbours(o.geometry, o.classification)
         if near & old:
             kept |= near & old
-        else:
-            new.append(o)
-    return new, kept
-
-
-def _added(rec: dict[str, Any], new: list[Any], gone: int) -> dict[str, Any]:
-    """One image's changes since the parent: the ``new`` annotations, their area (mm², per class),
-    and how many of the parent's annotations are ``gone``."""
-    mpp2 = float(rec["slide_mpp"]) ** 2
-    area: dict[str, float] = {}
-    for o in new:
+            continue
+        added += 1
         cls = o.classification or "(unclassified)"
         area[cls] = area.get(cls, 0.0) + float(o.geometry.area) * mpp2 / _UM2_PER_MM2
-    return {"name": rec["name"], "entry_id": rec["entry_id"], "role": rec["role"], "annotations_added": len(new),
-            "area_added_mm2": area, "annotations_gone": gone}
+    return {"name": rec["name"], "entry_id": rec["entry_id"], "role": rec["role"], "annotations_added": added,
+            "area_added_mm2": area, "annotations_gone": len(old - kept)}

@@ -70,7 +70,6 @@ def build_loaders(
         sampling=config.sampling,
         augment=config.augment,
         stains=stains.train if stains is not None else None,
-        added=[data.added.get(img.entry_id, []) for img in data.train_images] if data.added else None,
     )
     workers = config.workers if config.workers is not None else default_loader_workers(str(device), dist.world_size)
     workers = _fit_shared_memory(workers, batch_bytes=config.batch_size * config.tile_px**2 * 4,

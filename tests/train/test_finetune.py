@@ -200,30 +200,3 @@ def test_partial_annotations_fit_their_threshold_on_a_validation_slide_outlined_
     cal = json.loads((tmp_path / "partial" / "model.json").read_text(encoding="utf-8"))["calibration"]
     assert cal["logit_bias"] == [0.0, 0.0] and "bias_fitted_on_validation" not in cal
     assert "tumor_002.tif" in cal["prior_note"] and "outline the whole tissue" in cal["prior_note"]
-
-
-def test_a_finetune_centres_half_its_tiles_on_what_was_added(project: Path, parent: Path, tmp_path: Path) -> None:
-    """A round of corrections is a few small regions beside everything annotated before; spread by
-    area they would draw few tiles, so a fine-tune centres ``added_fraction`` of its tiles on them."""
-    from qupath_camseg.train import init_settings, record_lineage
-
-    proj = _copy_project(project, tmp_path / "p")
-    ann = _annotations(proj, "1")
-    normal = QPObject(shapely.box(100, 1300, 300, 1450), classification="Normal")
-    write_geojson(ann, read_geojson(ann) + [normal])
-    config = init_settings(TrainConfig(init=str(parent), val_images=("tumor_002.tif",), workers=0))
-    data = collect_images(proj, config)
-    record_lineage(data, str(parent))
-    assert [g.area for g in data.added["1"]] == [pytest.approx(normal.geometry.area)]
-    assert not any(v for k, v in data.added.items() if k != "1")
-    added = [data.added.get(img.entry_id, []) for img in data.train_images]
-    kw = {"mpp": config.mpp, "tile_px": config.tile_px, "seed": 0, "augment": None}
-    focused = TrainTileDataset(data.train_images, added=added, **kw)
-    spread = TrainTileDataset(data.train_images, added=added, sampling=SamplingConfig(added_fraction=0.0), **kw)
-    n = 600
-    share = SamplingConfig().added_fraction
-    assert _centres_in(focused, "tumor_001.tif", normal.geometry, n) >= 0.9 * share * n
-    assert _centres_in(spread, "tumor_001.tif", normal.geometry, n) < 0.2 * n  # its 15 % negative share, and chance
-    # the other tiles are drawn as before: a run from scratch (nothing added) is unchanged
-    fresh = TrainTileDataset(data.train_images, **kw)
-    assert fresh._kind_p[4] == 0 and focused._kind_p[:4] == pytest.approx(fresh._kind_p[:4] * (1 - share))
