@@ -406,8 +406,20 @@ def _acceptance(result: dict[str, Any]) -> dict[str, Any]:
         "suggest_minus_random_dice_per_round": [round(a["heldout_dice"] - b["heldout_dice"], 4) for a, b in zip(sug, rnd)],
         "suggest_beats_random_every_round": all(a["heldout_dice"] > b["heldout_dice"] for a, b in zip(sug, rnd)),
         "area_suggest_over_random_per_round": [round(a["annotated_mm2"] / b["annotated_mm2"], 3) for a, b in zip(sug, rnd)],
+        **_equal_area(result),
         **_retrained_acceptance(result),
     }
+
+
+def _equal_area(result: dict[str, Any]) -> dict[str, Any]:
+    """Suggest minus random at equal annotated area: each suggest round against the random arm's
+    Dice interpolated at that area along its rounds (round 0 included); ``None`` outside them."""
+    rnd = [result["round0"]] + result["arms"]["random"]
+    areas, dice = [r["annotated_mm2"] for r in rnd], [r["heldout_dice"] for r in rnd]
+    diffs = [round(r["heldout_dice"] - float(np.interp(r["annotated_mm2"], areas, dice)), 4)
+             if areas[0] <= r["annotated_mm2"] <= areas[-1] else None for r in result["arms"]["suggest"]]
+    return {"suggest_minus_random_at_equal_area_per_round": diffs,
+            "suggest_beats_random_at_equal_area_every_round": all(d is not None and d > 0 for d in diffs)}
 
 
 def _retrained_acceptance(result: dict[str, Any]) -> dict[str, Any]:
