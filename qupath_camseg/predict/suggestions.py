@@ -165,7 +165,8 @@ def _unreviewed(grid: npt.NDArray[np.float64], plan: TilePlan, cell_px: int,
         return grid
     rows, cols = grid.shape
     side = cell_px * plan.ds  # level-0 px per cell
-    covered = rasterize([(reviewed, 1)], (0.0, 0.0, cols * side, rows * side),
+    parts = getattr(reviewed, "geoms", [reviewed])  # one by one: each is drawn in its own bounding box
+    covered = rasterize(((g, 1) for g in parts), (0.0, 0.0, cols * side, rows * side),
                         (cols * _COVER_SAMPLES, rows * _COVER_SAMPLES))
     share = covered.reshape(rows, _COVER_SAMPLES, cols, _COVER_SAMPLES).mean(axis=(1, 3))
     return grid * (1.0 - share)
