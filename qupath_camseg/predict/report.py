@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import shapely
 from shapely.geometry.base import BaseGeometry
 
 from qupath_camseg.errors import ImagesFailedError
@@ -44,11 +45,16 @@ def store_key(lm: LoadedModel, slide_path: Path, slide_mpp: float, roi: BaseGeom
     return key
 
 
-def settings_key(store: dict[str, Any], opts: PredictOptions, plan: TilePlan) -> str:
+def settings_key(store: dict[str, Any], opts: PredictOptions, plan: TilePlan,
+                 reviewed: BaseGeometry | None = None) -> str:
     """A 16-hex-digit hash of everything the outputs depend on: the ``store`` key, the
-    post-processing settings and the plan (recorded in the report; equal keys: skip the image)."""
+    post-processing settings and the plan, and with suggestions the ground already annotated
+    (``reviewed``, level-0 px: new outlines move the review boxes, so the image is not skipped;
+    its stored probabilities are reused). Recorded in the report; equal keys: skip the image."""
     post = {**store, **{k: getattr(opts, k) for k in _POST_SETTINGS}}
-    data = [store, post, plan.to_dict()]
+    data: list[Any] = [store, post, plan.to_dict()]
+    if opts.suggest and reviewed is not None and not reviewed.is_empty:
+        data.append(hashlib.sha256(shapely.normalize(reviewed).wkb).hexdigest())
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

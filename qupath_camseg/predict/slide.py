@@ -213,7 +213,7 @@ def _open_and_plan(job: _Job, slide: Slide) -> _Planned:
     store = store_key(job.lm, job.slide_path, slide_mpp, job.roi, job.opts)
     if job.screen is not None:  # the map depends on the screen too (only then: single-pass stores stay valid)
         store["cascade"] = cascade_key(job.screen, context_px(job.lm))
-    return _Planned(slide_mpp, dims, plan, store, settings_key(store, job.opts, plan))
+    return _Planned(slide_mpp, dims, plan, store, settings_key(store, job.opts, plan, job.reviewed))
 
 
 def _check_mpp(job: _Job, slide_mpp: float) -> None:

@@ -229,23 +229,27 @@ def test_reviewed_ground_is_what_the_pathologist_labelled():
 
 
 def test_predict_project_keeps_review_boxes_off_annotated_ground(tmp_path):
+    """New outlines move the review boxes: the image is predicted again (outputs only) although
+    model and settings are the same; with nothing new it is skipped as before."""
     from tests.predict.test_predict import _fake_model, _opts  # the darkness test network
     from qupath_camseg.predict import predict_project
     from qupath_camseg.synthetic import write_synthetic_project
 
     proj = tmp_path / "p"
     write_synthetic_project(proj, slides=1, width=2048, height=1536, seed=11, door="files")
-    opts = _opts(suggest=3, suggest_um=160.0, overwrite=True)
+    opts = _opts(suggest=3, suggest_um=160.0)
     predictions = proj / "camseg" / "predictions" / "1.geojson"
     annotations = proj / "camseg" / "annotations" / "1.geojson"
 
-    def boxes() -> list[QPObject]:
-        predict_project(proj, _fake_model(), options=opts, project_write=False)
-        return [o for o in read_geojson(predictions) if o.classification == REVIEW_CLASS]
+    def run() -> tuple[bool, list[QPObject]]:
+        (res,) = predict_project(proj, _fake_model(), options=opts, project_write=False)
+        return res.skipped, [o for o in read_geojson(predictions) if o.classification == REVIEW_CLASS]
 
-    before = boxes()
-    assert before
+    skipped, before = run()
+    assert not skipped and before
+    assert run()[0]  # same model, settings and outlines: skipped
     looked = before[0].geometry
     write_geojson(annotations, [*read_geojson(annotations), QPObject(looked, classification="Normal")])
-    after = boxes()
-    assert after and all(o.geometry.intersection(looked).area < 0.25 * looked.area for o in after)
+    skipped, after = run()
+    assert not skipped and after and all(o.geometry.intersection(looked).area < 0.25 * looked.area for o in after)
+    assert run()[0]
