@@ -30,7 +30,7 @@ loop's U-Net and with a 1×1-convolution stand-in (the pipeline alone, as on a f
 per-chunk uncertainty is a larger share). Target: ≤ 1.10.
 
     python benchmarks/bench_active_learning.py                  # ≈ 30-40 min on 2 busy cores
-    python benchmarks/bench_active_learning.py --smoke --out /tmp/al   # a minute; numbers mean nothing
+    python benchmarks/bench_active_learning.py --smoke --out /tmp/al   # about a minute; numbers mean nothing
 
 Torch runs one thread (``--threads``): on a shared 2-core machine two threads contend and run a
 training step 4x slower. Writes ``<out>/<date>-active-learning[-smoke].json`` and a figure (PNG).
@@ -453,11 +453,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--cost-repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--smoke", action="store_true", help="tiny and quick: checks the mechanics only")
+    ap.add_argument("--smoke", action="store_true", help="tiny and quick: checks the mechanics only (round 0 "
+                    "trains 40 steps: fewer leave a model whose calibration calls everything background, so no "
+                    "box is suggested)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.pool, args.heldout, args.size, args.rounds, args.k = 2, 1, 1024, 1, 2
-        args.steps0, args.tiles_per_epoch, args.cost_repeats, args.box_um = 4, 16, 1, 48.0
+        args.steps0, args.tiles_per_epoch, args.cost_repeats, args.box_um = 40, 16, 1, 48.0
     return args
 
 

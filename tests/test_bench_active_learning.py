@@ -28,7 +28,9 @@ def test_smoke_run_writes_rounds_acceptance_cost_and_figure(tmp_path: Path) -> N
         assert 0 <= again["heldout_dice"] <= 1
     assert data["full"]["annotated_mm2"] > data["arms"]["suggest"][0]["annotated_mm2"]
     assert "retrained_suggest_reaches_full_with_at_most_a_third" in data["acceptance"]
-    assert set(data["acceptance"]) >= {"reaches_full_with_at_most_a_third", "suggest_beats_random_every_round"}
+    assert set(data["acceptance"]) >= {"reaches_full_with_at_most_a_third", "suggest_beats_random_every_round",
+                                       "suggest_beats_random_at_equal_area_every_round"}
+    assert len(data["acceptance"]["suggest_minus_random_at_equal_area_per_round"]) == 1
     assert len(data["suggestion_cost"]) == 2
     for cost in data["suggestion_cost"].values():
         assert cost["seconds_suggest_0"] > 0 and cost["ratio"] > 0
