@@ -102,45 +102,41 @@ def val_logits(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, tor
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, bias: Sequence[float]) -> float:
     """The temperature ``T`` minimising the mean NLL of ``softmax(logits / T + bias)`` (LBFGS on
     ``log T``, float64), clamped to [0.01, 100]. ``logits`` ``(N, C)``, ``labels`` ``(N,)``."""
-    z = logits.double()
-    y = labels.long()
-    b = torch.tensor(list(bias), dtype=torch.float64)
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(z * torch.exp(-log_t) + b, y)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    t = float(torch.exp(log_t.detach()))
-    return float(min(max(t, _T_RANGE[0]), _T_RANGE[1])) if np.isfinite(t) else 1.0
+    return _fit_nll(logits, labels, bias, free_bias=False)[0]
 
 
 def fit_temperature_and_bias(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, list[float]]:
     """``(T, bias)`` minimising the mean NLL of ``softmax(logits / T + bias)`` together (Platt
     scaling; LBFGS on ``log T`` and the foreground biases, background's fixed at 0; float64), ``T``
     clamped to [0.01, 100]. ``logits`` ``(N, C)``, ``labels`` ``(N,)`` holding every class."""
-    z = logits.double()
-    y = labels.long()
-    params = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)  # log T, then b[1:]
+    return _fit_nll(logits, labels, [0.0] * logits.shape[1], free_bias=True)
+
+
+def _fit_nll(logits: torch.Tensor, labels: torch.Tensor, bias: Sequence[float], *,
+             free_bias: bool) -> tuple[float, list[float]]:
+    """LBFGS on ``log T`` (and, with ``free_bias``, on the foreground entries of ``bias``, from
+    the given values) minimising the mean NLL of ``softmax(logits / T + bias)``; ``T`` clamped to
+    :data:`_T_RANGE`; ``(1, bias)`` as given when the fit diverges."""
+    z, y = logits.double(), labels.long()
+    b0 = torch.tensor(list(bias), dtype=torch.float64)
+    params = torch.zeros(z.shape[1] if free_bias else 1, dtype=torch.float64, requires_grad=True)  # log T, b[1:]
     opt = torch.optim.LBFGS([params], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
+
+    def total_bias(p: torch.Tensor) -> torch.Tensor:
+        return b0 + torch.cat([p.new_zeros(1), p[1:]]) if free_bias else b0
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        bias = torch.cat([params.new_zeros(1), params[1:]])
-        loss = F.cross_entropy(z * torch.exp(-params[0]) + bias, y)
+        loss = F.cross_entropy(z * torch.exp(-params[0]) + total_bias(params), y)
         loss.backward()
         return loss
 
     opt.step(closure)
     fitted = params.detach()
-    t, bias = float(torch.exp(fitted[0])), [0.0, *(float(b) for b in fitted[1:])]
-    if not (np.isfinite(t) and all(np.isfinite(bias))):
-        return 1.0, [0.0] * z.shape[1]
-    return float(min(max(t, _T_RANGE[0]), _T_RANGE[1])), bias
+    t, b = float(torch.exp(fitted[0])), [float(v) for v in total_bias(fitted)]
+    if not (np.isfinite(t) and all(np.isfinite(b))):
+        return 1.0, [float(v) for v in bias]
+    return float(min(max(t, _T_RANGE[0]), _T_RANGE[1])), b
 
 
 def _class_bins(logits: torch.Tensor, labels: torch.Tensor, temperature: float,
@@ -174,15 +170,14 @@ def calibrate_run(out: Path, *, priors: ClassPriors | None, logits: torch.Tensor
         details["prior_note"] = prior_note
     temperature, notes = 1.0, []
     n_classes_seen = int(torch.unique(labels).numel()) if labels.numel() else 0
-    if fit_bias and n_classes_seen == config.n_channels:
-        temperature, bias = fit_temperature_and_bias(logits, labels)
-        details["bias_fitted_on_validation"] = True
-        if temperature in _T_RANGE:
-            notes.append(f"temperature clamped to {temperature:g}")
-    elif n_classes_seen >= 2:
-        if fit_bias:
-            notes.append("the validation tiles do not hold every class: logit bias not fitted")
-        temperature = fit_temperature(logits, labels, bias)
+    if n_classes_seen >= 2:
+        if fit_bias and n_classes_seen == config.n_channels:
+            temperature, bias = fit_temperature_and_bias(logits, labels)
+            details["bias_fitted_on_validation"] = True
+        else:
+            if fit_bias:
+                notes.append("the validation tiles do not hold every class: logit bias not fitted")
+            temperature = fit_temperature(logits, labels, bias)
         if temperature in _T_RANGE:
             notes.append(f"temperature clamped to {temperature:g}")
     elif labels.numel():
