@@ -166,14 +166,14 @@ def _run_own_shard(project_path: Path, resolved: _Resolved, mine: list[int], lm:
     """Predict the images ``mine`` (indices into ``resolved``), recording each one's outcome in
     ``outcomes``; ``write_back``: each new result into the hierarchy; ``read_door``: where the
     annotations that keep review boxes off labelled ground are read."""
+    reviewed = _reviewed(project_path, [resolved[i][0] for i in mine], read_door, emit) if opts.suggest else {}
     for i in mine:
         e, img = resolved[i]
         try:
             if isinstance(img, CamsegError):
                 raise img
-            reviewed = _reviewed(project_path, e, read_door, emit) if opts.suggest else None
             res = predict_slide(img, lm, out_dir, entry_id=e.entry_id, image_name=e.image_name,
-                                options=opts, progress=emit, reviewed=reviewed)
+                                options=opts, progress=emit, reviewed=reviewed.get(e.entry_id))
             outcomes.results[i] = res
             outcomes.status[i] = _SKIPPED if res.skipped else _DONE
             if write_back and not res.skipped:
@@ -182,16 +182,23 @@ def _run_own_shard(project_path: Path, resolved: _Resolved, mine: list[int], lm:
             outcomes.fail(i, e.image_name, err, emit)
 
 
-def _reviewed(project_path: Path, entry: ProjectEntry, door: str, emit: Progress) -> BaseGeometry | None:
-    """What the pathologist has labelled on ``entry`` (level-0 px; read through ``door``), where no
-    review box is suggested; an unreadable annotation file costs the suggestions that, not the run."""
+def _reviewed(project_path: Path, entries: list[ProjectEntry], door: str,
+              emit: Progress) -> dict[str, BaseGeometry | None]:
+    """What the pathologist has labelled on each of ``entries`` (level-0 px, by entry ID; read
+    through ``door``, the project opened once), where no review box is suggested. An unreadable
+    annotation file or project costs the suggestions that, with a note, not the run."""
+    out: dict[str, BaseGeometry | None] = {}
+    note = "review boxes may fall on ground you annotated already (annotations not read: {})"
     try:
         with open_project(project_path, "r", door=door) as proj:  # type: ignore[arg-type]
-            return reviewed_ground(proj.read_annotations(entry))
+            for e in entries:
+                try:
+                    out[e.entry_id] = reviewed_ground(proj.read_annotations(e))
+                except CamsegError as err:
+                    emit({"event": "note", "image": e.image_name, "message": note.format(err)})
     except CamsegError as err:
-        emit({"event": "note", "image": entry.image_name,
-              "message": f"review boxes may fall on ground you annotated already (annotations not read: {err})"})
-        return None
+        emit({"event": "note", "message": note.format(err)})
+    return out
 
 
 def _gather(project_path: Path, resolved: _Resolved, out_dir: Path, emit: Progress, outcomes: _Outcomes, *,

@@ -96,7 +96,7 @@ def _predict_slide(slide_path: Path, model: LoadedModel | str | Path, out_dir: P
                    image_name: str | None, options: PredictOptions, progress: Progress,
                    reviewed: BaseGeometry | None) -> PredictResult:
     """:func:`predict_slide`, under its lock."""
-    job = replace(_job(slide_path, model, out_dir, entry_id, image_name, options, progress), reviewed=reviewed)
+    job = _job(slide_path, model, out_dir, entry_id, image_name, options, progress, reviewed)
     outputs = {k: str(v) for k, v in job.paths.items()}
     with open_slide(job.slide_path, mpp=job.opts.slide_mpp) as slide:
         planned = _open_and_plan(job, slide)
@@ -140,7 +140,7 @@ class _Job:
 
 
 def _job(slide_path: Path, model: LoadedModel | str | Path, out: Path, entry_id: str | None,
-         image_name: str | None, opts: PredictOptions, emit: Progress) -> _Job:
+         image_name: str | None, opts: PredictOptions, emit: Progress, reviewed: BaseGeometry | None) -> _Job:
     """Check the slide and the settings, load (and compile) the model, name the outputs."""
     if not slide_path.exists():
         raise SlideNotFoundError(f"slide {slide_path} does not exist; check the path")
@@ -165,7 +165,8 @@ def _job(slide_path: Path, model: LoadedModel | str | Path, out: Path, entry_id:
                    what=f"a batch of {opts.batch_size} tiles of {tile_px} px (model {lm.path})",
                    fix="lower --batch-size, or check the model's tile_px in model.json (retrain if it was edited)")
     return _Job(slide_path, image_name or slide_path.name, entry_id, lm, opts, out, paths, roi, tile_px,
-                _tumor_index(cfg.class_names), emit, t_start, _screen(lm, opts, emit, image_name or slide_path.name))
+                _tumor_index(cfg.class_names), emit, t_start, _screen(lm, opts, emit, image_name or slide_path.name),
+                reviewed)
 
 
 def _screen(lm: LoadedModel, opts: PredictOptions, emit: Progress, image: str) -> ScreenModel | None:

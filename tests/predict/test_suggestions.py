@@ -253,3 +253,21 @@ def test_predict_project_keeps_review_boxes_off_annotated_ground(tmp_path):
     skipped, after = run()
     assert not skipped and after and all(o.geometry.intersection(looked).area < 0.25 * looked.area for o in after)
     assert run()[0]
+
+
+def test_an_unreadable_annotation_file_costs_a_note_not_the_run(tmp_path):
+    from tests.predict.test_predict import _fake_model, _opts  # the darkness test network
+    from qupath_camseg.predict import predict_project
+    from qupath_camseg.synthetic import write_synthetic_project
+
+    proj = tmp_path / "p"
+    write_synthetic_project(proj, slides=1, width=2048, height=1536, seed=11, door="files")
+    annotations = proj / "camseg" / "annotations" / "1.geojson"
+    annotations.write_text("{not json", encoding="utf-8")
+    events: list[dict] = []
+    (res,) = predict_project(proj, _fake_model(), options=_opts(suggest=3, suggest_um=160.0), project_write=False,
+                             progress=events.append)
+    assert not res.skipped and any(o.classification == REVIEW_CLASS for o in res.objects)
+    (note,) = [e for e in events if e["event"] == "note" and "annotations not read" in e["message"]]
+    assert note["image"] == res.image and "\n" not in note["message"] and "1.geojson" in note["message"]
+    assert annotations.read_text(encoding="utf-8") == "{not json"  # the user's file is left as it was
