@@ -286,25 +286,29 @@ def _run_arm(arm: Arm, slides: list[Slide], args: argparse.Namespace, side: floa
 def _retrain(arm: Arm, slides: list[Slide], args: argparse.Namespace, work: Path, steps: int) -> dict[str, Any]:
     """After the last round: one model trained from scratch on everything the arm annotated, with
     the full arm's recipe and steps (what README's "Correct and retrain" recommends at the end)."""
-    _, val, held = _split(slides, args)
-    model = _train(arm.project, work / "models" / f"{arm.name}-retrained", args, val, init=None, steps=steps,
-                   seed=args.seed)
-    _predict(arm.project, model, held, args, suggest=0)
-    return {"annotated_mm2": round(arm.area_mm2, 4), "heldout_dice": round(_dice(arm.project, held), 4),
-            "steps": steps}
+    _, dice = _from_scratch(arm.project, work / "models" / f"{arm.name}-retrained", slides, args, steps)
+    return {"annotated_mm2": round(arm.area_mm2, 4), "heldout_dice": dice, "steps": steps}
 
 
 def _full(base: Path, slides: list[Slide], args: argparse.Namespace, work: Path, steps: int) -> dict[str, Any]:
-    pool, val, held = _split(slides, args)
+    pool, _, _ = _split(slides, args)
     project = _copy(base, work / "full")
     area = 0.0
     for s in pool:
         _write(project, s, _labels(s, s.tissue))
         area += _area_mm2(s.tissue, s.mpp)
-    model = _train(project, work / "models" / "full", args, val, init=None, steps=steps, seed=args.seed)
+    model, dice = _from_scratch(project, work / "models" / "full", slides, args, steps)
+    return {"annotated_mm2": round(area, 4), "heldout_dice": dice, "steps": steps, "model": str(model)}
+
+
+def _from_scratch(project: Path, out: Path, slides: list[Slide], args: argparse.Namespace,
+                  steps: int) -> tuple[Path, float]:
+    """A model trained from scratch on ``project``'s annotations for ``steps`` steps (seed
+    ``--seed``), and its held-out Dice."""
+    _, val, held = _split(slides, args)
+    model = _train(project, out, args, val, init=None, steps=steps, seed=args.seed)
     _predict(project, model, held, args, suggest=0)
-    return {"annotated_mm2": round(area, 4), "heldout_dice": round(_dice(project, held), 4), "steps": steps,
-            "model": str(model)}
+    return model, round(_dice(project, held), 4)
 
 
 # ------------------------------------------------------------------------------ cost of suggestions
